@@ -1,0 +1,113 @@
+import { addImports } from '@nuxt/kit'
+import { addTypeTemplate } from '@nuxt/kit'
+import { createResolver } from '@nuxt/kit'
+import { defineNuxtModule } from '@nuxt/kit'
+import { defu } from 'defu'
+import { relative, resolve } from 'pathe'
+import type { NuxtOrpcServerOptions } from './nitro'
+import { resolveServerFiles, serverDefaults, setupNitro } from './nitro'
+
+export interface ModuleOptions extends NuxtOrpcServerOptions {
+  /**
+   * Set to `false` to turn the module off.
+   * @default true
+   */
+  enabled?: boolean
+  /**
+   * Browser client: the first reconnect waits about this long (ms); each further attempt doubles it up to
+   * `reconnectMaxDelay`. Every wait is drawn at random between half and all of that value, afresh per attempt.
+   * @default 500
+   */
+  reconnectBaseDelay?: number
+  /**
+   * Browser client: the longest wait between two reconnect attempts (ms).
+   * @default 10000
+   */
+  reconnectMaxDelay?: number
+  /**
+   * Browser client: how long a call made while the socket is (re)connecting waits for it before it rejects
+   * with `CONNECTION_TIMEOUT` (ms). The call is sent once, when the socket opens, or never.
+   * @default 10000
+   */
+  connectTimeout?: number
+}
+
+export interface RpcPublicRuntimeConfig {
+  route: string
+  reconnectBaseDelay: number
+  reconnectMaxDelay: number
+  connectTimeout: number
+}
+
+declare module '@nuxt/schema' {
+  interface PublicRuntimeConfig {
+    orpc: RpcPublicRuntimeConfig
+  }
+}
+
+export default defineNuxtModule<ModuleOptions>({
+  meta: {
+    name: 'nuxt-orpc',
+    configKey: 'orpc',
+    compatibility: { nuxt: '>=4.0.0' },
+  },
+  defaults: {
+    enabled: true,
+    ...serverDefaults,
+    reconnectBaseDelay: 500,
+    reconnectMaxDelay: 10_000,
+    connectTimeout: 10_000,
+  },
+  setup(options, nuxt) {
+    const resolver = createResolver(import.meta.url)
+
+    if (!options.enabled) return
+
+    // Server half: the same Nitro module a Nitro-only app installs.
+    const { enabled: _enabled, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, ...serverOptions } = options
+    nuxt.options.nitro.orpc = defu(nuxt.options.nitro.orpc, serverOptions)
+    nuxt.options.nitro.modules ||= []
+    nuxt.options.nitro.modules.push(nitro => void setupNitro(nitro))
+
+    // Runtime config the browser client reads.
+    nuxt.options.runtimeConfig.public.orpc = defu(nuxt.options.runtimeConfig.public.orpc, {
+      route: options.route!,
+      reconnectBaseDelay: reconnectBaseDelay!,
+      reconnectMaxDelay: reconnectMaxDelay!,
+      connectTimeout: connectTimeout!,
+    })
+
+    // Client composables.
+    nuxt.options.alias['#nuxt-orpc'] = resolver.resolve('./runtime/types')
+    addImports([
+      { name: 'useRpc', from: resolver.resolve('./runtime/app/composables') },
+      { name: 'useRpcStatus', from: resolver.resolve('./runtime/app/composables') },
+    ])
+
+    // Types: tie useRpc() and `rpc` to the app's router and context, for the app and the server.
+    addTypeTemplate({
+      filename: 'types/nuxt-orpc.d.ts',
+      getContents: ({ nuxt }) => {
+        const files = resolveServerFiles(nuxt.options.serverDir, options.router!)
+        const fromTypes = (file: string) => relative(resolve(nuxt.options.buildDir, 'types'), file).replace(/\.[cm]?[jt]s$/, '')
+        return typeDeclaration(files.router && fromTypes(files.router), files.context && fromTypes(files.context))
+      },
+    }, { nuxt: true, nitro: true })
+  },
+})
+
+/** The generated declaration: registers the router and context types on nuxt-orpc's interfaces. */
+export function typeDeclaration(routerImport: string | undefined, contextImport: string | undefined) {
+  const lines = [
+    `import type { RpcRouterOf } from '#nuxt-orpc'`,
+    `declare module '#nuxt-orpc' {`,
+  ]
+  if (routerImport) {
+    lines.push(`  interface RpcRouterRegister { router: RpcRouterOf<typeof import(${JSON.stringify(routerImport)})> }`)
+  }
+  if (contextImport) {
+    lines.push(`  interface RpcContextRegister { context: Awaited<ReturnType<typeof import(${JSON.stringify(contextImport)}).default>> }`)
+  }
+  lines.push('}', 'export {}')
+  return lines.join('\n')
+}

@@ -1,0 +1,134 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { defu } from 'defu'
+import type { Nitro, NitroModule } from 'nitropack'
+import { findExportNames } from 'mlly'
+import { dirname, join, relative, resolve } from 'pathe'
+
+/** Options of the server half, under `orpc` in nitro.config (or in nuxt.config, which passes them on). */
+export interface NuxtOrpcServerOptions {
+  /**
+   * The router module, relative to Nitro's source directory (`server/` in Nuxt). Its named export `router`,
+   * or else its default export, is served.
+   * @default 'rpc/index'
+   */
+  router?: string
+  /**
+   * The route of the WebSocket endpoint.
+   * @default '/_orpc'
+   */
+  route?: string
+  /**
+   * Origins allowed to open the socket besides the page's own host, e.g. `['https://admin.example.com']`.
+   * A handshake from any other Origin is closed with 1008 before any procedure runs. Handshakes without an
+   * Origin header (non-browser clients) are allowed. Runtime override: `NUXT_ORPC_ALLOWED_ORIGINS`.
+   * @default []
+   */
+  allowedOrigins?: string[]
+  /**
+   * The largest WebSocket message the server reads, in bytes. ws enforces it while it reads the frame and
+   * closes the socket with 1009 past it. It applies to every WebSocket route of the server.
+   * @default 1048576 (1 MiB)
+   */
+  maxMessageBytes?: number
+}
+
+export type ResolvedServerOptions = Required<NuxtOrpcServerOptions>
+
+export const serverDefaults: ResolvedServerOptions = {
+  router: 'rpc/index',
+  route: '/_orpc',
+  allowedOrigins: [],
+  maxMessageBytes: 1024 * 1024,
+}
+
+declare module 'nitropack' {
+  interface NitroConfig {
+    /** nuxt-orpc: typed oRPC over one WebSocket. */
+    orpc?: NuxtOrpcServerOptions
+  }
+  interface NitroOptions {
+    orpc?: NuxtOrpcServerOptions
+  }
+}
+
+const runtimeDir = fileURLToPath(new URL('./runtime', import.meta.url))
+const moduleExtensions = ['.ts', '.mts', '.js', '.mjs']
+
+/** The file behind an extension-less module path, if there is one. */
+export function findModuleFile(path: string): string | undefined {
+  if (moduleExtensions.some(ext => path.endsWith(ext))) return existsSync(path) ? path : undefined
+  return moduleExtensions.map(ext => path + ext).find(file => existsSync(file))
+}
+
+/** Where the router and the optional context function live for this Nitro app. */
+export function resolveServerFiles(srcDir: string, routerPath: string) {
+  const router = findModuleFile(resolve(srcDir, routerPath))
+  const context = findModuleFile(join(dirname(resolve(srcDir, routerPath)), 'context'))
+  return { router, context }
+}
+
+function appModuleCode(routerFile: string | undefined, contextFile: string | undefined, expectedRouter: string) {
+  const lines: string[] = []
+  if (routerFile) {
+    const exportNames = findExportNames(readFileSync(routerFile, 'utf8'))
+    const exportName = exportNames.includes('router') ? 'router' : exportNames.includes('default') ? 'default' : undefined
+    if (!exportName) {
+      throw new Error(`[nuxt-orpc] ${routerFile} must export the oRPC router as \`export const router = { ... }\` or as its default export.`)
+    }
+    lines.push(`export { ${exportName} as router } from ${JSON.stringify(routerFile)}`)
+  }
+  else {
+    lines.push(
+      `console.warn(${JSON.stringify(`[nuxt-orpc] No router found at ${expectedRouter}.(ts|js): the WebSocket route serves no procedure.`)})`,
+      'export const router = {}',
+    )
+  }
+  lines.push(contextFile
+    ? `export { default as createContext } from ${JSON.stringify(contextFile)}`
+    : 'export const createContext = undefined')
+  return lines.join('\n')
+}
+
+/**
+ * Installs the server half: the WebSocket route, the Nitro plugin (frame limit, in-process SSR client) and
+ * the `rpc` server auto-import. Nuxt's module runs this same function.
+ */
+export function setupNitro(nitro: Nitro) {
+  const options = defu(nitro.options.orpc, serverDefaults) as ResolvedServerOptions
+  nitro.options.orpc = options
+
+  nitro.options.experimental ||= {}
+  nitro.options.experimental.websocket = true
+
+  nitro.options.runtimeConfig.orpc = defu(nitro.options.runtimeConfig.orpc as object | undefined, {
+    allowedOrigins: options.allowedOrigins,
+    maxMessageBytes: options.maxMessageBytes,
+  })
+
+  const files = resolveServerFiles(nitro.options.srcDir, options.router)
+  const expectedRouter = relative(nitro.options.rootDir, resolve(nitro.options.srcDir, options.router))
+  nitro.options.virtual['#nuxt-orpc/app'] = () => appModuleCode(files.router, files.context, expectedRouter)
+  nitro.options.alias['#nuxt-orpc'] = join(runtimeDir, 'types')
+
+  // The runtime imports Nitro's virtual modules, so it must be bundled, not left to node_modules.
+  nitro.options.externals ||= {}
+  nitro.options.externals.inline ||= []
+  nitro.options.externals.inline.push(runtimeDir)
+
+  nitro.options.handlers.push({ route: options.route, handler: join(runtimeDir, 'server/route') })
+  nitro.options.plugins.push(join(runtimeDir, 'server/plugin'))
+
+  if (nitro.options.imports) {
+    nitro.options.imports.presets ||= []
+    nitro.options.imports.presets.push({ from: join(runtimeDir, 'server/rpc'), imports: ['rpc'] })
+  }
+  return files
+}
+
+const nitroModule: NitroModule = {
+  name: 'nuxt-orpc',
+  setup: nitro => void setupNitro(nitro),
+}
+
+export default nitroModule

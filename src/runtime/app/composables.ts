@@ -1,0 +1,60 @@
+import type { RouterClient } from '@orpc/server'
+import { createORPCClient } from '@orpc/client'
+import { shallowReadonly, shallowRef } from 'vue'
+import type { Ref } from 'vue'
+import { joinURL } from 'ufo'
+import { useNuxtApp, useRequestEvent, useRuntimeConfig } from '#imports'
+import type { RpcRouter } from '../types'
+import { useRpcCaller } from '../shared/caller'
+import type { RpcConnectionStatus } from './connection'
+import { createRpcConnection } from './connection'
+
+interface RpcAppState {
+  client: RouterClient<RpcRouter>
+  status: Ref<RpcConnectionStatus>
+}
+
+const stateKey = '_nuxtOrpc'
+
+function useRpcAppState(): RpcAppState {
+  const nuxtApp = useNuxtApp() as ReturnType<typeof useNuxtApp> & { [stateKey]?: RpcAppState }
+  if (nuxtApp[stateKey]) return nuxtApp[stateKey]
+
+  const status = shallowRef<RpcConnectionStatus>({ state: 'idle', closeCode: undefined, closeReason: undefined })
+  let client: RouterClient<RpcRouter>
+  if (import.meta.server) {
+    client = useRpcCaller(useRequestEvent()!) as RouterClient<RpcRouter>
+  }
+  else {
+    const config = useRuntimeConfig()
+    const { route, reconnectBaseDelay, reconnectMaxDelay, connectTimeout } = config.public.orpc
+    const path = joinURL(config.app.baseURL, route)
+    const connection = createRpcConnection({
+      url: () => `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${path}`,
+      reconnectBaseDelay,
+      reconnectMaxDelay,
+      connectTimeout,
+      onStatus: (next) => {
+        status.value = next
+      },
+    })
+    client = createORPCClient(connection)
+  }
+  return nuxtApp[stateKey] = { client, status }
+}
+
+/**
+ * The typed client of the app's router. In the browser it talks over the app's one WebSocket (opened on the
+ * first call); during SSR it calls the router in-process with the page request's context.
+ */
+export function useRpc(): RouterClient<RpcRouter> {
+  return useRpcAppState().client
+}
+
+/**
+ * The browser socket's state (`'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'`) and its last close
+ * code and reason, as a read-only reactive value. During SSR it stays `'idle'`.
+ */
+export function useRpcStatus(): Readonly<Ref<Readonly<RpcConnectionStatus>>> {
+  return shallowReadonly(useRpcAppState().status)
+}

@@ -1,0 +1,242 @@
+import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
+import { ORPCError } from '@orpc/client'
+import { RPCLink } from '@orpc/client/websocket'
+import { AsyncIteratorClass, isAsyncIteratorObject } from '@orpc/shared'
+
+/** Where the browser's socket is in its life. */
+export type RpcConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
+
+export interface RpcConnectionStatus {
+  state: RpcConnectionState
+  /** Code of the last close, if the socket has closed once. */
+  closeCode: number | undefined
+  /** Reason of the last close ('' when the server gave none). */
+  closeReason: string | undefined
+}
+
+/** Error codes the client adds to the server's own (UNAUTHORIZED, BAD_REQUEST, ...). */
+export const RpcClientErrorCode = {
+  /** The socket closed while the call was in flight. The call was not retried: it may or may not have run. */
+  ConnectionClosed: 'CONNECTION_CLOSED',
+  /** The call waited `connectTimeout` ms for the socket to open and was never sent. */
+  ConnectionTimeout: 'CONNECTION_TIMEOUT',
+} as const
+
+export interface RpcConnectionOptions {
+  /** The `ws:`/`wss:` URL of the route, or a function returning it (read on every connect). */
+  url: string | (() => string)
+  /** @default 500 */
+  reconnectBaseDelay?: number
+  /** @default 10000 */
+  reconnectMaxDelay?: number
+  /** @default 10000 */
+  connectTimeout?: number
+  /** The WebSocket constructor. @default globalThis.WebSocket */
+  WebSocket?: new (url: string) => WebSocket
+  /** Called on every status change. */
+  onStatus?: (status: RpcConnectionStatus) => void
+}
+
+/**
+ * The wait before reconnect attempt `attempt` (0-based): exponential up to `maxDelay`, drawn at random
+ * between half and all of it, afresh every time, so clients dropped together do not come back together.
+ */
+export function reconnectDelay(attempt: number, baseDelay: number, maxDelay: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(maxDelay, baseDelay * 2 ** attempt)
+  return ceiling / 2 + random() * (ceiling / 2)
+}
+
+/** Close codes by which the server refused the connection: reconnecting by itself would only repeat that. */
+export function isRefusalCloseCode(code: number): boolean {
+  return code === 1008 || (code >= 4000 && code < 5000)
+}
+
+/** The typed error a call in flight gets when its socket closes with `code`. */
+export function errorForClose(code: number, reason: string): ORPCError<string, { closeCode: number, closeReason: string }> {
+  const data = { closeCode: code, closeReason: reason }
+  if (code === 4401) return new ORPCError('UNAUTHORIZED', { status: 401, message: reason || 'Unauthorized', data })
+  if (code === 4403 || code === 1008) return new ORPCError('FORBIDDEN', { status: 403, message: reason || 'Forbidden', data })
+  return new ORPCError(RpcClientErrorCode.ConnectionClosed, {
+    status: 503,
+    message: `The connection closed (code ${code}${reason ? `: ${reason}` : ''}) before the call finished; it was not retried.`,
+    data,
+  })
+}
+
+type SocketListener = (event: Event) => void
+type LinkSocket = ConstructorParameters<typeof RPCLink>[0]['websocket']
+
+/**
+ * One WebSocket and the oRPC link bound to it. The link sees the socket through a facade whose `close`
+ * listeners this session fires itself: Node's WebSocket fires `error` but never `close` after a failed
+ * handshake, and the link would wait forever.
+ */
+class Session {
+  readonly link: RPCLink<ClientContext>
+  closed: { code: number, reason: string } | undefined
+  private readonly closeListeners = new Set<SocketListener>()
+
+  constructor(readonly socket: WebSocket) {
+    const closeListeners = this.closeListeners
+    const facade = {
+      get readyState() {
+        return socket.readyState
+      },
+      send: (data: string | ArrayBufferLike | Blob | ArrayBufferView) => socket.send(data),
+      addEventListener: (type: string, listener: SocketListener) => {
+        if (type === 'close') closeListeners.add(listener)
+        else socket.addEventListener(type, listener)
+      },
+      removeEventListener: (type: string, listener: SocketListener) => {
+        if (type === 'close') closeListeners.delete(listener)
+        else socket.removeEventListener(type, listener)
+      },
+    }
+    this.link = new RPCLink({ websocket: facade as unknown as LinkSocket })
+  }
+
+  end(code: number, reason: string) {
+    if (this.closed) return false
+    this.closed = { code, reason }
+    const event = new Event('close')
+    for (const listener of this.closeListeners) listener(event)
+    this.closeListeners.clear()
+    return true
+  }
+
+  /** Errors of a call on this session: a closed socket becomes the typed close error. */
+  callError(error: unknown, signal: AbortSignal | undefined): unknown {
+    if (signal?.aborted || error instanceof ORPCError || !this.closed) return error
+    const typed = errorForClose(this.closed.code, this.closed.reason)
+    ;(typed as { cause?: unknown }).cause = error
+    return typed
+  }
+}
+
+interface Waiter {
+  resolve: (session: Session) => void
+  reject: (error: unknown) => void
+}
+
+/**
+ * The browser's one shared socket, as an oRPC link. It opens on the first call, reconnects with backoff, and
+ * never sends a frame twice: a call waits (up to `connectTimeout`) for an open socket, goes out once on it,
+ * and if that socket closes first, rejects with a typed error instead of being replayed.
+ */
+export class RpcConnection implements ClientLink<ClientContext> {
+  status: RpcConnectionStatus = { state: 'idle', closeCode: undefined, closeReason: undefined }
+
+  private readonly options: Required<Omit<RpcConnectionOptions, 'onStatus'>> & Pick<RpcConnectionOptions, 'onStatus'>
+  private session: Session | undefined
+  private attempt = 0
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly waiters = new Set<Waiter>()
+
+  constructor(options: RpcConnectionOptions) {
+    this.options = {
+      reconnectBaseDelay: 500,
+      reconnectMaxDelay: 10_000,
+      connectTimeout: 10_000,
+      WebSocket: globalThis.WebSocket,
+      ...options,
+    }
+  }
+
+  async call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
+    const session = this.session?.socket.readyState === 1 ? this.session : await this.ready(options.signal)
+    try {
+      const output = await session.link.call(path, input, options)
+      if (!isAsyncIteratorObject(output)) return output
+      const iterator = output as AsyncIterator<unknown>
+      return new AsyncIteratorClass(async () => {
+        try {
+          return await iterator.next()
+        }
+        catch (error) {
+          throw session.callError(error, options.signal)
+        }
+      }, async (reason) => {
+        if (reason !== 'next') await iterator.return?.()
+      })
+    }
+    catch (error) {
+      throw session.callError(error, options.signal)
+    }
+  }
+
+  /** Closes the socket (code 1000) and stays closed until the next call. */
+  close() {
+    clearTimeout(this.reconnectTimer)
+    const session = this.session
+    this.session = undefined
+    if (session) {
+      session.socket.close(1000, 'Client closed')
+      session.end(1000, 'Client closed')
+    }
+    this.setStatus('closed', 1000, 'Client closed')
+  }
+
+  private ready(signal: AbortSignal | undefined): Promise<Session> {
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    if (this.status.state === 'idle' || this.status.state === 'closed') this.connect()
+    return new Promise<Session>((resolve, reject) => {
+      const timeout = setTimeout(() => finish(new ORPCError(RpcClientErrorCode.ConnectionTimeout, {
+        status: 503,
+        message: `The WebSocket did not open within ${this.options.connectTimeout} ms; the call was not sent.`,
+      })), this.options.connectTimeout)
+      const onAbort = () => finish(signal!.reason)
+      const finish = (error: unknown, session?: Session) => {
+        clearTimeout(timeout)
+        signal?.removeEventListener('abort', onAbort)
+        this.waiters.delete(waiter)
+        if (session) resolve(session)
+        else reject(error)
+      }
+      const waiter: Waiter = { resolve: session => finish(undefined, session), reject: finish }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.waiters.add(waiter)
+    })
+  }
+
+  private connect() {
+    clearTimeout(this.reconnectTimer)
+    const url = typeof this.options.url === 'function' ? this.options.url() : this.options.url
+    const socket = new this.options.WebSocket(url)
+    // ArrayBuffers arrive in order; Blobs would be read asynchronously and could overtake each other.
+    socket.binaryType = 'arraybuffer'
+    const session = new Session(socket)
+    this.session = session
+    this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
+
+    socket.addEventListener('open', () => {
+      if (this.session !== session) return
+      this.attempt = 0
+      this.setStatus('open')
+      for (const waiter of [...this.waiters]) waiter.resolve(session)
+    })
+    const onEnd = (code: number, reason: string) => {
+      if (!session.end(code, reason) || this.session !== session) return
+      this.session = undefined
+      if (isRefusalCloseCode(code)) {
+        this.setStatus('closed', code, reason)
+        for (const waiter of [...this.waiters]) waiter.reject(errorForClose(code, reason))
+        return
+      }
+      this.setStatus('reconnecting', code, reason)
+      const delay = reconnectDelay(this.attempt++, this.options.reconnectBaseDelay, this.options.reconnectMaxDelay)
+      this.reconnectTimer = setTimeout(() => this.connect(), delay)
+    }
+    socket.addEventListener('close', event => onEnd(event.code, event.reason))
+    socket.addEventListener('error', () => onEnd(1006, ''))
+  }
+
+  private setStatus(state: RpcConnectionState, closeCode = this.status.closeCode, closeReason = this.status.closeReason) {
+    this.status = { state, closeCode, closeReason }
+    this.options.onStatus?.(this.status)
+  }
+}
+
+/** A connection to `url` as an oRPC link; give it to `createORPCClient`. */
+export function createRpcConnection(options: RpcConnectionOptions): RpcConnection {
+  return new RpcConnection(options)
+}

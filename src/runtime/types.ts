@@ -1,0 +1,54 @@
+import type { AnyRouter } from '@orpc/server'
+import type { H3Event } from 'h3'
+
+/**
+ * Filled by the declaration nuxt-orpc generates from `rpc/context.ts`: `{ context: ReturnType }`.
+ * Kept apart from {@link RpcRouterRegister} so the router's type can depend on the context's
+ * without a cycle.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface RpcContextRegister {}
+
+/** Filled by the declaration nuxt-orpc generates from `rpc/index.ts`: `{ router: typeof router }`. */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface RpcRouterRegister {}
+
+/** The context every procedure sees: what the app's context function returned for the connection. */
+export type RpcContext = RpcContextRegister extends { context: infer C extends object } ? C : Record<never, never>
+
+/** The router a module exports: its named export `router`, or else its default export. */
+export type RpcRouterOf<M> = M extends { router: infer R } ? R : M extends { default: infer D } ? D : never
+
+/** The app's router, as registered by the generated declaration. */
+export type RpcRouter = RpcRouterRegister extends { router: infer R extends AnyRouter } ? R : AnyRouter
+
+/**
+ * The request a WebSocket upgrade carries on runtimes where nuxt-orpc cannot build an H3 event
+ * (anything but Node). Session libraries accept it: it has `headers` and `context`.
+ */
+export interface RpcUpgradeRequest {
+  readonly url: string
+  readonly headers: Headers
+  readonly context: Record<string, unknown>
+}
+
+/** What the context function receives, once per connection or once per SSR page request. */
+export interface RpcContextInput {
+  /**
+   * The request behind this context: the page request during SSR, the WebSocket upgrade request over the
+   * socket. On Node (node-server preset, `nuxt dev`) both are H3 events, so `getUserSession(event)`,
+   * `requireUserSession(event)`, `getCookie(event, name)` work the same on both paths.
+   */
+  event: H3Event | RpcUpgradeRequest
+  /** The request URL. */
+  url: URL
+  /** The request headers (cookies included). */
+  headers: Headers
+  /** The peer's IP address as the server's socket sees it (no proxy headers are trusted). */
+  remoteAddress: string | undefined
+  /** `'websocket'` for a connection, `'ssr'` for in-process calls made while rendering a page. */
+  transport: 'websocket' | 'ssr'
+}
+
+/** The shape of the default export of `rpc/context.ts`. */
+export type RpcContextFunction<T extends object = object> = (input: RpcContextInput) => T | Promise<T>
