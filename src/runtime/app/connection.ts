@@ -104,12 +104,27 @@ class Session {
     return true
   }
 
-  /** Errors of a call on this session: a closed socket becomes the typed close error. */
-  callError(error: unknown, signal: AbortSignal | undefined): unknown {
-    if (signal?.aborted || error instanceof ORPCError || !this.closed) return error
-    const typed = errorForClose(this.closed.code, this.closed.reason)
+  /**
+   * Errors of a call on this session: a socket that closed (or is closing: the link refuses to send on it
+   * before the close event arrives) turns them into the typed close error.
+   */
+  async callError(error: unknown, signal: AbortSignal | undefined): Promise<unknown> {
+    if (signal?.aborted || error instanceof ORPCError) return error
+    if (!this.closed && this.socket.readyState === 1) return error
+    const closed = this.closed ?? await this.waitForEnd()
+    const typed = errorForClose(closed.code, closed.reason)
     ;(typed as { cause?: unknown }).cause = error
     return typed
+  }
+
+  private waitForEnd(): Promise<{ code: number, reason: string }> {
+    return new Promise((resolve) => {
+      const fallback = setTimeout(() => resolve(this.closed ?? { code: 1006, reason: '' }), 1000)
+      this.closeListeners.add(() => {
+        clearTimeout(fallback)
+        resolve(this.closed!)
+      })
+    })
   }
 }
 
@@ -153,14 +168,14 @@ export class RpcConnection implements ClientLink<ClientContext> {
           return await iterator.next()
         }
         catch (error) {
-          throw session.callError(error, options.signal)
+          throw await session.callError(error, options.signal)
         }
       }, async (reason) => {
         if (reason !== 'next') await iterator.return?.()
       })
     }
     catch (error) {
-      throw session.callError(error, options.signal)
+      throw await session.callError(error, options.signal)
     }
   }
 

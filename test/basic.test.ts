@@ -1,0 +1,290 @@
+import { fileURLToPath } from 'node:url'
+import { $fetch, getServerLogs, setup, startServer, stopServer, url } from '@nuxt/test-utils/e2e'
+import { getRandomPort } from 'get-port-please'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { RpcConnection } from '../src/runtime/app/connection'
+import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
+
+const port = await getRandomPort('127.0.0.1')
+
+await setup({
+  rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
+  server: true,
+  port,
+})
+
+const wsUrl = (query = '') => url(`/_orpc${query}`).replace(/^http/, 'ws')
+const cleanups: Array<() => void> = []
+
+function socket(query = '', headers: Record<string, string> = {}) {
+  const raw = new RawSocket(wsUrl(query), headers)
+  cleanups.push(() => raw.close())
+  return raw
+}
+
+function client(query = '') {
+  const { connection, client } = createClient<any>({ url: () => wsUrl(query), reconnectBaseDelay: 50, reconnectMaxDelay: 200, connectTimeout: 3000 })
+  cleanups.push(() => connection.close())
+  return { connection, client }
+}
+
+afterEach(() => {
+  cleanups.splice(0).forEach(cleanup => cleanup())
+})
+
+/** A control socket: proves the server and other connections still work. */
+async function expectServerHealthy() {
+  const { client: control } = client()
+  expect(await control.ping()).toBe('pong')
+}
+
+const serverLogs = () => getServerLogs().join('\n')
+
+function expectNoUnhandledRejection() {
+  expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
+}
+
+describe('calls over the socket', () => {
+  it('answers a typed call with schema-validated input', async () => {
+    const { client: rpc } = client()
+    expect(await rpc.greet({ name: 'Ada' })).toEqual({ message: 'Hello Ada', transport: 'websocket' })
+  })
+
+  it('rejects invalid input with BAD_REQUEST and the validation issues', async () => {
+    const { client: rpc } = client()
+    const error = await rejectionOf(rpc.greet({ name: '' }))
+    expect(error.code).toBe('BAD_REQUEST')
+    expect(error.data.issues[0].path).toEqual(['name'])
+  })
+
+  it('passes typed errors from procedures to the caller', async () => {
+    const { client: rpc } = client()
+    const error = await rejectionOf(rpc.fail())
+    expect(error).toMatchObject({ code: 'CONFLICT', status: 409, message: 'Always conflicts', data: { reason: 'test' } })
+  })
+
+  it('multiplexes concurrent calls on one socket', async () => {
+    const { client: rpc } = client()
+    const results = await Promise.all(Array.from({ length: 50 }, (_, index) => rpc.greet({ name: `n${index}` })))
+    expect(results.map(result => result.message)).toEqual(Array.from({ length: 50 }, (_, index) => `Hello n${index}`))
+  })
+
+  it('builds the context from the upgrade request as an H3 event', async () => {
+    const { client: rpc } = client()
+    const info = await rpc.connection()
+    expect(info).toMatchObject({ isH3Event: true, transport: 'websocket' })
+    expect(info.remoteAddress).toMatch(/127\.0\.0\.1/)
+  })
+})
+
+describe('origin check', () => {
+  it('accepts the same origin, a listed origin and no origin', async () => {
+    for (const headers of [{ origin: `http://127.0.0.1:${port}` }, { origin: 'http://allowed.example' }, {}]) {
+      const raw = socket('', headers)
+      await raw.opened
+      const answer = await raw.request(1, 'ping')
+      expect(answer.p.b?.json).toBe('pong')
+    }
+  })
+
+  it('closes a foreign origin with 1008 before any procedure runs', async () => {
+    const key = `origin-${Date.now()}`
+    const raw = socket('', { origin: 'http://evil.example' })
+    await raw.opened
+    void raw.request(1, 'count', { key })
+    expect(await raw.closed).toEqual({ code: 1008, reason: 'Origin http://evil.example is not allowed' })
+    expect(raw.responses.size).toBe(0)
+    const { client: rpc } = client()
+    expect(await rpc.countOf({ key })).toBe(0)
+  })
+
+  it('refuses a foreign origin to nuxt-orpc\'s client with a typed FORBIDDEN', async () => {
+    // Node's WebSocket sends no Origin; a `ws` client stands in for a cross-site browser page.
+    class EvilWebSocket extends (await import('ws')).default {
+      constructor(address: string) {
+        super(address, { headers: { origin: 'https://evil.example' } })
+      }
+    }
+    const { connection, client: rpc } = createClient<any>({ url: wsUrl(), WebSocket: EvilWebSocket as never })
+    cleanups.push(() => connection.close())
+    const error = await rejectionOf(rpc.ping())
+    expect(error.code).toBe('FORBIDDEN')
+    expect(connection.status).toMatchObject({ state: 'closed', closeCode: 1008 })
+  })
+})
+
+describe('connection context', () => {
+  it('refuses the connection with 4401 when the context function throws 401', async () => {
+    const key = `deny-${Date.now()}`
+    const raw = socket('?deny=401')
+    await raw.opened
+    void raw.request(1, 'count', { key })
+    expect(await raw.closed).toEqual({ code: 4401, reason: 'Sign in first' })
+    expect(raw.responses.size).toBe(0)
+    const { client: rpc } = client()
+    expect(await rpc.countOf({ key })).toBe(0)
+  })
+
+  it('gives nuxt-orpc\'s client a typed UNAUTHORIZED and does not reconnect by itself', async () => {
+    const { connection, client: rpc } = client('?deny=401')
+    const error = await rejectionOf(rpc.ping())
+    expect(error).toMatchObject({ code: 'UNAUTHORIZED', status: 401, message: 'Sign in first' })
+    expect(connection.status).toMatchObject({ state: 'closed', closeCode: 4401 })
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(connection.status.state).toBe('closed')
+  })
+
+  it('refuses with 4403 for an ORPCError FORBIDDEN', async () => {
+    const raw = socket('?deny=403')
+    expect(await raw.closed).toEqual({ code: 4403, reason: 'Not for you' })
+  })
+
+  it('refuses with 1011 and logs when the context function crashes', async () => {
+    const raw = socket('?deny=crash')
+    expect(await raw.closed).toEqual({ code: 1011, reason: 'Connection context failed' })
+    await waitFor(() => serverLogs().includes('context exploded'))
+    await expectServerHealthy()
+    expectNoUnhandledRejection()
+  })
+})
+
+describe('bad input', () => {
+  it('closes a frame larger than maxMessageBytes with 1009', async () => {
+    const raw = socket()
+    await raw.opened
+    raw.send(JSON.stringify({ i: 1, p: { u: '/greet', b: { json: { name: 'x'.repeat(70 * 1024) } } } }))
+    expect((await raw.closed).code).toBe(1009)
+    await expectServerHealthy()
+  })
+
+  it('accepts a frame just under the limit', async () => {
+    const { client: rpc } = client()
+    const name = 'y'.repeat(60 * 1024)
+    expect((await rpc.greet({ name })).message).toBe(`Hello ${name}`)
+  })
+
+  const malformed: Array<[string, string | Buffer, number]> = [
+    ['not JSON', 'hello there', 1007],
+    ['binary junk', Buffer.from([0x00, 0x9F, 0x92, 0x96, 0xC3]), 1007],
+    ['binary junk after the file delimiter', Buffer.from([0x7B, 0xFF, 0x01, 0x02]), 1007],
+    ['null', 'null', 1008],
+    ['an empty object', '{}', 1008],
+    ['a number', '42', 1008],
+    ['a request without a URL', JSON.stringify({ i: 1, p: {} }), 1008],
+    ['a request whose URL is a number', JSON.stringify({ i: 1, p: { u: 5 } }), 1008],
+    ['a request whose URL is not a URL', JSON.stringify({ i: 1, p: { u: 'http//' } }), 1008],
+  ]
+
+  for (const [name, frame, code] of malformed) {
+    it(`closes the socket on ${name} with ${code}, and nothing else breaks`, async () => {
+      const bystander = socket()
+      await bystander.opened
+      const pending = bystander.request(7, 'slow', { ms: 300 })
+
+      const raw = socket()
+      await raw.opened
+      raw.send(frame)
+      expect((await raw.closed).code).toBe(code)
+
+      expect((await pending).p.b?.json).toBe('done')
+      expect((await bystander.request(8, 'ping')).p.b?.json).toBe('pong')
+      expectNoUnhandledRejection()
+    })
+  }
+
+  it('ignores abort frames and stream events for calls that never existed', async () => {
+    const raw = socket()
+    await raw.opened
+    raw.send(JSON.stringify({ i: 999, t: 4 }))
+    raw.send(JSON.stringify({ i: 998, t: 3, p: { e: 'message', d: 1 } }))
+    expect((await raw.request(1, 'ping')).p.b?.json).toBe('pong')
+  })
+})
+
+describe('streams', () => {
+  it('aborts the server\'s signal when the client breaks early', async () => {
+    const { client: rpc } = client()
+    const id = `break-${Date.now()}`
+    const seen: number[] = []
+    for await (const tick of await rpc.ticks({ id, intervalMs: 10 })) {
+      seen.push(tick)
+      if (seen.length === 3) break
+    }
+    expect(seen).toEqual([0, 1, 2])
+    expect(await waitFor(async () => (await rpc.streamState({ id })) === 'aborted')).toBe(true)
+  })
+
+  it('aborts every call still running when its socket closes', async () => {
+    const raw = socket()
+    await raw.opened
+    const id = `closed-${Date.now()}`
+    await raw.request(1, 'ticks', { id, intervalMs: 10 })
+    await waitFor(() => (raw.responses.get(1)?.length ?? 0) >= 3)
+    raw.close()
+    const { client: rpc } = client()
+    expect(await waitFor(async () => (await rpc.streamState({ id })) === 'aborted')).toBe(true)
+  })
+})
+
+describe('SSR', () => {
+  it('renders an in-process result into the HTML', async () => {
+    const html = await $fetch<string>('/')
+    expect(html).toContain('Hello SSR via ssr')
+  })
+})
+
+describe('sessions (nuxt-auth-utils)', () => {
+  async function login(name: string) {
+    const response = await fetch(url('/api/login'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name }),
+    })
+    const cookie = response.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
+    expect(cookie).toMatch(/nuxt-session=/)
+    return cookie
+  }
+
+  it('reaches the context function over the socket', async () => {
+    const cookie = await login('grace')
+    const raw = socket('', { cookie })
+    await raw.opened
+    expect((await raw.request(1, 'whoami')).p.b?.json).toEqual({ name: 'grace' })
+  })
+
+  it('reaches the context function during SSR', async () => {
+    const cookie = await login('linus')
+    const html = await $fetch<string>('/me', { headers: { cookie } })
+    expect(html).toContain('Signed in as linus')
+  })
+
+  it('fails a procedure that requires it with UNAUTHORIZED, on both paths', async () => {
+    const { client: rpc } = client()
+    const error = await rejectionOf(rpc.whoami())
+    expect(error).toMatchObject({ code: 'UNAUTHORIZED', message: 'Log in first' })
+    expect(await $fetch<string>('/me')).toContain('Error UNAUTHORIZED')
+  })
+})
+
+describe('server restart', () => {
+  it('rejects a call in flight within a second with CONNECTION_CLOSED, then reconnects', async () => {
+    const { connection, client: rpc } = client()
+    expect(await rpc.ping()).toBe('pong')
+    const states: string[] = []
+    const watcher = setInterval(() => states.push((connection as RpcConnection).status.state), 5)
+
+    const inFlight = rejectionOf(rpc.slow({ ms: 20_000 }))
+    const stoppedAt = Date.now()
+    await stopServer()
+    const error = await inFlight
+    expect(Date.now() - stoppedAt).toBeLessThan(1000)
+    expect(error.code).toBe('CONNECTION_CLOSED')
+    expect(error.data.closeCode).toBeTypeOf('number')
+
+    await startServer()
+    expect(await waitFor(async () => (await rpc.ping()) === 'pong', { timeout: 10_000 })).toBe(true)
+    clearInterval(watcher)
+    expect(states).toContain('reconnecting')
+    expect(connection.status.state).toBe('open')
+  })
+})

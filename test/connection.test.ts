@@ -1,0 +1,194 @@
+import { createServer } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { os } from '@orpc/server'
+import { experimental_RPCHandler as RPCHandler } from '@orpc/server/crossws'
+import wsAdapter from 'crossws/adapters/node'
+import { getRandomPort } from 'get-port-please'
+import { afterEach, describe, expect, it } from 'vitest'
+import { z } from 'zod'
+import { reconnectDelay } from '../src/runtime/app/connection'
+import { createClient, rejectionOf, waitFor } from './helpers'
+
+/** A real oRPC crossws server (oRPC's stock handler, no nuxt-orpc code) that records every frame it gets. */
+async function startStockServer() {
+  const frames: Array<{ i: number, t?: number }> = []
+  const executions = new Map<string, number>()
+  const router = {
+    ping: os.handler(() => 'pong'),
+    count: os.input(z.object({ key: z.string() })).handler(({ input }) => {
+      executions.set(input.key, (executions.get(input.key) ?? 0) + 1)
+      return executions.get(input.key)
+    }),
+    hang: os.handler(() => new Promise(() => {})),
+    numbers: os.handler(async function* () {
+      for (let n = 0; n < 3; n++) yield n
+    }),
+  }
+  const handler = new RPCHandler(router)
+  const ws = wsAdapter({
+    hooks: {
+      message(peer, message) {
+        frames.push(JSON.parse(message.text()))
+        void handler.message(peer, message, { context: {} })
+      },
+      close(peer) {
+        handler.close(peer)
+      },
+    },
+  })
+  const sockets = new Set<Socket>()
+  const server = createServer((_, response) => response.end('ws only'))
+  server.on('upgrade', (request, socket, head) => void ws.handleUpgrade(request, socket, head))
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  const port = await new Promise<number>(resolve => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)))
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    frames,
+    executions,
+    /** Drops every connection at the TCP level, like a crashed server. */
+    dropAll() {
+      for (const socket of sockets) socket.destroy()
+    },
+    async stop() {
+      for (const socket of sockets) socket.destroy()
+      await new Promise(resolve => server.close(resolve))
+    },
+  }
+}
+
+const cleanups: Array<() => unknown> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0)) await cleanup()
+})
+
+async function stockServer() {
+  const server = await startStockServer()
+  cleanups.push(() => server.stop())
+  return server
+}
+
+function client(url: string | (() => string), connectTimeout = 2000) {
+  const created = createClient<any>({ url, reconnectBaseDelay: 20, reconnectMaxDelay: 100, connectTimeout })
+  cleanups.push(() => created.connection.close())
+  return created
+}
+
+describe('reconnectDelay', () => {
+  it('doubles from the base up to the cap', () => {
+    const ceilings = [0, 1, 2, 3, 4, 5, 6].map(attempt => reconnectDelay(attempt, 500, 10_000, () => 1))
+    expect(ceilings).toEqual([500, 1000, 2000, 4000, 8000, 10_000, 10_000])
+  })
+
+  it('draws each wait between half and all of the ceiling', () => {
+    expect(reconnectDelay(2, 500, 10_000, () => 0)).toBe(1000)
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const delay = reconnectDelay(attempt, 500, 10_000)
+      const ceiling = Math.min(10_000, 500 * 2 ** attempt)
+      expect(delay).toBeGreaterThanOrEqual(ceiling / 2)
+      expect(delay).toBeLessThanOrEqual(ceiling)
+    }
+  })
+
+  it('draws fresh jitter on every attempt', () => {
+    const draws = new Set(Array.from({ length: 50 }, () => reconnectDelay(3, 500, 10_000)))
+    expect(draws.size).toBeGreaterThan(40)
+  })
+})
+
+describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
+  it('calls, streams and reports typed errors', async () => {
+    const server = await stockServer()
+    const { client: rpc, connection } = client(server.url)
+    expect(connection.status.state).toBe('idle')
+    expect(await rpc.ping()).toBe('pong')
+    expect(connection.status.state).toBe('open')
+    const numbers: number[] = []
+    for await (const n of await rpc.numbers()) numbers.push(n)
+    expect(numbers).toEqual([0, 1, 2])
+    expect((await rejectionOf(rpc.count({ key: 5 }))).code).toBe('BAD_REQUEST')
+  })
+
+  it('opens one socket for concurrent first calls and sends each frame once', async () => {
+    const server = await stockServer()
+    const { client: rpc } = client(server.url)
+    const results = await Promise.all(Array.from({ length: 20 }, (_, index) => rpc.count({ key: `k${index}` })))
+    expect(results).toEqual(Array.from({ length: 20 }, () => 1))
+    expect(server.frames.filter(frame => frame.t === undefined)).toHaveLength(20)
+  })
+
+  it('rejects calls in flight with CONNECTION_CLOSED when the server drops, and never replays them', async () => {
+    const server = await stockServer()
+    const { client: rpc, connection } = client(server.url)
+    expect(await rpc.count({ key: 'before' })).toBe(1)
+
+    const inFlight = rejectionOf(rpc.hang())
+    await waitFor(() => server.frames.length === 2)
+    const droppedAt = Date.now()
+    server.dropAll()
+    const error = await inFlight
+    expect(Date.now() - droppedAt).toBeLessThan(1000)
+    expect(error).toMatchObject({ code: 'CONNECTION_CLOSED', data: { closeCode: 1006 } })
+
+    await waitFor(() => connection.status.state === 'open')
+    expect(await rpc.count({ key: 'after' })).toBe(1)
+    // Three calls, three request frames: nothing was sent twice after the reconnect.
+    expect(server.frames.filter(frame => frame.t === undefined).map(frame => frame.i)).toHaveLength(3)
+    expect(server.executions.get('before')).toBe(1)
+  })
+
+  it('holds a call made while reconnecting and sends it once the socket is open', async () => {
+    let server = await stockServer()
+    let url = server.url
+    const { client: rpc, connection } = client(() => url, 5000)
+    expect(await rpc.ping()).toBe('pong')
+    await server.stop()
+    await waitFor(() => connection.status.state === 'reconnecting')
+
+    const pending = rpc.count({ key: 'queued' })
+    await new Promise(resolve => setTimeout(resolve, 150))
+    server = await stockServer()
+    url = server.url
+    expect(await pending).toBe(1)
+    expect(server.executions.get('queued')).toBe(1)
+  })
+
+  it('rejects with CONNECTION_TIMEOUT when nothing listens, and never hangs', async () => {
+    const port = await getRandomPort('127.0.0.1')
+    const { client: rpc, connection } = client(`ws://127.0.0.1:${port}`, 500)
+    const startedAt = Date.now()
+    const error = await rejectionOf(rpc.ping())
+    expect(error.code).toBe('CONNECTION_TIMEOUT')
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(450)
+    expect(Date.now() - startedAt).toBeLessThan(1500)
+    expect(connection.status.state).toBe('reconnecting')
+  })
+
+  it('handles a handshake refused with HTTP 403 (error without close in Node) and recovers', async () => {
+    let refuse = true
+    const server = await stockServer()
+    const refusing = createServer()
+    refusing.on('upgrade', (_request, socket) => {
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n')
+    })
+    const refusingPort = await new Promise<number>(resolve => refusing.listen(0, '127.0.0.1', () => resolve((refusing.address() as AddressInfo).port)))
+    cleanups.push(() => new Promise(resolve => refusing.close(resolve)))
+    const { client: rpc, connection } = client(() => refuse ? `ws://127.0.0.1:${refusingPort}` : server.url, 3000)
+
+    const pending = rpc.ping()
+    await waitFor(() => connection.status.state === 'reconnecting')
+    refuse = false
+    expect(await pending).toBe('pong')
+  })
+
+  it('lets an aborted signal cancel a call that is waiting for the socket', async () => {
+    const port = await getRandomPort('127.0.0.1')
+    const { client: rpc } = client(`ws://127.0.0.1:${port}`, 5000)
+    const controller = new AbortController()
+    const pending = rejectionOf(rpc.ping(undefined, { signal: controller.signal }))
+    controller.abort(new Error('user gave up'))
+    expect((await pending).message).toBe('user gave up')
+  })
+})

@@ -1,0 +1,87 @@
+import { createORPCClient } from '@orpc/client'
+import type { RouterClient } from '@orpc/server'
+import WebSocket from 'ws'
+import type { RpcConnectionOptions } from '../src/runtime/app/connection'
+import { createRpcConnection } from '../src/runtime/app/connection'
+
+export interface Closed {
+  code: number
+  reason: string
+}
+
+/** A raw socket from the `ws` package, for frames no well-behaved client would send. */
+export class RawSocket {
+  readonly socket: WebSocket
+  readonly opened: Promise<void>
+  readonly closed: Promise<Closed>
+  readonly responses = new Map<unknown, unknown[]>()
+  private readonly waiting = new Map<unknown, (message: unknown) => void>()
+
+  constructor(url: string, headers: Record<string, string> = {}) {
+    this.socket = new WebSocket(url, { headers })
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.once('open', () => resolve())
+      this.socket.once('error', reject)
+    })
+    this.closed = new Promise((resolve) => {
+      this.socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+    })
+    this.socket.on('message', (data) => {
+      const message = JSON.parse(data.toString()) as { i: unknown }
+      const list = this.responses.get(message.i) ?? []
+      list.push(message)
+      this.responses.set(message.i, list)
+      this.waiting.get(message.i)?.(message)
+    })
+  }
+
+  send(data: string | Buffer) {
+    this.socket.send(data)
+  }
+
+  /** Sends one oRPC request frame and resolves with the first frame answering it. */
+  request(id: number, path: string, input?: unknown) {
+    const answer = new Promise<{ i: number, t?: number, p: { s?: number, b?: { json: unknown } } }>((resolve) => {
+      this.waiting.set(id, message => resolve(message as never))
+    })
+    this.socket.send(JSON.stringify({ i: id, p: { u: `/${path}`, b: input === undefined ? undefined : { json: input } } }))
+    return answer
+  }
+
+  close() {
+    this.socket.terminate()
+  }
+}
+
+/** nuxt-orpc's own client connection, driven by Node 22's WebSocket. */
+export function createClient<T extends Record<string, unknown>>(options: RpcConnectionOptions) {
+  const connection = createRpcConnection(options)
+  return { connection, client: createORPCClient(connection) as RouterClient<T> }
+}
+
+export async function waitFor<T>(check: () => T | Promise<T>, { timeout = 5000, interval = 20 } = {}): Promise<T> {
+  const deadline = Date.now() + timeout
+  let lastError: unknown
+  while (Date.now() < deadline) {
+    try {
+      const result = await check()
+      if (result) return result
+    }
+    catch (error) {
+      lastError = error
+    }
+    await new Promise(resolve => setTimeout(resolve, interval))
+  }
+  throw lastError ?? new Error('waitFor timed out')
+}
+
+/** Resolves with the rejection of `promise` (and fails if it resolves). */
+export async function rejectionOf(promise: Promise<unknown>): Promise<any> {
+  try {
+    await promise
+  }
+  catch (error) {
+    return error
+  }
+  throw new Error('expected a rejection')
+}
