@@ -1,0 +1,42 @@
+import { fileURLToPath } from 'node:url'
+import { $fetch, getServerLogs, setup, url } from '@nuxt/test-utils/e2e'
+import { describe, expect, it } from 'vitest'
+import { createClient, RawSocket, rejectionOf } from './helpers'
+
+await setup({
+  rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
+  dev: true,
+  server: true,
+})
+
+const wsUrl = (query = '') => url(`/_orpc${query}`).replace(/^http/, 'ws')
+
+describe('nuxt dev', () => {
+  it('serves calls over the socket and SSR', async () => {
+    const { client, connection } = createClient<any>({ url: wsUrl() })
+    try {
+      expect(await client.greet({ name: 'dev' })).toEqual({ message: 'Hello dev', transport: 'websocket' })
+    }
+    finally {
+      connection.close()
+    }
+    expect(await $fetch<string>('/')).toContain('Hello SSR via ssr')
+  })
+
+  it('survives refused upgrades (foreign origin, 401) and keeps serving', async () => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const foreign = new RawSocket(wsUrl(), { origin: 'http://evil.example' })
+      expect((await foreign.closed).code).toBe(1008)
+      const denied = new RawSocket(wsUrl('?deny=401'))
+      expect((await denied.closed).code).toBe(4401)
+    }
+    const { client, connection } = createClient<any>({ url: wsUrl('?deny=401') })
+    expect((await rejectionOf(client.ping())).code).toBe('UNAUTHORIZED')
+    connection.close()
+
+    const { client: healthy, connection: healthyConnection } = createClient<any>({ url: wsUrl() })
+    expect(await healthy.ping()).toBe('pong')
+    healthyConnection.close()
+    expect(getServerLogs().join('\n')).not.toMatch(/unhandledRejection|ECONNRESET/)
+  })
+})
