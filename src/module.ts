@@ -65,7 +65,7 @@ export default defineNuxtModule<ModuleOptions>({
 
     // Server half: the same Nitro module a Nitro-only app installs.
     const { enabled: _enabled, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, ...serverOptions } = options
-    nuxt.options.nitro.orpc = defu(nuxt.options.nitro.orpc, serverOptions)
+    nuxt.options.nitro.orpc = serverOptions
     nuxt.options.nitro.modules ||= []
     nuxt.options.nitro.modules.push(nitro => void setupNitro(nitro))
 

@@ -112,7 +112,6 @@ export function setupNitro(nitro: Nitro) {
   nitro.options.alias['#nuxt-orpc'] = join(runtimeDir, 'types')
 
   // The runtime imports Nitro's virtual modules, so it must be bundled, not left to node_modules.
-  nitro.options.externals ||= {}
   nitro.options.externals.inline ||= []
   nitro.options.externals.inline.push(runtimeDir)
 

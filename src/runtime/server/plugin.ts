@@ -1,3 +1,4 @@
+/// <reference path="../virtual.d.ts" />
 import { defu } from 'defu'
 import { defineNitroPlugin, useRuntimeConfig } from 'nitropack/runtime'
 import { createContext, router } from '#nuxt-orpc/app'

@@ -1,3 +1,4 @@
+/// <reference path="../virtual.d.ts" />
 import { useRuntimeConfig } from 'nitropack/runtime'
 import { createContext, router } from '#nuxt-orpc/app'
 import { defineRpcWebSocketHandler } from './handler'

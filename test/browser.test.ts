@@ -1,0 +1,57 @@
+import { fileURLToPath } from 'node:url'
+import { setup, url } from '@nuxt/test-utils/e2e'
+import type { Browser } from 'playwright-core'
+import { chromium } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+await setup({
+  rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
+  server: true,
+})
+
+let browser: Browser
+
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+})
+
+afterAll(async () => {
+  await browser?.close()
+})
+
+describe('in Chromium', () => {
+  it('hydrates the SSR result without a call, then calls and streams over one socket', async () => {
+    const page = await browser.newPage()
+    const sockets: string[] = []
+    const framesSent: string[] = []
+    page.on('websocket', (socket) => {
+      sockets.push(socket.url())
+      socket.on('framesent', frame => framesSent.push(String(frame.payload)))
+    })
+    const pageErrors: Error[] = []
+    page.on('pageerror', error => pageErrors.push(error))
+
+    await page.goto(url('/'), { waitUntil: 'networkidle' })
+    await page.waitForFunction(() => document.querySelector('#__nuxt')?.hasAttribute('data-v-app'))
+    expect(await page.textContent('#ssr')).toContain('Hello SSR via ssr')
+    expect(await page.textContent('#status')).toContain('idle')
+    // Hydration reused the SSR payload: no socket was opened for it.
+    expect(sockets.filter(socketUrl => socketUrl.includes('/_orpc'))).toHaveLength(0)
+
+    await page.click('#call')
+    await page.waitForFunction(() => document.querySelector('#clicked')?.textContent?.includes('Hello browser via websocket'))
+    expect(await page.textContent('#status')).toContain('open')
+
+    await page.click('#stream')
+    await page.waitForFunction(() => document.querySelector('#ticks')?.textContent?.trim() === '0,1,2,3,4')
+
+    expect(sockets).toEqual([url('/_orpc').replace(/^http/, 'ws')])
+    // One greet frame, one ticks frame, one abort frame for the early break: nothing was sent twice.
+    expect(framesSent.map(frame => JSON.parse(frame)).map(frame => frame.t ?? 1)).toEqual([1, 1, 4])
+    expect(pageErrors).toEqual([])
+    await page.close()
+  })
+})
