@@ -1,7 +1,9 @@
-import { addImports } from '@nuxt/kit'
-import { addTypeTemplate } from '@nuxt/kit'
-import { createResolver } from '@nuxt/kit'
-import { defineNuxtModule } from '@nuxt/kit'
+import {
+  addImports,
+  addTypeTemplate,
+  createResolver,
+  defineNuxtModule,
+} from '@nuxt/kit'
 import { defu } from 'defu'
 import { relative, resolve } from 'pathe'
 import type { NuxtOrpcServerOptions } from './nitro'
@@ -92,6 +94,17 @@ export default defineNuxtModule<ModuleOptions>({
         const fromTypes = (file: string) => relative(resolve(nuxt.options.buildDir, 'types'), file).replace(/\.[cm]?[jt]s$/, '')
         return typeDeclaration(files.router && fromTypes(files.router), files.context && fromTypes(files.context))
       },
+    }, { nuxt: true, nitro: true })
+    // The server half's virtual module, for the server's typecheck (an ambient file: no top-level import).
+    addTypeTemplate({
+      filename: 'types/nuxt-orpc-virtual.d.ts',
+      getContents: () => [
+        `declare module '#nuxt-orpc/app' {`,
+        `  import type { RpcAnyRouter, RpcContextFunction } from '#nuxt-orpc'`,
+        `  export const router: RpcAnyRouter`,
+        `  export const createContext: RpcContextFunction | undefined`,
+        `}`,
+      ].join('\n'),
     }, { nuxt: true, nitro: true })
   },
 })

@@ -112,8 +112,9 @@ export function setupNitro(nitro: Nitro) {
   nitro.options.alias['#nuxt-orpc'] = join(runtimeDir, 'types')
 
   // The runtime imports Nitro's virtual modules, so it must be bundled, not left to node_modules.
-  nitro.options.externals.inline ||= []
-  nitro.options.externals.inline.push(runtimeDir)
+  // (Externals are not resolved yet while modules run: the object may still be missing.)
+  const externals = nitro.options.externals ?? {}
+  nitro.options.externals = { ...externals, inline: [...(externals.inline ?? []), runtimeDir] }
 
   nitro.options.handlers.push({ route: options.route, handler: join(runtimeDir, 'server/route') })
   nitro.options.plugins.push(join(runtimeDir, 'server/plugin'))

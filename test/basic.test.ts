@@ -23,7 +23,7 @@ function socket(query = '', headers: Record<string, string> = {}) {
 }
 
 function client(query = '') {
-  const { connection, client } = createClient<any>({ url: () => wsUrl(query), reconnectBaseDelay: 50, reconnectMaxDelay: 200, connectTimeout: 3000 })
+  const { connection, client } = createClient({ url: () => wsUrl(query), reconnectBaseDelay: 50, reconnectMaxDelay: 200, connectTimeout: 3000 })
   cleanups.push(() => connection.close())
   return { connection, client }
 }
@@ -79,7 +79,7 @@ describe('calls over the socket', () => {
 
 describe('origin check', () => {
   it('accepts the same origin, a listed origin and no origin', async () => {
-    for (const headers of [{ origin: `http://127.0.0.1:${port}` }, { origin: 'http://allowed.example' }, {}]) {
+    for (const headers of [{ origin: `http://127.0.0.1:${port}` }, { origin: 'http://allowed.example' }, {}] as Array<Record<string, string>>) {
       const raw = socket('', headers)
       await raw.opened
       const answer = await raw.request(1, 'ping')
@@ -105,7 +105,7 @@ describe('origin check', () => {
         super(address, { headers: { origin: 'https://evil.example' } })
       }
     }
-    const { connection, client: rpc } = createClient<any>({ url: wsUrl(), WebSocket: EvilWebSocket as never })
+    const { connection, client: rpc } = createClient({ url: wsUrl(), WebSocket: EvilWebSocket as never })
     cleanups.push(() => connection.close())
     const error = await rejectionOf(rpc.ping())
     expect(error.code).toBe('FORBIDDEN')

@@ -34,19 +34,20 @@ describe('in Chromium', () => {
     const pageErrors: Error[] = []
     page.on('pageerror', error => pageErrors.push(error))
 
-    await page.goto(url('/'), { waitUntil: 'networkidle' })
-    await page.waitForFunction(() => document.querySelector('#__nuxt')?.hasAttribute('data-v-app'))
+    await page.goto(url('/'), { waitUntil: 'load', timeout: 10_000 })
+    // Hydration is over when Nuxt says so (event handlers are attached from then on).
+    await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
     expect(await page.textContent('#ssr')).toContain('Hello SSR via ssr')
     expect(await page.textContent('#status')).toContain('idle')
     // Hydration reused the SSR payload: no socket was opened for it.
     expect(sockets.filter(socketUrl => socketUrl.includes('/_orpc'))).toHaveLength(0)
 
     await page.click('#call')
-    await page.waitForFunction(() => document.querySelector('#clicked')?.textContent?.includes('Hello browser via websocket'))
+    await page.waitForFunction(() => document.querySelector('#clicked')?.textContent?.includes('Hello browser via websocket'), undefined, { timeout: 10_000 })
     expect(await page.textContent('#status')).toContain('open')
 
     await page.click('#stream')
-    await page.waitForFunction(() => document.querySelector('#ticks')?.textContent?.trim() === '0,1,2,3,4')
+    await page.waitForFunction(() => document.querySelector('#ticks')?.textContent?.trim() === '0,1,2,3,4', undefined, { timeout: 10_000 })
 
     expect(sockets).toEqual([url('/_orpc').replace(/^http/, 'ws')])
     // One greet frame, one ticks frame, one abort frame for the early break: nothing was sent twice.

@@ -71,7 +71,7 @@ async function stockServer() {
 }
 
 function client(url: string | (() => string), connectTimeout = 2000) {
-  const created = createClient<any>({ url, reconnectBaseDelay: 20, reconnectMaxDelay: 100, connectTimeout })
+  const created = createClient({ url, reconnectBaseDelay: 20, reconnectMaxDelay: 100, connectTimeout })
   cleanups.push(() => created.connection.close())
   return created
 }

@@ -13,7 +13,7 @@ const wsUrl = (query = '') => url(`/_orpc${query}`).replace(/^http/, 'ws')
 
 describe('nuxt dev', () => {
   it('serves calls over the socket and SSR', async () => {
-    const { client, connection } = createClient<any>({ url: wsUrl() })
+    const { client, connection } = createClient({ url: wsUrl() })
     try {
       expect(await client.greet({ name: 'dev' })).toEqual({ message: 'Hello dev', transport: 'websocket' })
     }
@@ -30,11 +30,11 @@ describe('nuxt dev', () => {
       const denied = new RawSocket(wsUrl('?deny=401'))
       expect((await denied.closed).code).toBe(4401)
     }
-    const { client, connection } = createClient<any>({ url: wsUrl('?deny=401') })
+    const { client, connection } = createClient({ url: wsUrl('?deny=401') })
     expect((await rejectionOf(client.ping())).code).toBe('UNAUTHORIZED')
     connection.close()
 
-    const { client: healthy, connection: healthyConnection } = createClient<any>({ url: wsUrl() })
+    const { client: healthy, connection: healthyConnection } = createClient({ url: wsUrl() })
     expect(await healthy.ping()).toBe('pong')
     healthyConnection.close()
     expect(getServerLogs().join('\n')).not.toMatch(/unhandledRejection|ECONNRESET/)

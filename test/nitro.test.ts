@@ -29,7 +29,7 @@ afterAll(async () => {
 
 describe('Nitro standalone (nuxt-orpc/nitro)', () => {
   it('serves the router from rpc/index.ts on the configured route, with its context', async () => {
-    const { client, connection } = createClient<any>({ url: `${server.url.replace('http', 'ws')}/rpc` })
+    const { client, connection } = createClient({ url: `${server.url.replace('http', 'ws')}/rpc` })
     try {
       expect(await client.hello({ name: 'Nitro' })).toBe('Hello Nitro from nitro (websocket)')
     }

@@ -16,6 +16,8 @@ export interface RpcRouterRegister {}
 /** The context every procedure sees: what the app's context function returned for the connection. */
 export type RpcContext = RpcContextRegister extends { context: infer C extends object } ? C : Record<never, never>
 
+export type RpcAnyRouter = AnyRouter
+
 /** The router a module exports: its named export `router`, or else its default export. */
 export type RpcRouterOf<M> = M extends { router: infer R } ? R : M extends { default: infer D } ? D : never
 

@@ -1,4 +1,3 @@
-/// <reference path="../virtual.d.ts" />
 import { useRuntimeConfig } from 'nitropack/runtime'
 import { createContext, router } from '#nuxt-orpc/app'
 import { defineRpcWebSocketHandler } from './handler'
