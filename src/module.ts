@@ -39,6 +39,8 @@ export interface RpcPublicRuntimeConfig {
   reconnectBaseDelay: number
   reconnectMaxDelay: number
   connectTimeout: number
+  /** Silence after which the browser replaces its socket: the server's heartbeatInterval + heartbeatTimeout. */
+  heartbeatTimeout: number
 }
 
 declare module '@nuxt/schema' {
@@ -77,6 +79,7 @@ export default defineNuxtModule<ModuleOptions>({
       reconnectBaseDelay: reconnectBaseDelay!,
       reconnectMaxDelay: reconnectMaxDelay!,
       connectTimeout: connectTimeout!,
+      heartbeatTimeout: options.heartbeatInterval! + options.heartbeatTimeout!,
     })
 
     // Client composables.

@@ -31,6 +31,51 @@ export interface NuxtOrpcServerOptions {
    * @default 1048576 (1 MiB)
    */
   maxMessageBytes?: number
+  /**
+   * Calls one connection may have running at once. Past it a new call is refused at once with
+   * `TOO_MANY_REQUESTS` (the socket stays open).
+   * @default 128
+   */
+  maxCallsInFlight?: number
+  /**
+   * Per-connection rate limit: at most `max` new calls per `windowMs` (a token bucket), else the call is refused
+   * with `TOO_MANY_REQUESTS`. Off by default; `{ max: 200, windowMs: 1000 }` suits most interactive apps.
+   * @default false
+   */
+  rateLimit?: { max: number, windowMs: number } | false
+  /**
+   * Open connections this server process accepts. Past it a new socket is closed with 1013.
+   * @default 10000
+   */
+  maxConnections?: number
+  /**
+   * Open connections from one IP address (as the socket sees it: behind a proxy, every client shares the
+   * proxy's address, so raise this). Past it a new socket is closed with 1013.
+   * @default 100
+   */
+  maxConnectionsPerIp?: number
+  /**
+   * The server pings every connection this often (ms) and sends a heartbeat frame the browser client watches.
+   * @default 25000
+   */
+  heartbeatInterval?: number
+  /**
+   * A connection that does not answer a ping within this time (ms) is terminated. The browser client gives
+   * up on a silent server after `heartbeatInterval + heartbeatTimeout` and reconnects.
+   * @default 20000
+   */
+  heartbeatTimeout?: number
+  /**
+   * A stream pauses while its socket holds more than this many bytes not yet sent (a slow reader).
+   * @default 1048576 (1 MiB)
+   */
+  maxBufferedBytes?: number
+  /**
+   * On SIGTERM/SIGINT: how long (ms) calls waiting for their response may still finish before every socket is
+   * closed with 1001. Nitro's own limit (`NITRO_SHUTDOWN_TIMEOUT`, 30 s) still applies around it.
+   * @default 10000
+   */
+  shutdownTimeout?: number
 }
 
 export type ResolvedServerOptions = Required<NuxtOrpcServerOptions>
@@ -40,6 +85,14 @@ export const serverDefaults: ResolvedServerOptions = {
   route: '/_orpc',
   allowedOrigins: [],
   maxMessageBytes: 1024 * 1024,
+  maxCallsInFlight: 128,
+  rateLimit: false,
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 100,
+  heartbeatInterval: 25_000,
+  heartbeatTimeout: 20_000,
+  maxBufferedBytes: 1024 * 1024,
+  shutdownTimeout: 10_000,
 }
 
 declare module 'nitropack' {
@@ -101,10 +154,8 @@ export function setupNitro(nitro: Nitro) {
   nitro.options.experimental ||= {}
   nitro.options.experimental.websocket = true
 
-  nitro.options.runtimeConfig.orpc = defu(nitro.options.runtimeConfig.orpc as object | undefined, {
-    allowedOrigins: options.allowedOrigins,
-    maxMessageBytes: options.maxMessageBytes,
-  })
+  const { router: _router, route: _route, ...runtimeOptions } = options
+  nitro.options.runtimeConfig.orpc = defu(nitro.options.runtimeConfig.orpc as object | undefined, runtimeOptions)
 
   const files = resolveServerFiles(nitro.options.srcDir, options.router)
   const expectedRouter = relative(nitro.options.rootDir, resolve(nitro.options.srcDir, options.router))
@@ -121,7 +172,10 @@ export function setupNitro(nitro: Nitro) {
 
   if (nitro.options.imports) {
     nitro.options.imports.presets ||= []
-    nitro.options.imports.presets.push({ from: join(runtimeDir, 'server/rpc'), imports: ['rpc'] })
+    nitro.options.imports.presets.push(
+      { from: join(runtimeDir, 'server/rpc'), imports: ['rpc'] },
+      { from: join(runtimeDir, 'server/socket'), imports: ['closeRpcConnections'] },
+    )
   }
   return files
 }

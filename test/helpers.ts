@@ -16,8 +16,8 @@ export class RawSocket {
   readonly responses = new Map<unknown, unknown[]>()
   private readonly waiting = new Map<unknown, (message: unknown) => void>()
 
-  constructor(url: string, headers: Record<string, string> = {}) {
-    this.socket = new WebSocket(url, { headers })
+  constructor(url: string, headers: Record<string, string> = {}, localAddress?: string) {
+    this.socket = new WebSocket(url, { headers, localAddress })
     this.opened = new Promise((resolve, reject) => {
       this.socket.once('open', () => resolve())
       this.socket.once('error', reject)
@@ -27,6 +27,8 @@ export class RawSocket {
     })
     this.socket.on('message', (data) => {
       const message = JSON.parse(data.toString()) as { i: unknown }
+      // The server's heartbeat (an abort for call -1) is not an answer to anything.
+      if (message.i === -1) return
       const list = this.responses.get(message.i) ?? []
       list.push(message)
       this.responses.set(message.i, list)

@@ -11,9 +11,9 @@ export interface NodeServer {
 }
 
 /** Starts a built Nitro server (`.output/server/index.mjs`) on a free port and waits until it listens. */
-export async function startNodeServer(entry: string, env: Record<string, string> = {}, port?: number): Promise<NodeServer> {
+export async function startNodeServer(entry: string, env: Record<string, string> = {}, port?: number, execArgv: string[] = []): Promise<NodeServer> {
   port ??= await getRandomPort('127.0.0.1')
-  const child = spawn(process.execPath, [entry], {
+  const child = spawn(process.execPath, [...execArgv, entry], {
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })

@@ -27,13 +27,14 @@ function useRpcAppState(): RpcAppState {
   }
   else {
     const config = useRuntimeConfig()
-    const { route, reconnectBaseDelay, reconnectMaxDelay, connectTimeout } = config.public.orpc
+    const { route, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, heartbeatTimeout } = config.public.orpc
     const path = joinURL(config.app.baseURL, route)
     const connection = createRpcConnection({
       url: () => `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${path}`,
       reconnectBaseDelay,
       reconnectMaxDelay,
       connectTimeout,
+      heartbeatTimeout,
       onStatus: (next) => {
         status.value = next
       },

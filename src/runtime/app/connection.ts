@@ -31,6 +31,13 @@ export interface RpcConnectionOptions {
   reconnectMaxDelay?: number
   /** @default 10000 */
   connectTimeout?: number
+  /**
+   * Silence (ms) after which the socket counts as dead and is replaced. The server sends a heartbeat frame
+   * every `heartbeatInterval`, so this should exceed it (nuxt-orpc passes the server's
+   * `heartbeatInterval + heartbeatTimeout`).
+   * @default 45000
+   */
+  heartbeatTimeout?: number
   /** The WebSocket constructor. @default globalThis.WebSocket */
   WebSocket?: new (url: string) => WebSocket
   /** Called on every status change. */
@@ -152,6 +159,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
       reconnectBaseDelay: 500,
       reconnectMaxDelay: 10_000,
       connectTimeout: 10_000,
+      heartbeatTimeout: 45_000,
       WebSocket: globalThis.WebSocket,
       ...options,
     }
@@ -223,13 +231,32 @@ export class RpcConnection implements ClientLink<ClientContext> {
     this.session = session
     this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
 
+    // A server that froze or vanished without closing sends nothing, not even heartbeats: replace the socket.
+    let lastMessageAt = Date.now()
+    socket.addEventListener('message', () => {
+      lastMessageAt = Date.now()
+    })
+    const watchdog = setInterval(() => {
+      if (Date.now() - lastMessageAt <= this.options.heartbeatTimeout) return
+      try {
+        socket.close(4000, 'No heartbeat')
+      }
+      catch {
+        // Already closing.
+      }
+      onEnd(1006, 'No heartbeat from the server')
+    }, Math.max(100, this.options.heartbeatTimeout / 4))
+    ;(watchdog as { unref?: () => void }).unref?.()
+
     socket.addEventListener('open', () => {
       if (this.session !== session) return
       this.attempt = 0
+      lastMessageAt = Date.now()
       this.setStatus('open')
       for (const waiter of [...this.waiters]) waiter.resolve(session)
     })
     const onEnd = (code: number, reason: string) => {
+      clearInterval(watchdog)
       if (!session.end(code, reason) || this.session !== session) return
       this.session = undefined
       if (isRefusalCloseCode(code)) {

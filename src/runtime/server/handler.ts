@@ -1,12 +1,35 @@
 import type { AnyRouter } from '@orpc/server'
-import { experimental_RPCHandler as RPCHandler } from '@orpc/server/crossws'
+import type { StandardHandlerOptions } from '@orpc/server/standard'
+import { StandardRPCHandler } from '@orpc/server/standard'
 import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
-import type { RpcContextFunction, RpcUpgradeRequest } from '../types'
+import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
 import type { RpcRefusal } from './context'
 import { contextInputFromUpgrade, refusalFromError, toCloseReason } from './context'
+import type { RpcSocketLimits } from './socket'
+import { isShuttingDown, liveSockets, RpcCloseCode, RpcSocket } from './socket'
 
-export interface RpcWebSocketHandlerOptions {
+export { RpcCloseCode }
+
+/** Limits and timers of the server half; every one is a module option with the same name. */
+export interface RpcServerLimits extends RpcSocketLimits {
+  maxConnections: number
+  maxConnectionsPerIp: number
+  heartbeatInterval: number
+  heartbeatTimeout: number
+}
+
+export const defaultServerLimits: RpcServerLimits = {
+  maxCallsInFlight: 128,
+  rateLimit: false,
+  maxBufferedBytes: 1024 * 1024,
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 100,
+  heartbeatInterval: 25_000,
+  heartbeatTimeout: 20_000,
+}
+
+export interface RpcWebSocketHandlerOptions extends Partial<RpcServerLimits> {
   /** The oRPC router to serve. */
   router: AnyRouter
   /** Runs once per connection during the upgrade; its result is the context of every call on the socket. */
@@ -17,10 +40,14 @@ export interface RpcWebSocketHandlerOptions {
    * @default []
    */
   allowedOrigins?: readonly string[]
+  /** Options for oRPC's RPC handler (plugins, interceptors). */
+  handlerOptions?: StandardHandlerOptions<object>
 }
 
 /** What the upgrade decided for a connection, kept on the crossws peer context. */
-type ConnectionState = { context: object, refusal?: undefined } | { context?: undefined, refusal: RpcRefusal }
+type ConnectionState
+  = | { context: object, refusal?: undefined, socket?: RpcSocket }
+    | { context?: undefined, refusal: RpcRefusal, socket?: undefined }
 
 const connectionStateKey = Symbol.for('nuxt-orpc.connection')
 
@@ -28,21 +55,12 @@ type PeerContext = Record<PropertyKey, unknown> & { [connectionStateKey]?: Conne
 
 const stateOf = (peer: Peer): ConnectionState | undefined => (peer.context as PeerContext)[connectionStateKey]
 
-/** WebSocket close codes nuxt-orpc uses; clients map them to typed errors. */
-export const RpcCloseCode = {
-  /** The frame was not JSON (or not valid UTF-8). */
-  MalformedFrame: 1007,
-  /** Origin not allowed, or a frame that is JSON but not an oRPC message. */
-  PolicyViolation: 1008,
-  /** A frame larger than `maxMessageBytes` (sent by the WebSocket server itself). */
-  MessageTooBig: 1009,
-  /** The server failed unexpectedly (the context function threw a non-HTTP error). */
-  InternalError: 1011,
-  /** The context function refused the connection with 401. */
-  Unauthorized: 4401,
-  /** The context function refused the connection with 403. */
-  Forbidden: 4403,
-} as const
+/**
+ * The heartbeat frame: oRPC's abort message for id -1, a call that never exists. Every oRPC client (ours or
+ * the stock `RPCLink`) ignores it; nuxt-orpc's client counts it as a sign of life, so it notices a server that
+ * went silent without closing.
+ */
+export const heartbeatFrame = '{"i":-1,"t":4}'
 
 /**
  * Same-origin means the Origin's host equals the Host the request was made to (as Phoenix checks it); the
@@ -71,26 +89,18 @@ function normalizeOrigins(origins: readonly string[]): Set<string> {
   }))
 }
 
-/**
- * A malformed frame makes oRPC's handler reject while decoding it. Not JSON is 1007; JSON of the wrong shape
- * (`null`, missing fields, a bad URL) surfaces as a TypeError and is 1008.
- */
-function closeForRejectedMessage(peer: Peer, error: unknown) {
-  if (error instanceof SyntaxError) {
-    peer.close(RpcCloseCode.MalformedFrame, 'Malformed frame: not JSON')
-  }
-  else if (error instanceof TypeError || error instanceof RangeError) {
-    peer.close(RpcCloseCode.PolicyViolation, 'Malformed frame: not an oRPC message')
-  }
-  else {
-    console.error('[nuxt-orpc] A message failed outside any procedure; closing the socket.', error)
-    peer.close(RpcCloseCode.InternalError, 'Internal error')
-  }
+/** ws's ping/pong and `terminate`, reached through crossws's `peer.websocket` on Node. */
+interface NodeWebSocket {
+  ping?: () => void
+  on?: (event: 'pong', listener: () => void) => void
+  terminate?: () => void
+  _socket?: { _isIdle?: boolean }
 }
 
 /**
- * The crossws hooks that serve `router` over one WebSocket: origin check and connection context at the
- * upgrade, oRPC's RPC handler for messages, every call aborted when the socket closes.
+ * The crossws hooks that serve `router` over one WebSocket: origin check, connection caps and connection
+ * context at the upgrade; per-connection limits, oRPC's RPC protocol and a heartbeat on the socket; every call
+ * aborted when the socket closes.
  *
  * A refused connection is accepted and then closed from `open` with a close code and reason, instead of
  * answering the handshake with an HTTP error: browsers hide a refused handshake's status from scripts (the
@@ -98,9 +108,17 @@ function closeForRejectedMessage(peer: Peer, error: unknown) {
  * refused upgrade (its `proxy.ws()` promise is never caught). No message of a refused peer reaches oRPC.
  */
 export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Partial<Hooks> {
-  const handler = new RPCHandler(options.router)
+  const limits: RpcServerLimits = { ...defaultServerLimits }
+  for (const key of Object.keys(defaultServerLimits) as Array<keyof RpcServerLimits>) {
+    if (options[key] !== undefined) (limits as unknown as Record<string, unknown>)[key] = options[key]
+  }
+  const standardHandler = new StandardRPCHandler(options.router, options.handlerOptions)
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const createContext = options.createContext
+  const connectionsPerIp = new Map<string, number>()
+  const sockets = new Set<RpcSocket>()
+  const lastPong = new WeakMap<RpcSocket, number>()
+  let heartbeat: ReturnType<typeof setInterval> | undefined
 
   async function decide(request: RpcUpgradeRequest): Promise<ConnectionState> {
     const origin = request.headers.get('origin')
@@ -116,26 +134,93 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     }
   }
 
+  /** Connection caps, checked synchronously in `open` so concurrent handshakes cannot overshoot them. */
+  function capRefusal(remoteAddress: string | undefined): RpcRefusal | undefined {
+    if (isShuttingDown()) {
+      return { status: 503, closeCode: RpcCloseCode.GoingAway, reason: 'Server shutting down' }
+    }
+    if (sockets.size >= limits.maxConnections) {
+      return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections' }
+    }
+    if (remoteAddress && (connectionsPerIp.get(remoteAddress) ?? 0) >= limits.maxConnectionsPerIp) {
+      return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
+    }
+  }
+
+  /** Pings every socket; one that has not answered `heartbeatTimeout` later is terminated. */
+  function beat() {
+    const pingedAt = Date.now()
+    for (const socket of sockets) {
+      ;(socket.connection.websocket as NodeWebSocket).ping?.()
+      socket.connection.send(heartbeatFrame)
+    }
+    const check = setTimeout(() => {
+      for (const socket of sockets) {
+        const websocket = socket.connection.websocket as NodeWebSocket
+        if (websocket.ping && websocket.terminate && (lastPong.get(socket) ?? 0) < pingedAt) websocket.terminate()
+      }
+    }, limits.heartbeatTimeout)
+    ;(check as { unref?: () => void }).unref?.()
+  }
+
+  function forget(peer: Peer) {
+    const socket = stateOf(peer)?.socket
+    if (!socket || !sockets.delete(socket)) return
+    socket.dispose()
+    const address = socket.remoteAddress
+    if (address) {
+      const count = (connectionsPerIp.get(address) ?? 1) - 1
+      if (count > 0) connectionsPerIp.set(address, count)
+      else connectionsPerIp.delete(address)
+    }
+    if (sockets.size === 0 && heartbeat) {
+      clearInterval(heartbeat)
+      heartbeat = undefined
+    }
+  }
+
   return {
     async upgrade(request) {
       const upgradeRequest = request as unknown as RpcUpgradeRequest
       ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest)
     },
     open(peer) {
-      const refusal = stateOf(peer)?.refusal
-      if (refusal) peer.close(refusal.closeCode, refusal.reason)
+      const state = stateOf(peer)
+      if (!state?.context) {
+        const refusal = state?.refusal
+        peer.close(refusal?.closeCode ?? RpcCloseCode.InternalError, refusal?.reason ?? 'No connection state')
+        return
+      }
+      const capped = capRefusal(peer.remoteAddress)
+      if (capped) {
+        peer.close(capped.closeCode, capped.reason)
+        return
+      }
+      // The context function's result is what `RpcContext` describes (the generated declaration says so).
+      const socket = new RpcSocket(peer, state.context as RpcContext, standardHandler, limits)
+      state.socket = socket
+      sockets.add(socket)
+      const address = peer.remoteAddress
+      if (address) connectionsPerIp.set(address, (connectionsPerIp.get(address) ?? 0) + 1)
+      lastPong.set(socket, Date.now())
+      const websocket = peer.websocket as NodeWebSocket
+      websocket.on?.('pong', () => lastPong.set(socket, Date.now()))
+      // Nitro's graceful shutdown destroys "idle" sockets at once, and an upgraded socket looks idle to it
+      // (http-graceful-shutdown in nitropack/runtime). Marked busy, it waits for nuxt-orpc's own drain.
+      if (websocket._socket) websocket._socket._isIdle = false
+      heartbeat ??= setInterval(beat, limits.heartbeatInterval)
+      // A server with only idle sockets must still be able to exit.
+      ;(heartbeat as { unref?: () => void }).unref?.()
     },
     message(peer, message) {
-      const state = stateOf(peer)
-      if (!state?.context) return
-      // Handed over before any await: oRPC needs the frames of one socket in order.
-      handler.message(peer, message, { context: state.context }).catch(error => closeForRejectedMessage(peer, error))
+      // Handed over before any await: frames of one socket are decoded in order.
+      void stateOf(peer)?.socket?.receive(message)
     },
     close(peer) {
-      handler.close(peer)
+      forget(peer)
     },
     error(peer) {
-      handler.close(peer)
+      forget(peer)
     },
   }
 }
@@ -143,4 +228,9 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
 /** An h3 event handler serving `router` over WebSocket: mount it on any route of an h3 or Nitro app. */
 export function defineRpcWebSocketHandler(options: RpcWebSocketHandlerOptions) {
   return defineWebSocketHandler(createRpcWebSocketHooks(options))
+}
+
+/** Open connections of this process (all handlers), for metrics and tests. */
+export function countRpcConnections(): number {
+  return liveSockets.size
 }

@@ -1,4 +1,6 @@
-export { createRpcWebSocketHooks, defineRpcWebSocketHandler, isOriginAllowed, RpcCloseCode } from './handler'
-export type { RpcWebSocketHandlerOptions } from './handler'
+export { createRpcWebSocketHooks, countRpcConnections, defaultServerLimits, defineRpcWebSocketHandler, heartbeatFrame, isOriginAllowed, RpcCloseCode } from './handler'
+export type { RpcServerLimits, RpcWebSocketHandlerOptions } from './handler'
+export { closeRpcConnections, shutdownRpcConnections } from './socket'
+export type { RpcConnectionInfo } from './socket'
 export { createRpcCaller } from './caller'
 export type { RpcContext, RpcContextFunction, RpcContextInput, RpcRouter, RpcUpgradeRequest } from '../types'

@@ -1,0 +1,8 @@
+import type { RpcServerLimits } from './handler'
+
+/** The server options as Nitro's runtime config holds them (`runtimeConfig.orpc`). */
+export interface ResolvedRuntimeOptions extends RpcServerLimits {
+  allowedOrigins: string[]
+  maxMessageBytes: number
+  shutdownTimeout: number
+}

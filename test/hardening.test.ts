@@ -1,0 +1,377 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { spawn } from 'node:child_process'
+import { setup, useTestContext } from '@nuxt/test-utils/e2e'
+import WebSocket from 'ws'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { oneByteFragment, openRawTcpWebSocket } from './frames'
+import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
+import type { NodeServer } from './process'
+import { startNodeServer } from './process'
+
+await setup({
+  rootDir: fileURLToPath(new URL('./fixtures/hardening', import.meta.url)),
+  server: false,
+})
+
+const MiB = 1024 * 1024
+let server: NodeServer
+let entry: string
+let recordDir: string
+let recordFile: string
+
+async function start(port?: number) {
+  server = await startNodeServer(entry, { RECORD_FILE: recordFile }, port, ['--expose-gc'])
+  return server
+}
+
+beforeAll(async () => {
+  entry = join(useTestContext().nuxt!.options.nitro.output!.dir!, 'server/index.mjs')
+  recordDir = await mkdtemp(join(tmpdir(), 'nuxt-orpc-record-'))
+  recordFile = join(recordDir, 'executions.log')
+  await start()
+})
+
+afterAll(async () => {
+  await server?.stop()
+  await rm(recordDir, { recursive: true, force: true })
+})
+
+const cleanups: Array<() => unknown> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0)) await cleanup()
+})
+
+const wsUrl = (path = '/_orpc') => `${server.url.replace('http', 'ws')}${path}`
+
+function raw(path?: string, options: { headers?: Record<string, string>, localAddress?: string } = {}) {
+  const socket = new RawSocket(wsUrl(path), options.headers, options.localAddress)
+  cleanups.push(() => socket.close())
+  return socket
+}
+
+function client(options: { heartbeatTimeout?: number, path?: string } = {}) {
+  const { path, ...connectionOptions } = options
+  const created = createClient({ url: () => wsUrl(path), reconnectBaseDelay: 50, reconnectMaxDelay: 300, connectTimeout: 5000, ...connectionOptions })
+  cleanups.push(() => created.connection.close())
+  return created
+}
+
+async function stats(forgetTracked = false): Promise<{ heapUsed: number, rss: number, retained: number, connections: number }> {
+  const response = await fetch(`${server.url}/api/stats${forgetTracked ? '?forget=1' : ''}`)
+  return await response.json()
+}
+
+const serverLogs = () => server.logs.join('')
+
+describe('fragment flood (GHSA-96hv-2xvq-fx4p)', () => {
+  it('closes a socket that sends 300k one-byte fragments, and the heap barely grows', async () => {
+    const before = await stats()
+    const { socket, closeCode } = await openRawTcpWebSocket(server.port, '/_orpc')
+    let sent = 0
+    const batch = Buffer.concat(Array.from({ length: 10_000 }, (_, index) => oneByteFragment(index === 0)).map((frame, index) => index === 0 ? frame : frame))
+    const continuation = Buffer.concat(Array.from({ length: 10_000 }, () => oneByteFragment(false)))
+    socket.write(batch)
+    sent += 10_000
+    while (sent < 300_000 && !socket.destroyed) {
+      socket.write(continuation)
+      sent += 10_000
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    expect([1008, 1009]).toContain(await closeCode)
+    socket.destroy()
+    await waitFor(async () => (await stats()).connections === 0)
+    const after = await stats()
+    expect(after.heapUsed - before.heapUsed).toBeLessThan(5 * MiB)
+  })
+})
+
+describe('calls in flight per connection', () => {
+  it('refuses calls past 128 in flight at once with TOO_MANY_REQUESTS, keeps the socket, and the heap stays flat', async () => {
+    const before = await stats()
+    const socket = raw()
+    await socket.opened
+    const total = 50_000
+    const frames: string[] = []
+    for (let id = 0; id < total; id++) frames.push(JSON.stringify({ i: id, p: { u: '/slow', b: { json: { ms: 3000 } } } }))
+    for (const frame of frames) socket.send(frame)
+    await waitFor(() => socket.responses.size >= total - 128, { timeout: 20_000 })
+    const during = await stats()
+    const refused = [...socket.responses.values()].map(list => list[0] as { p: { s?: number, b: { json: { code: string } } } })
+    expect(refused).toHaveLength(total - 128)
+    expect(refused.every(answer => answer.p.s === 429 && answer.p.b.json.code === 'TOO_MANY_REQUESTS')).toBe(true)
+    expect(during.heapUsed - before.heapUsed).toBeLessThan(10 * MiB)
+    // The 128 accepted calls finish normally on the same socket.
+    await waitFor(() => socket.responses.size === total, { timeout: 10_000 })
+    expect(socket.responses.get(0)).toEqual([{ i: 0, p: { b: { json: 'done' } } }])
+    expect(socket.socket.readyState).toBe(WebSocket.OPEN)
+  })
+})
+
+describe('rate limit per connection (opt-in)', () => {
+  it('refuses calls past the budget with TOO_MANY_REQUESTS; other connections are unaffected', async () => {
+    const greedy = raw('/limited')
+    const polite = raw('/limited')
+    await Promise.all([greedy.opened, polite.opened])
+    const answers = await Promise.all(Array.from({ length: 30 }, (_, id) => greedy.request(id, 'ping')))
+    const refused = answers.filter(answer => answer.p.s === 429)
+    expect(answers.length - refused.length).toBeGreaterThanOrEqual(20)
+    expect(answers.length - refused.length).toBeLessThanOrEqual(21)
+    expect((refused[0]!.p.b!.json as { code: string }).code).toBe('TOO_MANY_REQUESTS')
+    expect((await polite.request(1, 'ping')).p.b?.json).toBe('pong')
+  })
+})
+
+describe('connection caps', () => {
+  it('closes connections past the per-IP cap (8) and the global cap (12) with 1013', async () => {
+    const fromOne = Array.from({ length: 8 }, () => raw('/capped', { localAddress: '127.0.0.1' }))
+    await Promise.all(fromOne.map(socket => socket.opened))
+    await waitFor(async () => (await stats()).connections === 8)
+    const overIp = raw('/capped', { localAddress: '127.0.0.1' })
+    expect(await overIp.closed).toEqual({ code: 1013, reason: 'Too many connections from this address' })
+
+    const fromTwo = Array.from({ length: 4 }, () => raw('/capped', { localAddress: '127.0.0.2' }))
+    await Promise.all(fromTwo.map(socket => socket.opened))
+    const overAll = raw('/capped', { localAddress: '127.0.0.3' })
+    expect(await overAll.closed).toEqual({ code: 1013, reason: 'Too many connections' })
+
+    // Room frees up as sockets close.
+    fromOne[0]!.close()
+    await waitFor(async () => {
+      const again = new RawSocket(wsUrl('/capped'), {}, '127.0.0.3')
+      await again.opened
+      const answer = await Promise.race([again.request(1, 'ping'), again.closed])
+      again.close()
+      return (answer as { p?: { b?: { json: unknown } } }).p?.b?.json === 'pong'
+    })
+  })
+})
+
+describe('auth lifetime', () => {
+  it('closes a user\'s sockets on logout within a second; their next call fails with UNAUTHORIZED', async () => {
+    const loginResponse = await fetch(`${server.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'ada' }) })
+    let cookie = loginResponse.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
+    class BrowserLikeWebSocket extends WebSocket {
+      constructor(address: string) {
+        super(address, { headers: cookie ? { cookie } : {} })
+      }
+    }
+    const { client: rpc, connection } = createClient({ url: wsUrl(), WebSocket: BrowserLikeWebSocket as never })
+    cleanups.push(() => connection.close())
+    const bystander = raw()
+    await bystander.opened
+    expect(await rpc.whoami()).toEqual({ name: 'ada' })
+
+    const inFlight = rejectionOf(rpc.slow({ ms: 10_000 }))
+    const loggedOutAt = Date.now()
+    const logout = await fetch(`${server.url}/api/logout`, { method: 'POST', headers: { cookie } })
+    expect(await logout.json()).toEqual({ closed: 1 })
+    cookie = '' // the browser drops the cleared cookie
+    const error = await inFlight
+    expect(Date.now() - loggedOutAt).toBeLessThan(1000)
+    expect(error).toMatchObject({ code: 'UNAUTHORIZED', data: { closeCode: 4401 } })
+    expect((await rejectionOf(rpc.whoami())).code).toBe('UNAUTHORIZED')
+    expect((await bystander.request(1, 'ping')).p.b?.json).toBe('pong')
+  })
+})
+
+describe('hostile input fuzz', () => {
+  const junk = [
+    () => JSON.stringify({ i: Math.random() * 1e300, p: { u: '/ping' } }),
+    () => JSON.stringify({ i: 'x'.repeat(Math.floor(Math.random() * 5000)), t: 4 }),
+    () => JSON.stringify({ i: Math.floor(Math.random() * 1e9), t: 3, p: { e: 'message', d: Math.random() } }),
+    () => JSON.stringify({ i: Math.floor(Math.random() * 1e9), t: 4 }),
+    () => JSON.stringify({ i: 1, t: Math.floor(Math.random() * 100), p: {} }),
+    () => JSON.stringify({ i: 1, p: { u: `/${Math.random().toString(36)}` } }),
+    () => JSON.stringify({ i: 2, p: { u: '/echo', b: { json: { nested: [1, { a: null }] }, meta: [[99, 'json']] } } }),
+    () => JSON.stringify({ i: 3, p: { u: '/echo', h: { 'content-type': 'multipart/form-data; boundary=x' }, b: 'x' } }),
+    () => JSON.stringify([Math.random()]),
+    () => String(Math.random()),
+    () => '{"i":1,"p":',
+    () => Buffer.from(Array.from({ length: 1 + Math.floor(Math.random() * 64) }, () => Math.floor(Math.random() * 256))),
+    () => Buffer.from([0xC3, 0x28, 0xA0, 0xA1]).toString('latin1'),
+    () => JSON.stringify({ i: 4, p: { u: '/slow', b: { json: { ms: -1 } } } }),
+    () => JSON.stringify({ i: 5, p: { u: 'http://orpc/ping', m: 'DELETE' } }),
+  ]
+
+  it('survives 10k random frames: offenders are closed, a well-behaved client sees every answer', async () => {
+    const { client: rpc } = client()
+    let wellBehavedCalls = 0
+    let stop = false
+    const wellBehaved = (async () => {
+      while (!stop) {
+        const n = Math.random()
+        expect(await rpc.echo({ n })).toEqual({ n })
+        wellBehavedCalls++
+      }
+    })()
+
+    const closeCodes = new Map<number, number>()
+    let sent = 0
+    while (sent < 10_000) {
+      const socket = new RawSocket(wsUrl())
+      await socket.opened
+      let closed = false
+      void socket.closed.then(({ code }) => {
+        closed = true
+        closeCodes.set(code, (closeCodes.get(code) ?? 0) + 1)
+      })
+      for (let burst = 0; burst < 200 && !closed && sent < 10_000; burst++, sent++) {
+        socket.send(junk[Math.floor(Math.random() * junk.length)]!())
+        if (burst % 50 === 0) await new Promise(resolve => setImmediate(resolve))
+      }
+      socket.close()
+    }
+    stop = true
+    await wellBehaved
+    expect(wellBehavedCalls).toBeGreaterThan(10)
+    expect(server.process.exitCode).toBeNull()
+    expect([...closeCodes.keys()].every(code => [1006, 1007, 1008].includes(code))).toBe(true)
+    expect(closeCodes.get(1007) ?? 0).toBeGreaterThan(0)
+    expect(closeCodes.get(1008) ?? 0).toBeGreaterThan(0)
+    expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
+    expect(await rpc.ping()).toBe('pong')
+  })
+})
+
+describe('heartbeat', () => {
+  it('terminates a client that froze (SIGSTOP) after heartbeatInterval + heartbeatTimeout', async () => {
+    const frozen = spawn(process.execPath, ['-e', `
+      const ws = new WebSocket(${JSON.stringify(wsUrl('/heartbeat'))})
+      ws.onopen = () => console.log('open')
+      setInterval(() => {}, 1000)
+    `], { stdio: ['ignore', 'pipe', 'inherit'] })
+    cleanups.push(() => frozen.kill('SIGKILL'))
+    await new Promise(resolve => frozen.stdout.once('data', resolve))
+    await waitFor(async () => (await stats()).connections === 1)
+    frozen.kill('SIGSTOP')
+    const frozenAt = Date.now()
+    await waitFor(async () => (await stats()).connections === 0, { timeout: 5000, interval: 50 })
+    // 400 ms interval + 400 ms timeout, plus scheduling slack.
+    expect(Date.now() - frozenAt).toBeLessThan(2000)
+  })
+
+  it('lets the client notice a frozen server (SIGSTOP) and reconnect once it is back', async () => {
+    const { client: rpc, connection } = client({ heartbeatTimeout: 1000, path: '/heartbeat' })
+    expect(await rpc.ping()).toBe('pong')
+    server.process.kill('SIGSTOP')
+    const frozenAt = Date.now()
+    try {
+      await waitFor(() => connection.status.state !== 'open', { timeout: 5000, interval: 20 })
+      expect(Date.now() - frozenAt).toBeLessThan(2000)
+      expect(connection.status.closeReason).toBe('No heartbeat from the server')
+    }
+    finally {
+      server.process.kill('SIGCONT')
+    }
+    expect(await waitFor(async () => (await rpc.ping()) === 'pong', { timeout: 10_000 })).toBe(true)
+  })
+})
+
+describe('server killed mid-call (SIGKILL)', () => {
+  it('rejects calls in flight within a second, reconnects, and runs each accepted call exactly once', async () => {
+    const { client: rpc, connection } = client()
+    const settled = new Map<string, 'ok' | 'CONNECTION_CLOSED' | string>()
+    const call = (id: string, ms: number) => rpc.record({ id, ms }).then(
+      () => settled.set(id, 'ok'),
+      (error: { code: string }) => settled.set(id, error.code),
+    )
+    await Promise.all(Array.from({ length: 20 }, (_, index) => call(`before-${index}`, 0)))
+    const inFlight = Array.from({ length: 20 }, (_, index) => call(`inflight-${index}`, 5000))
+    await waitFor(async () => (await readFile(recordFile, 'utf8')).includes('inflight-19'))
+
+    const port = server.port
+    const killedAt = Date.now()
+    await server.stop('SIGKILL')
+    await Promise.all(inFlight)
+    expect(Date.now() - killedAt).toBeLessThan(1000)
+    await start(port)
+    await waitFor(() => connection.status.state === 'open', { timeout: 10_000 })
+    await Promise.all(Array.from({ length: 20 }, (_, index) => call(`after-${index}`, 0)))
+
+    const executions = (await readFile(recordFile, 'utf8')).trim().split('\n')
+    const counts = new Map<string, number>()
+    for (const id of executions) counts.set(id, (counts.get(id) ?? 0) + 1)
+    for (const [id, outcome] of settled) {
+      if (outcome === 'ok') expect(counts.get(id)).toBe(1)
+      else expect(outcome).toBe('CONNECTION_CLOSED')
+    }
+    // No call ran twice, and nothing ran that was not called.
+    expect([...counts.values()].every(count => count === 1)).toBe(true)
+    expect([...counts.keys()].every(id => settled.has(id))).toBe(true)
+    expect([...settled.values()].filter(outcome => outcome === 'CONNECTION_CLOSED')).toHaveLength(20)
+  })
+})
+
+describe('backpressure', () => {
+  it('pauses a stream for a client that stops reading; server memory stays bounded', async () => {
+    // Warm up with a reader that keeps up, so the baseline includes what streaming itself costs.
+    const warm = raw()
+    await warm.opened
+    warm.send(JSON.stringify({ i: 1, p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
+    await waitFor(() => (warm.responses.get(1)?.length ?? 0) > 2000, { timeout: 10_000 })
+    warm.close()
+    await waitFor(async () => (await stats()).connections === 0)
+    const before = await stats()
+    const socket = raw()
+    await socket.opened
+    socket.send(JSON.stringify({ i: 1, p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
+    await waitFor(() => (socket.responses.get(1)?.length ?? 0) > 10)
+    socket.socket.pause() // stop reading: TCP buffers fill, then ws's buffer
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    const early = await stats()
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    const late = await stats()
+    expect(late.rss - before.rss).toBeLessThan(5 * MiB)
+    expect(late.heapUsed - before.heapUsed).toBeLessThan(5 * MiB)
+    // Bounded, not just slow: nothing more piles up once the buffer is full.
+    expect(late.heapUsed - early.heapUsed).toBeLessThan(MiB)
+    socket.close()
+  })
+})
+
+describe('leaks', () => {
+  it('retains no connection context after 1,000 connections open, call, stream and close', async () => {
+    await stats(true)
+    const before = await stats()
+    for (let round = 0; round < 20; round++) {
+      await Promise.all(Array.from({ length: 50 }, async (_, index) => {
+        const { client: rpc, connection } = createClient({ url: wsUrl() })
+        expect(await rpc.echo({ round, index })).toEqual({ round, index })
+        for await (const tick of await rpc.ticks()) if (tick === 2) break
+        connection.close()
+      }))
+    }
+    await waitFor(async () => (await stats()).connections === 0)
+    const after = await waitFor(async () => {
+      const current = await stats()
+      return current.retained === 0 ? current : undefined
+    }, { timeout: 10_000, interval: 200 })
+    expect(after!.retained).toBe(0)
+    expect(after!.heapUsed).toBeLessThan(before.heapUsed * 1.05 + MiB)
+  })
+})
+
+describe('graceful shutdown (SIGTERM)', () => {
+  it('finishes calls in flight, closes sockets with 1001, refuses new ones, exits', async () => {
+    const { client: rpc, connection } = client()
+    expect(await rpc.ping()).toBe('pong')
+    const slow = rpc.slow({ ms: 800 })
+    await new Promise(resolve => setTimeout(resolve, 100))
+    const exited = new Promise<number | null>(resolve => server.process.once('exit', code => resolve(code)))
+    server.process.kill('SIGTERM')
+    await new Promise(resolve => setTimeout(resolve, 100))
+    const late = new WebSocket(wsUrl())
+    const lateOutcome = await new Promise<string>((resolve) => {
+      late.once('open', () => late.once('close', code => resolve(`closed ${code}`)))
+      late.once('error', () => resolve('refused'))
+    })
+    expect(['refused', 'closed 1001']).toContain(lateOutcome)
+    expect(await slow).toBe('done')
+    await waitFor(() => connection.status.closeCode === 1001, { timeout: 5000 })
+    expect(await exited).toBe(0)
+    await start(server.port)
+  })
+})
