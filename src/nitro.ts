@@ -44,6 +44,12 @@ export interface NuxtOrpcServerOptions {
    */
   rateLimit?: { max: number, windowMs: number } | false
   /**
+   * New connections this route accepts per second (a token bucket); past it a socket is closed with 1013 and
+   * the client retries after its backoff, so a reconnect storm after a restart is let in at a steady rate.
+   * @default 1000
+   */
+  maxHandshakesPerSecond?: number
+  /**
    * Open connections this server process accepts. Past it a new socket is closed with 1013.
    * @default 10000
    */
@@ -87,6 +93,7 @@ export const serverDefaults: ResolvedServerOptions = {
   maxMessageBytes: 1024 * 1024,
   maxCallsInFlight: 128,
   rateLimit: false,
+  maxHandshakesPerSecond: 1000,
   maxConnections: 10_000,
   maxConnectionsPerIp: 100,
   heartbeatInterval: 25_000,

@@ -101,8 +101,8 @@ describe('origin check', () => {
   it('refuses a foreign origin to nuxt-orpc\'s client with a typed FORBIDDEN', async () => {
     // Node's WebSocket sends no Origin; a `ws` client stands in for a cross-site browser page.
     class EvilWebSocket extends (await import('ws')).default {
-      constructor(address: string) {
-        super(address, { headers: { origin: 'https://evil.example' } })
+      constructor(address: string, protocols?: string[]) {
+        super(address, protocols, { headers: { origin: 'https://evil.example' } })
       }
     }
     const { connection, client: rpc } = createClient({ url: wsUrl(), WebSocket: EvilWebSocket as never })

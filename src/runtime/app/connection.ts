@@ -1,5 +1,5 @@
 import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
-import { ORPCError } from '@orpc/client'
+import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import { AsyncIteratorClass, isAsyncIteratorObject } from '@orpc/shared'
 
@@ -39,7 +39,7 @@ export interface RpcConnectionOptions {
    */
   heartbeatTimeout?: number
   /** The WebSocket constructor. @default globalThis.WebSocket */
-  WebSocket?: new (url: string) => WebSocket
+  WebSocket?: new (url: string, protocols?: string[]) => WebSocket
   /** Called on every status change. */
   onStatus?: (status: RpcConnectionStatus) => void
 }
@@ -166,25 +166,51 @@ export class RpcConnection implements ClientLink<ClientContext> {
   }
 
   async call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
-    const session = this.session?.socket.readyState === 1 ? this.session : await this.ready(options.signal)
+    const session = this.status.state === 'open' && this.session ? this.session : await this.ready(options.signal)
+    let output: unknown
     try {
-      const output = await session.link.call(path, input, options)
-      if (!isAsyncIteratorObject(output)) return output
-      const iterator = output as AsyncIterator<unknown>
-      return new AsyncIteratorClass(async () => {
-        try {
-          return await iterator.next()
-        }
-        catch (error) {
-          throw await session.callError(error, options.signal)
-        }
-      }, async (reason) => {
-        if (reason !== 'next') await iterator.return?.()
-      })
+      output = await session.link.call(path, input, options)
     }
     catch (error) {
       throw await session.callError(error, options.signal)
     }
+    return isAsyncIteratorObject(output) ? this.resumableStream(path, input, options, session, output as AsyncIterator<unknown>) : output
+  }
+
+  /**
+   * A stream whose events carry ids (`withEventMeta(value, { id })`) survives a dropped socket: once a new one
+   * is open, the procedure is called again with `lastEventId` (a new call, not a replay of the old frame) and
+   * the stream goes on from there; the procedure decides what to send after that id. A stream without ids
+   * ends with `CONNECTION_CLOSED`, as a plain call does.
+   */
+  private resumableStream(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, firstSession: Session, firstIterator: AsyncIterator<unknown>) {
+    let session = firstSession
+    let iterator = firstIterator
+    let lastEventId = options.lastEventId
+    return new AsyncIteratorClass(async () => {
+      while (true) {
+        try {
+          const result = await iterator.next()
+          const id = result.done ? undefined : getEventMeta(result.value)?.id
+          if (id !== undefined) lastEventId = id
+          return result
+        }
+        catch (error) {
+          const typed = await session.callError(error, options.signal)
+          const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
+          if (!resumable) throw typed
+          session = await this.ready(options.signal)
+          try {
+            iterator = await session.link.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
+          }
+          catch (callError) {
+            throw await session.callError(callError, options.signal)
+          }
+        }
+      }
+    }, async (reason) => {
+      if (reason !== 'next') await iterator.return?.()
+    })
   }
 
   /** Closes the socket (code 1000) and stays closed until the next call. */
@@ -224,7 +250,9 @@ export class RpcConnection implements ClientLink<ClientContext> {
   private connect() {
     clearTimeout(this.reconnectTimer)
     const url = typeof this.options.url === 'function' ? this.options.url() : this.options.url
-    const socket = new this.options.WebSocket(url)
+    // `orpc` first: a server that takes the first offer speaks plain oRPC. nuxt-orpc's server picks
+    // `nuxt-orpc` and sends a ready frame once it accepted the connection (see the server's rpcSubprotocols).
+    const socket = new this.options.WebSocket(url, ['orpc', 'nuxt-orpc'])
     // ArrayBuffers arrive in order; Blobs would be read asynchronously and could overtake each other.
     socket.binaryType = 'arraybuffer'
     const session = new Session(socket)
@@ -233,8 +261,17 @@ export class RpcConnection implements ClientLink<ClientContext> {
 
     // A server that froze or vanished without closing sends nothing, not even heartbeats: replace the socket.
     let lastMessageAt = Date.now()
+    let ready = false
+    const onReady = () => {
+      if (ready || this.session !== session) return
+      ready = true
+      this.attempt = 0
+      this.setStatus('open')
+      for (const waiter of [...this.waiters]) waiter.resolve(session)
+    }
     socket.addEventListener('message', () => {
       lastMessageAt = Date.now()
+      onReady()
     })
     const watchdog = setInterval(() => {
       if (Date.now() - lastMessageAt <= this.options.heartbeatTimeout) return
@@ -249,11 +286,9 @@ export class RpcConnection implements ClientLink<ClientContext> {
     ;(watchdog as { unref?: () => void }).unref?.()
 
     socket.addEventListener('open', () => {
-      if (this.session !== session) return
-      this.attempt = 0
       lastMessageAt = Date.now()
-      this.setStatus('open')
-      for (const waiter of [...this.waiters]) waiter.resolve(session)
+      // Plain oRPC servers send nothing first; nuxt-orpc's sends its ready frame once it accepted us.
+      if (socket.protocol !== 'nuxt-orpc') onReady()
     })
     const onEnd = (code: number, reason: string) => {
       clearInterval(watchdog)

@@ -7,12 +7,13 @@ import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types
 import type { RpcRefusal } from './context'
 import { contextInputFromUpgrade, refusalFromError, toCloseReason } from './context'
 import type { RpcSocketLimits } from './socket'
-import { isShuttingDown, liveSockets, RpcCloseCode, RpcSocket } from './socket'
+import { isShuttingDown, liveSockets, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
 
 export { RpcCloseCode }
 
 /** Limits and timers of the server half; every one is a module option with the same name. */
 export interface RpcServerLimits extends RpcSocketLimits {
+  maxHandshakesPerSecond: number
   maxConnections: number
   maxConnectionsPerIp: number
   heartbeatInterval: number
@@ -23,6 +24,7 @@ export const defaultServerLimits: RpcServerLimits = {
   maxCallsInFlight: 128,
   rateLimit: false,
   maxBufferedBytes: 1024 * 1024,
+  maxHandshakesPerSecond: 1000,
   maxConnections: 10_000,
   maxConnectionsPerIp: 100,
   heartbeatInterval: 25_000,
@@ -58,9 +60,23 @@ const stateOf = (peer: Peer): ConnectionState | undefined => (peer.context as Pe
 /**
  * The heartbeat frame: oRPC's abort message for id -1, a call that never exists. Every oRPC client (ours or
  * the stock `RPCLink`) ignores it; nuxt-orpc's client counts it as a sign of life, so it notices a server that
- * went silent without closing.
+ * went silent without closing. Sent once right after a connection is accepted, it is also the "ready" signal.
  */
 export const heartbeatFrame = '{"i":-1,"t":4}'
+
+/**
+ * The WebSocket subprotocols nuxt-orpc's client offers, in this order: a server that just takes the first
+ * (ws's default, a stock oRPC server) gets plain oRPC; nuxt-orpc's server picks `nuxt-orpc`, which adds the
+ * ready signal: the client sends nothing until it arrives, so a connection refused right after the handshake
+ * (caps, origin, auth) has never carried a call.
+ */
+export const rpcSubprotocols = ['orpc', 'nuxt-orpc'] as const
+
+/** ws `handleProtocols`: prefer `nuxt-orpc`, else what ws would pick (the first offered). */
+export function selectSubprotocol(protocols: Set<string>): string | false {
+  if (protocols.has('nuxt-orpc')) return 'nuxt-orpc'
+  return protocols.values().next().value ?? false
+}
 
 /**
  * Same-origin means the Origin's host equals the Host the request was made to (as Phoenix checks it); the
@@ -91,6 +107,7 @@ function normalizeOrigins(origins: readonly string[]): Set<string> {
 
 /** ws's ping/pong and `terminate`, reached through crossws's `peer.websocket` on Node. */
 interface NodeWebSocket {
+  protocol?: string
   ping?: () => void
   on?: (event: 'pong', listener: () => void) => void
   terminate?: () => void
@@ -116,6 +133,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const createContext = options.createContext
   const connectionsPerIp = new Map<string, number>()
+  // A small burst (a tenth of a second's worth), so no one-second window sees much more than the cap.
+  const handshakes = new TokenBucket(Math.max(1, Math.ceil(limits.maxHandshakesPerSecond / 10)), 1000, limits.maxHandshakesPerSecond)
   const sockets = new Set<RpcSocket>()
   const lastPong = new WeakMap<RpcSocket, number>()
   let heartbeat: ReturnType<typeof setInterval> | undefined
@@ -144,6 +163,10 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     }
     if (remoteAddress && (connectionsPerIp.get(remoteAddress) ?? 0) >= limits.maxConnectionsPerIp) {
       return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
+    }
+    // Last, so refused sockets do not use up the budget: a reconnect storm is let in at a steady rate.
+    if (!handshakes.take()) {
+      return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many new connections' }
     }
   }
 
@@ -208,6 +231,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       // Nitro's graceful shutdown destroys "idle" sockets at once, and an upgraded socket looks idle to it
       // (http-graceful-shutdown in nitropack/runtime). Marked busy, it waits for nuxt-orpc's own drain.
       if (websocket._socket) websocket._socket._isIdle = false
+      if (websocket.protocol === 'nuxt-orpc') peer.send(heartbeatFrame)
       heartbeat ??= setInterval(beat, limits.heartbeatInterval)
       // A server with only idle sockets must still be able to exit.
       ;(heartbeat as { unref?: () => void }).unref?.()

@@ -6,6 +6,7 @@ import { createContext, router } from '#nuxt-orpc/app'
 import { provideRpcCaller } from '../shared/caller'
 import { createRpcCaller } from './caller'
 import type { ResolvedRuntimeOptions } from './config'
+import { selectSubprotocol } from './handler'
 import { shutdownRpcConnections } from './socket'
 
 /** crossws's Node adapter options: `wss` replaces the WebSocket server it would build. */
@@ -20,8 +21,9 @@ export default defineNitroPlugin((nitroApp) => {
   // maxBufferedChunks on by default; a flood is closed with 1008/1009). maxPayload is checked while ws reads
   // a frame. Nitro builds its adapter from these options after the plugins ran, so this is early enough; it
   // applies to every WebSocket route of the app (ws serves them all). Other runtimes ignore `wss`.
+  // `handleProtocols` lets nuxt-orpc's client and server agree on the ready signal (see rpcSubprotocols).
   const websocketOptions: NodeAdapterOptions = {
-    wss: new WebSocketServer({ noServer: true, maxPayload: maxMessageBytes }),
+    wss: new WebSocketServer({ noServer: true, maxPayload: maxMessageBytes, handleProtocols: selectSubprotocol }),
   }
   nitroApp.h3App.options.websocket = defu(websocketOptions, nitroApp.h3App.options.websocket)
 

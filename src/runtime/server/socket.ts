@@ -48,18 +48,18 @@ const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
 /** Every open connection of this process, for `closeRpcConnections` and shutdown. */
 export const liveSockets = new Set<RpcSocket>()
 
-/** A token bucket: `max` calls per `windowMs`, refilled continuously. */
-class CallBudget {
+/** A token bucket holding up to `capacity` tokens, refilled continuously with `ratePerWindow` per `windowMs`. */
+export class TokenBucket {
   private tokens: number
   private updatedAt = Date.now()
 
-  constructor(private readonly max: number, private readonly windowMs: number) {
-    this.tokens = max
+  constructor(private readonly capacity: number, private readonly windowMs: number, private readonly ratePerWindow = capacity) {
+    this.tokens = capacity
   }
 
   take(): boolean {
     const now = Date.now()
-    this.tokens = Math.min(this.max, this.tokens + (now - this.updatedAt) * this.max / this.windowMs)
+    this.tokens = Math.min(this.capacity, this.tokens + (now - this.updatedAt) * this.ratePerWindow / this.windowMs)
     this.updatedAt = now
     if (this.tokens < 1) return false
     this.tokens -= 1
@@ -76,7 +76,7 @@ class CallBudget {
 export class RpcSocket implements RpcConnectionInfo {
   private readonly peer: ServerPeerWithoutCodec
   private readonly handleRequest: ReturnType<typeof createServerPeerHandleRequestFn>
-  private readonly budget: CallBudget | undefined
+  private readonly budget: TokenBucket | undefined
   private callsInFlight = 0
   /** Calls not answered yet (a stream counts until its first response): what a graceful shutdown waits for. */
   private readonly unanswered = new Set<string>()
@@ -95,7 +95,7 @@ export class RpcSocket implements RpcConnectionInfo {
       this.send(encoded)
     })
     this.handleRequest = createServerPeerHandleRequestFn(standardHandler, { context })
-    this.budget = limits.rateLimit ? new CallBudget(limits.rateLimit.max, limits.rateLimit.windowMs) : undefined
+    this.budget = limits.rateLimit ? new TokenBucket(limits.rateLimit.max, limits.rateLimit.windowMs) : undefined
     liveSockets.add(this)
   }
 
