@@ -288,3 +288,15 @@ describe('server restart', () => {
     expect(connection.status.state).toBe('open')
   })
 })
+
+describe('runtime config', () => {
+  it('takes allowedOrigins from NUXT_ORPC_ALLOWED_ORIGINS at startup', async () => {
+    await stopServer()
+    await startServer({ env: { NUXT_ORPC_ALLOWED_ORIGINS: '["http://later.example"]' } })
+    const later = socket('', { origin: 'http://later.example' })
+    await later.opened
+    expect((await later.request(1, 'ping')).p.b?.json).toBe('pong')
+    const formerlyAllowed = socket('', { origin: 'http://allowed.example' })
+    expect((await formerlyAllowed.closed).code).toBe(1008)
+  })
+})
