@@ -2,3 +2,6 @@ export { createRpcWebSocketHooks, defineRpcWebSocketHandler, isOriginAllowed, Rp
 export type { RpcWebSocketHandlerOptions } from './handler'
 export { createRpcCaller } from './caller'
 export type { RpcContext, RpcContextFunction, RpcContextInput, RpcRouter, RpcUpgradeRequest } from '../types'
+export { closePublisher, compareEventIds, createMemoryPublisher, createPublisher, createRedisPublisher, RpcPublisherErrorCode, usePublisher } from './publisher/index'
+export type { RpcPublisher, RpcPublisherConfig, RpcSubscribeOptions } from './publisher/index'
+export type { RpcChannelMap, RpcChannels } from '../types'
