@@ -91,6 +91,7 @@ export function startResumableSubscription<T>(source: RpcSubscriptionSource<T>, 
     for (let attempt = 0; !stopped;) {
       const calling = pending ?? call()
       pending = undefined
+      currentIterator = undefined
       const signal = controller!.signal
       try {
         const iterator = (await calling)[Symbol.asyncIterator]()
@@ -143,9 +144,11 @@ export function startResumableSubscription<T>(source: RpcSubscriptionSource<T>, 
     stop() {
       if (stopped) return
       stopped = true
-      // Aborting the call's signal sends oRPC's abort frame: the server's `signal` fires and its generator ends.
-      controller?.abort()
-      currentIterator?.return?.().catch(() => {})
+      // Both send oRPC's abort frame (the server's `signal` fires). A running stream is ended through its
+      // iterator, not its signal: oRPC's abort listener stays on the signal for the stream's life and throws
+      // out of the event listener if the socket closes before it has sent its frame.
+      if (currentIterator) currentIterator.return?.().catch(() => {})
+      else controller?.abort()
       wakeFromWait?.()
       setStatus('closed')
     },

@@ -12,6 +12,12 @@ export interface RpcSubscribeOptions {
    * ones, each once. Pass the procedure's `lastEventId`. Ignored when `retention` is 0.
    */
   lastEventId?: string
+  /**
+   * Without a `lastEventId`, start with the events still retained (a chat room's recent messages) instead
+   * of only those published from now on.
+   * @default false
+   */
+  history?: boolean
 }
 
 /** An event as a driver hands it to its subscribers. */
@@ -66,9 +72,13 @@ export function compareEventIds(a: string, b: string): number {
   return Number(aMs) - Number(bMs) || Number(aSeq) - Number(bSeq)
 }
 
+/** The id before every event. */
+const originId = '0-0'
+
 /** The id to resume after, or undefined to start live; an id this publisher never makes is a BAD_REQUEST. */
-export function resumeIdOf(lastEventId: string | undefined, retention: number): string | undefined {
-  if (lastEventId === undefined || lastEventId === '' || retention <= 0) return undefined
+export function resumeIdOf({ lastEventId, history }: RpcSubscribeOptions, retention: number): string | undefined {
+  if (retention <= 0) return undefined
+  if (lastEventId === undefined || lastEventId === '') return history ? originId : undefined
   if (!eventIdPattern.test(lastEventId)) {
     throw new ORPCError('BAD_REQUEST', { message: `lastEventId "${lastEventId.slice(0, 40)}" is not an event id of this publisher (<ms>-<seq>).` })
   }

@@ -56,7 +56,7 @@ export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher 
     },
 
     subscribe(name, options = {}) {
-      const resumeAfter = resumeIdOf(options.lastEventId, config.retention)
+      const resumeAfter = resumeIdOf(options, config.retention)
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
       if (resumeAfter !== undefined) {

@@ -270,7 +270,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     },
 
     subscribe(name, options = {}) {
-      const resumeAfter = resumeIdOf(options.lastEventId, config.retention)
+      const resumeAfter = resumeIdOf(options, config.retention)
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
       channel.subscribers.add(subscriber)
