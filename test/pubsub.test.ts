@@ -297,7 +297,12 @@ describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis
 
   const messagesOf = (page: Page) => page.$$eval('#messages li', items => items.map(item => item.textContent!.trim()))
 
-  it('a chat message typed in one page appears in the other', async () => {
+  it('renders the page on the server without subscribing (SSR-safe)', async () => {
+    const html = await (await fetch(`${left.url}/?room=${freshRoom()}`)).text()
+    expect(html).toContain('<span id="status">idle</span>')
+  })
+
+  it('a chat message typed in one page appears in the other, also after a restart and a room change', { timeout: 60_000 }, async () => {
     const room = freshRoom()
     const alice = await openChat(left, room, 'alice')
     const bob = await openChat(right, room, 'bob')
@@ -312,6 +317,35 @@ describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis
     expect(await messagesOf(alice.page)).toEqual(['alice: hi bob', 'bob: hi alice'])
     expect(await messagesOf(bob.page)).toEqual(['alice: hi bob', 'bob: hi alice'])
     expect(await alice.page.textContent('#send-error')).toBe('')
+
+    // Bob's instance restarts while Alice writes: his page reconnects and resumes from the last event it
+    // showed, so he sees what he missed once.
+    await right.stop()
+    servers.splice(servers.indexOf(right), 1)
+    await say(alice.page, 'while bob was away')
+    await alice.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('while bob was away'), undefined, { timeout: 10_000 })
+    right = await startInstance('right', redisEnv(sharedRedisUrl), right.port)
+    await bob.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('while bob was away'), undefined, { timeout: 15_000 })
+    await say(bob.page, 'back')
+    for (const { page } of [alice, bob]) {
+      await page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('bob: back'), undefined, { timeout: 10_000 })
+    }
+    const transcript = ['alice: hi bob', 'bob: hi alice', 'alice: while bob was away', 'bob: back']
+    expect(await messagesOf(alice.page)).toEqual(transcript)
+    expect(await messagesOf(bob.page)).toEqual(transcript)
+
+    // Changing the room (the source's reactive input) restarts the subscription with fresh data.
+    const otherRoom = freshRoom()
+    await bob.page.fill('#room', otherRoom)
+    await bob.page.press('#room', 'Enter')
+    await bob.page.waitForFunction(() => document.querySelectorAll('#messages li').length === 0, undefined, { timeout: 10_000 })
+    await bob.page.waitForFunction(() => document.querySelector('#status')?.textContent === 'open', undefined, { timeout: 10_000 })
+    await say(bob.page, 'anyone here?')
+    await bob.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('bob: anyone here?'), undefined, { timeout: 10_000 })
+    expect(await messagesOf(bob.page)).toEqual(['bob: anyone here?'])
+    await sleep(200)
+    expect(await messagesOf(alice.page)).toEqual(transcript)
+
     expect([...alice.errors, ...bob.errors]).toEqual([])
     await alice.page.close()
     await bob.page.close()
