@@ -34,7 +34,8 @@ export interface PublishedEvent {
 export interface RpcPublisher<Channels extends object = Record<string, object>> {
   /**
    * Publishes `payload` to every subscriber of `channel` and resolves with the event's id. Rejects with
-   * `PUBLISHER_UNAVAILABLE` (503) when Redis cannot be reached: nothing was published.
+   * `PUBLISHER_UNAVAILABLE` (503) when Redis cannot be reached (then nothing was published, unless the
+   * connection dropped after Redis had received the command).
    */
   publish: <K extends keyof Channels & string>(channel: K, payload: Channels[K]) => Promise<{ id: string }>
   /**
@@ -49,7 +50,7 @@ export interface RpcPublisher<Channels extends object = Record<string, object>> 
 
 /** Error codes of the publisher, as `ORPCError` codes. */
 export const RpcPublisherErrorCode = {
-  /** Redis could not be reached in time: the event was not published. Safe to retry. */
+  /** Redis could not be reached in time. The event was not published (unless the connection dropped mid-command). */
   Unavailable: 'PUBLISHER_UNAVAILABLE',
   /** A subscriber fell `maxBufferedEvents` behind. Resume with `lastEventId` to catch up from the retention window. */
   SubscriberOverflow: 'SUBSCRIBER_OVERFLOW',
@@ -58,7 +59,7 @@ export const RpcPublisherErrorCode = {
 export function publisherUnavailable(reason: string, cause?: unknown) {
   return new ORPCError(RpcPublisherErrorCode.Unavailable, {
     status: 503,
-    message: `The publisher is unavailable (${reason}); the event was not published. Try again shortly.`,
+    message: `The publisher is unavailable (${reason}); the event was most likely not published. Try again shortly.`,
     cause,
   })
 }
