@@ -262,7 +262,9 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         results = await transaction.exec()
       }
       catch (error) {
-        throw publisherUnavailable(`Redis: ${error instanceof Error ? error.message : String(error)}`, error)
+        // ioredis's own wording for a dropped connection ("Stream isn't writeable...") means nothing to a caller.
+        const reason = client.status === 'ready' && error instanceof Error ? error.message : `not connected (${client.status})`
+        throw publisherUnavailable(`Redis: ${reason}`, error)
       }
       const [error, id] = results?.[0] ?? [new Error('the transaction was aborted'), undefined]
       if (error || typeof id !== 'string') throw publisherUnavailable(`Redis: ${error?.message ?? 'no id'}`, error)
