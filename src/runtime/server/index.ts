@@ -2,6 +2,10 @@ export { createRpcWebSocketHooks, defineRpcWebSocketHandler, isOriginAllowed, Rp
 export type { RpcWebSocketHandlerOptions } from './handler'
 export { createRpcCaller } from './caller'
 export type { RpcContext, RpcContextFunction, RpcContextInput, RpcRouter, RpcUpgradeRequest } from '../types'
-export { closePublisher, compareEventIds, createMemoryPublisher, createPublisher, createRedisPublisher, RpcPublisherErrorCode, usePublisher } from './publisher/index'
-export type { RpcPublisher, RpcPublisherConfig, RpcSubscribeOptions } from './publisher/index'
+// The publisher's parts that need no Nitro (usePublisher() is Nitro's auto-import).
+export { createPublisher } from './publisher/create'
+export { compareEventIds, publisherDefaults, RpcPublisherErrorCode } from './publisher/core'
+export type { RpcPublisher, RpcPublisherConfig, RpcSubscribeOptions } from './publisher/core'
+export { createMemoryPublisher } from './publisher/memory'
+export { createRedisPublisher } from './publisher/redis'
 export type { RpcChannelMap, RpcChannels } from '../types'

@@ -1,23 +1,7 @@
 import { useRuntimeConfig } from 'nitropack/runtime'
-import { defu } from 'defu'
 import type { RpcChannelMap } from '../../types'
 import type { RpcPublisher, RpcPublisherConfig } from './core'
-import { publisherDefaults } from './core'
-import { createMemoryPublisher } from './memory'
-import { createRedisPublisher } from './redis'
-
-export { compareEventIds, publisherDefaults, RpcPublisherErrorCode } from './core'
-export type { RpcPublisher, RpcPublisherConfig, RpcSubscribeOptions } from './core'
-export { createMemoryPublisher } from './memory'
-export { createRedisPublisher } from './redis'
-
-/** A publisher for `config`: the memory driver, or Redis (ioredis is loaded only then). */
-export function createPublisher(config: Partial<RpcPublisherConfig> = {}): RpcPublisher {
-  const resolved = defu(config, publisherDefaults) as RpcPublisherConfig
-  if (resolved.driver === 'redis') return createRedisPublisher(resolved)
-  if (resolved.driver === 'memory') return createMemoryPublisher(resolved)
-  throw new TypeError(`[nuxt-orpc] orpc.publisher.driver must be 'memory' or 'redis', not '${String(resolved.driver)}'.`)
-}
+import { createPublisher } from './create'
 
 let publisher: RpcPublisher | undefined
 
