@@ -118,6 +118,15 @@ describe('memory publisher', () => {
     expect(await iterator.next()).toEqual({ done: true, value: undefined })
   })
 
+  it('fails open subscriptions with a retryable PUBLISHER_UNAVAILABLE when it closes (server shutdown)', async () => {
+    const publisher = memory()
+    const iterator = publisher.subscribe('a')
+    const next = iterator.next()
+    await publisher.close()
+    expect(await rejectionOf(next)).toMatchObject({ code: 'PUBLISHER_UNAVAILABLE', status: 503 })
+    expect(isRetryableSubscriptionError(new ORPCError('PUBLISHER_UNAVAILABLE'))).toBe(true)
+  })
+
   it('fails a subscriber that falls maxBufferedEvents behind with SUBSCRIBER_OVERFLOW', async () => {
     const publisher = memory({ maxBufferedEvents: 3 })
     const slow = publisher.subscribe('a')

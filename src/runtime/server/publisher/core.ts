@@ -64,6 +64,17 @@ export function publisherUnavailable(reason: string, cause?: unknown) {
   })
 }
 
+/**
+ * What subscribers get when the publisher closes (the server is shutting down): a retryable error rather
+ * than a normal end, so clients resume elsewhere instead of taking the stream for finished.
+ */
+export function publisherClosed() {
+  return new ORPCError(RpcPublisherErrorCode.Unavailable, {
+    status: 503,
+    message: 'The publisher closed (the server is shutting down); resume with lastEventId.',
+  })
+}
+
 const eventIdPattern = /^(\d+)-(\d+)$/
 
 /** Compares two event ids (`<ms>-<seq>`, the shape of Redis stream ids) in publication order. */

@@ -1,5 +1,5 @@
 import type { PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { assertPayload, createEventIdGenerator, resumeIdOf, Subscriber } from './core'
+import { assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
 
 interface RetainedEvent extends PublishedEvent {
   publishedAt: number
@@ -72,7 +72,7 @@ export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher 
     async close() {
       clearInterval(sweep)
       for (const channel of channels.values()) {
-        for (const subscriber of channel.subscribers) subscriber.end()
+        for (const subscriber of channel.subscribers) subscriber.fail(publisherClosed())
       }
       channels.clear()
     },

@@ -5,7 +5,7 @@
 import type { Redis, RedisOptions } from 'ioredis'
 import { StandardRPCJsonSerializer } from '@orpc/client/standard'
 import type { PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { assertPayload, publisherUnavailable, resumeIdOf, Subscriber } from './core'
+import { assertPayload, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
 
 /** How long a publish waits for a Redis connection that is (re)connecting before it rejects. */
 const publishWaitMs = 1000
@@ -290,7 +290,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     async close() {
       closed = true
       for (const channel of channels.values()) {
-        for (const subscriber of channel.subscribers) subscriber.end()
+        for (const subscriber of channel.subscribers) subscriber.fail(publisherClosed())
       }
       channels.clear()
       wake()
