@@ -292,9 +292,11 @@ describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis
     const page = await browser.newPage()
     const errors: Error[] = []
     page.on('pageerror', error => errors.push(error))
+    const framesSent: Array<{ i: number, t?: number }> = []
+    page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(JSON.parse(String(frame.payload)))))
     await page.goto(`${server.url}/?room=${room}&author=${author}`, { waitUntil: 'load', timeout: 10_000 })
     await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'open', undefined, { timeout: 10_000 })
-    return { page, errors }
+    return { page, errors, framesSent }
   }
 
   async function say(page: Page, text: string) {
@@ -352,6 +354,12 @@ describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis
     expect(await messagesOf(bob.page)).toEqual(['bob: anyone here?'])
     await sleep(200)
     expect(await messagesOf(alice.page)).toEqual(transcript)
+
+    // Leaving the page unmounts the component: the subscription sends oRPC's abort frame for its stream.
+    const lastSubscription = bob.framesSent.filter(frame => frame.t === undefined && JSON.stringify(frame).includes('/chat/messages')).at(-1)!
+    await bob.page.click('#leave')
+    await bob.page.waitForSelector('#about', { timeout: 10_000 })
+    await waitFor(() => bob.framesSent.some(frame => frame.t === 4 && frame.i === lastSubscription.i))
 
     expect([...alice.errors, ...bob.errors]).toEqual([])
     await alice.page.close()
