@@ -7,7 +7,7 @@ export default createConfigForNuxt({
     stylistic: true,
   },
   dirs: {
-    src: ['./playground', './playground/app', './test/fixtures/basic', './test/fixtures/basic/app'],
+    src: ['./playground', './playground/app', './test/fixtures/basic', './test/fixtures/basic/app', './test/fixtures/pubsub', './test/fixtures/pubsub/app'],
   },
 }).append({
   files: ['test/**/*.ts'],

@@ -87,6 +87,7 @@ export default defineNuxtModule<ModuleOptions>({
     addImports([
       { name: 'useRpc', from: resolver.resolve('./runtime/app/composables') },
       { name: 'useRpcStatus', from: resolver.resolve('./runtime/app/composables') },
+      { name: 'useRpcSubscription', from: resolver.resolve('./runtime/app/subscription') },
     ])
 
     // Types: tie useRpc() and `rpc` to the app's router and context, for the app and the server.

@@ -4,6 +4,7 @@ import { defu } from 'defu'
 import type { Nitro, NitroModule } from 'nitropack'
 import { findExportNames } from 'mlly'
 import { dirname, join, relative, resolve } from 'pathe'
+import { publisherDefaults } from './runtime/server/publisher/defaults'
 
 /** Options of the server half, under `orpc` in nitro.config (or in nuxt.config, which passes them on). */
 export interface NuxtOrpcServerOptions {
@@ -82,9 +83,49 @@ export interface NuxtOrpcServerOptions {
    * @default 10000
    */
   shutdownTimeout?: number
+  /** Pub/sub for procedures (`usePublisher()`): one process in memory, or many through Redis. */
+  publisher?: NuxtOrpcPublisherOptions
 }
 
-export type ResolvedServerOptions = Required<NuxtOrpcServerOptions>
+/** Options of the publisher behind `usePublisher()`, under `orpc.publisher`. */
+export interface NuxtOrpcPublisherOptions {
+  /**
+   * `'memory'`: events reach the subscribers of this process only. `'redis'`: events reach subscribers on
+   * every instance connected to the same Redis. Runtime override: `NUXT_ORPC_PUBLISHER_DRIVER`.
+   * @default 'memory'
+   */
+  driver?: 'memory' | 'redis'
+  /**
+   * Redis URL (`redis://user:password@host:6379/0`, `rediss://` for TLS). Runtime override:
+   * `NUXT_ORPC_PUBLISHER_URL`, which keeps credentials out of the build.
+   * @default 'redis://127.0.0.1:6379'
+   */
+  url?: string
+  /**
+   * Prefix of every Redis key the publisher writes (one stream per channel).
+   * @default 'orpc:'
+   */
+  prefix?: string
+  /**
+   * Seconds an event stays available to subscribers that resume with `lastEventId`. `0` turns resuming off:
+   * subscribers get only what is published while they are subscribed (at most once).
+   * @default 300
+   */
+  retention?: number
+  /**
+   * Most events kept per channel for resuming (Redis trims approximately: it may keep a few more).
+   * @default 1000
+   */
+  maxEventsPerChannel?: number
+  /**
+   * Most events queued for one subscriber that reads slower than events come; past it its stream fails
+   * with `SUBSCRIBER_OVERFLOW`, and `useRpcSubscription` resumes it from the retention window.
+   * @default 1000
+   */
+  maxBufferedEvents?: number
+}
+
+export type ResolvedServerOptions = Required<Omit<NuxtOrpcServerOptions, 'publisher'>> & { publisher: Required<NuxtOrpcPublisherOptions> }
 
 export const serverDefaults: ResolvedServerOptions = {
   router: 'rpc/index',
@@ -100,6 +141,7 @@ export const serverDefaults: ResolvedServerOptions = {
   heartbeatTimeout: 20_000,
   maxBufferedBytes: 1024 * 1024,
   shutdownTimeout: 10_000,
+  publisher: publisherDefaults,
 }
 
 declare module 'nitropack' {
@@ -161,6 +203,7 @@ export function setupNitro(nitro: Nitro) {
   nitro.options.experimental ||= {}
   nitro.options.experimental.websocket = true
 
+  // Private runtime config (the publisher's Redis URL may hold a password); NUXT_ORPC_* overrides it.
   const { router: _router, route: _route, ...runtimeOptions } = options
   nitro.options.runtimeConfig.orpc = defu(nitro.options.runtimeConfig.orpc as object | undefined, runtimeOptions)
 
@@ -175,13 +218,14 @@ export function setupNitro(nitro: Nitro) {
   nitro.options.externals = { ...externals, inline: [...(externals.inline ?? []), runtimeDir] }
 
   nitro.options.handlers.push({ route: options.route, handler: join(runtimeDir, 'server/route') })
-  nitro.options.plugins.push(join(runtimeDir, 'server/plugin'))
+  nitro.options.plugins.push(join(runtimeDir, 'server/plugin'), join(runtimeDir, 'server/publisher/plugin'))
 
   if (nitro.options.imports) {
     nitro.options.imports.presets ||= []
     nitro.options.imports.presets.push(
       { from: join(runtimeDir, 'server/rpc'), imports: ['rpc'] },
       { from: join(runtimeDir, 'server/socket'), imports: ['closeRpcConnections'] },
+      { from: join(runtimeDir, 'server/publisher/index'), imports: ['usePublisher'] },
     )
   }
   return files

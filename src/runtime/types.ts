@@ -54,3 +54,23 @@ export interface RpcContextInput {
 
 /** The shape of the default export of `rpc/context.ts`. */
 export type RpcContextFunction<T extends object = object> = (input: RpcContextInput) => T | Promise<T>
+
+/**
+ * The channels of the app's publisher and the payload each carries. Augment it to type `usePublisher()`:
+ *
+ * ```ts
+ * declare module '#nuxt-orpc' {
+ *   interface RpcChannels {
+ *     'announcements': { text: string }
+ *     [room: `chat:${string}`]: { author: string, text: string }
+ *   }
+ * }
+ * ```
+ *
+ * Payloads are objects (event ids travel as oRPC event metadata, which needs an object to hold it).
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface RpcChannels {}
+
+/** The channel map `usePublisher()` is typed with: {@link RpcChannels}, or any channel while it is empty. */
+export type RpcChannelMap = keyof RpcChannels extends never ? Record<string, object> : RpcChannels

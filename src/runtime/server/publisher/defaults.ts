@@ -1,0 +1,24 @@
+/** The publisher's settings as the runtime config holds them (`runtimeConfig.orpc.publisher`). */
+export interface RpcPublisherConfig {
+  driver: 'memory' | 'redis'
+  /** Redis URL; empty means `redis://127.0.0.1:6379`. */
+  url: string
+  /** Prefix of every Redis key the publisher writes. */
+  prefix: string
+  /** Seconds an event stays available for resuming; 0 turns resuming off. */
+  retention: number
+  /** Most events kept per channel for resuming. */
+  maxEventsPerChannel: number
+  /** Most events waiting for one slow subscriber before its stream fails with SUBSCRIBER_OVERFLOW. */
+  maxBufferedEvents: number
+}
+
+/** Shared by the build-time options (src/nitro.ts) and the runtime, so the two cannot drift apart. */
+export const publisherDefaults: RpcPublisherConfig = {
+  driver: 'memory',
+  url: '',
+  prefix: 'orpc:',
+  retention: 300,
+  maxEventsPerChannel: 1000,
+  maxBufferedEvents: 1000,
+}

@@ -1,0 +1,368 @@
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setup, useTestContext } from '@nuxt/test-utils/e2e'
+import type { Browser, Page } from 'playwright-core'
+import { chromium } from 'playwright-core'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { compareEventIds } from '../src/runtime/server/publisher/core'
+import { rejectionOf, waitFor } from './helpers'
+import type { NodeServer } from './process'
+import { startNodeServer } from './process'
+import { collect, freshRoom, redisAnswers, sleep, ThrowAwayRedis, trackedClient } from './pubsub'
+
+// Redis for the scale-out tests: this machine kind runs one at 127.0.0.1:6379. Without it they are skipped,
+// except in CI, where they must run (and fail).
+const sharedRedisUrl = 'redis://127.0.0.1:6379'
+const redisUp = await redisAnswers(6379)
+const skipRedis = !redisUp && !process.env.CI
+if (skipRedis) {
+  console.warn('[pubsub.test] Redis does not answer at 127.0.0.1:6379: the Redis and browser tests are SKIPPED. Start redis-server (or set CI to make them fail instead).')
+}
+
+const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0
+if (!hasRedisServer && !skipRedis) {
+  console.warn('[pubsub.test] No redis-server binary on PATH: the Redis restart test is SKIPPED (it needs its own throw-away server).')
+}
+
+await setup({
+  rootDir: fileURLToPath(new URL('./fixtures/pubsub', import.meta.url)),
+  server: false,
+})
+
+let entry: string
+const servers: NodeServer[] = []
+const cleanups: Array<() => unknown> = []
+
+beforeAll(() => {
+  entry = join(useTestContext().nuxt!.options.nitro.output!.dir!, 'server/index.mjs')
+})
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+afterAll(async () => {
+  await Promise.all(servers.splice(0).map(server => server.stop()))
+})
+
+/** Keys of every test run apart, so runs against the shared Redis never see each other's events. */
+const prefix = `nuxt-orpc-test:${process.pid}:${Date.now()}:`
+
+async function startInstance(name: string, env: Record<string, string>, port?: number) {
+  const server = await startNodeServer(entry, { INSTANCE_NAME: name, NUXT_ORPC_PUBLISHER_PREFIX: prefix, ...env }, port)
+  servers.push(server)
+  return server
+}
+
+const redisEnv = (url: string) => ({ NUXT_ORPC_PUBLISHER_DRIVER: 'redis', NUXT_ORPC_PUBLISHER_URL: url })
+const wsUrl = (server: NodeServer) => `${server.url.replace(/^http/, 'ws')}/_orpc`
+
+function client(server: NodeServer) {
+  const tracked = trackedClient(wsUrl(server))
+  cleanups.push(() => tracked.connection.close())
+  return tracked
+}
+
+function subscription(...args: Parameters<typeof collect>) {
+  const collected = collect(...args)
+  cleanups.push(() => collected.subscription.stop())
+  return collected
+}
+
+/** Publishes `texts` one by one through a procedure, `gap` ms apart; resolves with the event ids. */
+async function publishAll(rpc: any, room: string, texts: string[], gap = 0) {
+  const ids: string[] = []
+  for (const text of texts) {
+    ids.push((await rpc.chat.send({ room, author: 'test', text })).id)
+    if (gap) await sleep(gap)
+  }
+  return ids
+}
+
+const numbered = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, index) => `m${from + index}`)
+
+function expectHealthyLogs(server: NodeServer) {
+  expect(server.process.exitCode).toBeNull()
+  expect(server.logs.join('')).not.toMatch(/unhandledRejection|uncaughtException/i)
+}
+
+describe('memory driver, one instance', () => {
+  let server: NodeServer
+
+  beforeAll(async () => {
+    server = await startInstance('memory', { NUXT_ORPC_PUBLISHER_DRIVER: 'memory' })
+  })
+
+  it('delivers events to every subscriber of the channel, with increasing ids, and nothing of other channels', async () => {
+    const room = freshRoom()
+    const { client: publisher } = client(server)
+    const [first] = await publishAll(publisher, room, ['m0'])
+    const { client: rpc } = client(server)
+    const one = subscription(options => rpc.chat.messages({ room }, options), first)
+    const two = subscription(options => rpc.chat.messages({ room }, options), first)
+    const other = subscription(options => rpc.chat.messages({ room: freshRoom() }, options))
+    await publishAll(publisher, room, numbered(1, 5))
+    await waitFor(() => one.received.length === 5 && two.received.length === 5)
+    expect(one.texts()).toEqual(numbered(1, 5))
+    expect(two.texts()).toEqual(numbered(1, 5))
+    expect(one.received.every(message => message.via === 'memory' && message.sentAt instanceof Date)).toBe(true)
+    const ids = one.received.map(message => message.id!)
+    expect([...ids].sort(compareEventIds)).toEqual(ids)
+    expect(new Set(ids).size).toBe(5)
+    await sleep(100)
+    expect(other.received).toEqual([])
+  })
+
+  it('resumes after a dropped socket with no gap and no duplicate', async () => {
+    const room = freshRoom()
+    const { client: publisher } = client(server)
+    const [first] = await publishAll(publisher, room, ['m0'])
+    const subscriber = client(server)
+    const collected = subscription(options => subscriber.client.chat.live({ room }, options), first)
+    const publishing = publishAll(publisher, room, numbered(1, 40), 15)
+    await waitFor(() => collected.received.length >= 10, { timeout: 10_000 })
+    subscriber.dropSocket()
+    await waitFor(() => collected.received.length >= 25, { timeout: 10_000 })
+    subscriber.dropSocket()
+    await publishing
+    await waitFor(() => collected.received.length >= 40, { timeout: 10_000 })
+    await sleep(100)
+    expect(collected.texts()).toEqual(numbered(1, 40))
+    expect(collected.statuses.filter(status => status === 'reconnecting').length).toBeGreaterThanOrEqual(2)
+    expect(subscriber.sockets.length).toBeGreaterThanOrEqual(3)
+  })
+
+  it('gives a room\'s retained history to a subscriber that asks for it, then live events', async () => {
+    const room = freshRoom()
+    const { client: publisher } = client(server)
+    await publishAll(publisher, room, numbered(1, 3))
+    const { client: rpc } = client(server)
+    const collected = subscription(options => rpc.chat.messages({ room }, options))
+    await waitFor(() => collected.received.length === 3)
+    await publishAll(publisher, room, ['m4'])
+    await waitFor(() => collected.received.length === 4)
+    expect(collected.texts()).toEqual(numbered(1, 4))
+  })
+
+  it('refuses a lastEventId it never made with BAD_REQUEST', async () => {
+    const { client: rpc } = client(server)
+    const iterator = await rpc.chat.live({ room: freshRoom() }, { lastEventId: 'not-an-id' })
+    const error = await rejectionOf(iterator.next())
+    expect(error.code).toBe('BAD_REQUEST')
+    expectHealthyLogs(server)
+  })
+})
+
+describe.skipIf(skipRedis)('Redis driver, two instances (needs Redis at 127.0.0.1:6379)', () => {
+  let first: NodeServer
+  let second: NodeServer
+
+  beforeAll(async () => {
+    first = await startInstance('first', redisEnv(sharedRedisUrl))
+    second = await startInstance('second', redisEnv(sharedRedisUrl))
+  })
+
+  it('a client on instance 1 gets what a client on instance 2 publishes through a procedure', async () => {
+    const room = freshRoom()
+    const { client: subscriberRpc } = client(first)
+    const { client: publisherRpc } = client(second)
+    expect(await subscriberRpc.instance()).toBe('first')
+    expect(await publisherRpc.instance()).toBe('second')
+    // Live only: the subscription counts from when the server registered it, so probe until it is live.
+    const collected = subscription(options => subscriberRpc.chat.live({ room }, options))
+    await waitFor(async () => {
+      await publishAll(publisherRpc, room, ['probe'])
+      return collected.received.length > 0
+    }, { timeout: 10_000, interval: 100 })
+    await publishAll(publisherRpc, room, ['hello from instance 2'])
+    await waitFor(() => collected.texts().includes('hello from instance 2'))
+    await sleep(100)
+    const hello = collected.received.filter(message => message.text === 'hello from instance 2')
+    expect(hello).toHaveLength(1)
+    expect(hello[0]).toMatchObject({ via: 'second', room })
+    expect(hello[0]!.sentAt).toBeInstanceOf(Date)
+  })
+
+  it('resumes a subscriber whose socket drops mid-stream: no gap, no duplicate', async () => {
+    const room = freshRoom()
+    const { client: publisherRpc } = client(second)
+    const [start] = await publishAll(publisherRpc, room, ['m0'])
+    const subscriber = client(first)
+    const collected = subscription(options => subscriber.client.chat.live({ room }, options), start)
+    const publishing = publishAll(publisherRpc, room, numbered(1, 60), 15)
+    await waitFor(() => collected.received.length >= 15, { timeout: 10_000 })
+    subscriber.dropSocket()
+    await waitFor(() => collected.received.length >= 35, { timeout: 10_000 })
+    subscriber.dropSocket()
+    await publishing
+    await waitFor(() => collected.received.length >= 60, { timeout: 10_000 })
+    await sleep(200)
+    expect(collected.texts()).toEqual(numbered(1, 60))
+    expect(collected.statuses.filter(status => status === 'reconnecting').length).toBeGreaterThanOrEqual(2)
+  })
+
+  it('resumes a subscriber whose instance restarts mid-stream: no gap, no duplicate', async () => {
+    const room = freshRoom()
+    const { client: publisherRpc } = client(second)
+    const [start] = await publishAll(publisherRpc, room, ['m0'])
+    const subscriber = client(first)
+    const collected = subscription(options => subscriber.client.chat.live({ room }, options), start)
+    const publishing = publishAll(publisherRpc, room, numbered(1, 60), 20)
+    await waitFor(() => collected.received.length >= 15, { timeout: 10_000 })
+    await first.stop()
+    servers.splice(servers.indexOf(first), 1)
+    await sleep(300)
+    first = await startInstance('first', redisEnv(sharedRedisUrl), first.port)
+    await publishing
+    await waitFor(() => collected.received.length >= 60, { timeout: 15_000 })
+    await sleep(200)
+    expect(collected.texts()).toEqual(numbered(1, 60))
+    expect(collected.errors.some((error: any) => error.code === 'CONNECTION_CLOSED')).toBe(true)
+  })
+
+  it('sends a late subscriber what it missed after its lastEventId, once', async () => {
+    const room = freshRoom()
+    const { client: publisherRpc } = client(second)
+    const ids = await publishAll(publisherRpc, room, numbered(1, 5))
+    const { client: subscriberRpc } = client(first)
+    const collected = subscription(options => subscriberRpc.chat.live({ room }, options), ids[1])
+    await waitFor(() => collected.received.length === 3)
+    await publishAll(publisherRpc, room, ['m6'])
+    await waitFor(() => collected.received.length === 4)
+    expect(collected.texts()).toEqual(['m3', 'm4', 'm5', 'm6'])
+    expect(collected.received.map(message => message.id)).toEqual([...ids.slice(2), collected.received[3]!.id])
+  })
+
+  // Restarts a throw-away redis-server of its own: the shared one on 6379 must stay up for everyone else.
+  it.skipIf(!hasRedisServer && !process.env.CI)('when Redis restarts: publishing fails with PUBLISHER_UNAVAILABLE, no instance crashes, delivery resumes', { timeout: 60_000 }, async () => {
+    const redis = await ThrowAwayRedis.create()
+    cleanups.push(() => redis.stop())
+    const third = await startInstance('third', redisEnv(redis.url))
+    const fourth = await startInstance('fourth', redisEnv(redis.url))
+    cleanups.push(() => third.stop(), () => fourth.stop())
+    const room = freshRoom()
+    const { client: publisherRpc } = client(fourth)
+    const [start] = await publishAll(publisherRpc, room, ['m0'])
+    const { client: subscriberRpc } = client(third)
+    const collected = subscription(options => subscriberRpc.chat.live({ room }, options), start)
+    await publishAll(publisherRpc, room, ['m1'])
+    await waitFor(() => collected.received.length === 1)
+
+    await redis.stop()
+    const startedAt = Date.now()
+    const error = await rejectionOf(publisherRpc.chat.send({ room, author: 'test', text: 'lost' }))
+    expect(error).toMatchObject({ code: 'PUBLISHER_UNAVAILABLE', status: 503 })
+    expect(Date.now() - startedAt).toBeLessThan(3000)
+    // Both instances still answer while Redis is down.
+    expect(await client(third).client.instance()).toBe('third')
+    expect(await publisherRpc.instance()).toBe('fourth')
+
+    await redis.start()
+    // Publishing works again once ioredis has reconnected (it retries every 2 s at most).
+    await waitFor(async () => (await publishAll(publisherRpc, room, ['m2'])).length === 1, { timeout: 15_000, interval: 200 })
+    await publishAll(publisherRpc, room, ['m3'])
+    await waitFor(() => collected.received.length === 3, { timeout: 15_000 })
+    await sleep(200)
+    expect(collected.texts()).toEqual(['m1', 'm2', 'm3'])
+    expectHealthyLogs(third)
+    expectHealthyLogs(fourth)
+  })
+})
+
+describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis at 127.0.0.1:6379)', () => {
+  let browser: Browser
+  let left: NodeServer
+  let right: NodeServer
+
+  beforeAll(async () => {
+    left = await startInstance('left', redisEnv(sharedRedisUrl))
+    right = await startInstance('right', redisEnv(sharedRedisUrl))
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    })
+  })
+
+  afterAll(async () => {
+    await browser?.close()
+  })
+
+  async function openChat(server: NodeServer, room: string, author: string) {
+    const page = await browser.newPage()
+    const errors: Error[] = []
+    page.on('pageerror', error => errors.push(error))
+    const framesSent: Array<{ i: number, t?: number }> = []
+    page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(JSON.parse(String(frame.payload)))))
+    await page.goto(`${server.url}/?room=${room}&author=${author}`, { waitUntil: 'load', timeout: 10_000 })
+    await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'open', undefined, { timeout: 10_000 })
+    return { page, errors, framesSent }
+  }
+
+  async function say(page: Page, text: string) {
+    await page.fill('#text', text)
+    await page.click('#send')
+  }
+
+  const messagesOf = (page: Page) => page.$$eval('#messages li', items => items.map(item => item.textContent!.trim()))
+
+  it('renders the page on the server without subscribing (SSR-safe)', async () => {
+    const html = await (await fetch(`${left.url}/?room=${freshRoom()}`)).text()
+    expect(html).toContain('<span id="status">idle</span>')
+  })
+
+  it('a chat message typed in one page appears in the other, also after a restart and a room change', { timeout: 60_000 }, async () => {
+    const room = freshRoom()
+    const alice = await openChat(left, room, 'alice')
+    const bob = await openChat(right, room, 'bob')
+
+    await say(alice.page, 'hi bob')
+    await bob.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('alice: hi bob'), undefined, { timeout: 10_000 })
+    await say(bob.page, 'hi alice')
+    for (const { page } of [alice, bob]) {
+      await page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('bob: hi alice'), undefined, { timeout: 10_000 })
+    }
+
+    expect(await messagesOf(alice.page)).toEqual(['alice: hi bob', 'bob: hi alice'])
+    expect(await messagesOf(bob.page)).toEqual(['alice: hi bob', 'bob: hi alice'])
+    expect(await alice.page.textContent('#send-error')).toBe('')
+
+    // Bob's instance restarts while Alice writes: his page reconnects and resumes from the last event it
+    // showed, so he sees what he missed once.
+    await right.stop()
+    servers.splice(servers.indexOf(right), 1)
+    await say(alice.page, 'while bob was away')
+    await alice.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('while bob was away'), undefined, { timeout: 10_000 })
+    right = await startInstance('right', redisEnv(sharedRedisUrl), right.port)
+    await bob.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('while bob was away'), undefined, { timeout: 15_000 })
+    await say(bob.page, 'back')
+    for (const { page } of [alice, bob]) {
+      await page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('bob: back'), undefined, { timeout: 10_000 })
+    }
+    const transcript = ['alice: hi bob', 'bob: hi alice', 'alice: while bob was away', 'bob: back']
+    expect(await messagesOf(alice.page)).toEqual(transcript)
+    expect(await messagesOf(bob.page)).toEqual(transcript)
+
+    // Changing the room (the source's reactive input) restarts the subscription with fresh data.
+    const otherRoom = freshRoom()
+    await bob.page.fill('#room', otherRoom)
+    await bob.page.press('#room', 'Enter')
+    await bob.page.waitForFunction(() => document.querySelectorAll('#messages li').length === 0, undefined, { timeout: 10_000 })
+    await bob.page.waitForFunction(() => document.querySelector('#status')?.textContent === 'open', undefined, { timeout: 10_000 })
+    await say(bob.page, 'anyone here?')
+    await bob.page.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('bob: anyone here?'), undefined, { timeout: 10_000 })
+    expect(await messagesOf(bob.page)).toEqual(['bob: anyone here?'])
+    await sleep(200)
+    expect(await messagesOf(alice.page)).toEqual(transcript)
+
+    // Leaving the page unmounts the component: the subscription sends oRPC's abort frame for its stream.
+    const lastSubscription = bob.framesSent.filter(frame => frame.t === undefined && JSON.stringify(frame).includes('/chat/messages')).at(-1)!
+    await bob.page.click('#leave')
+    await bob.page.waitForSelector('#about', { timeout: 10_000 })
+    await waitFor(() => bob.framesSent.some(frame => frame.t === 4 && frame.i === lastSubscription.i))
+
+    expect([...alice.errors, ...bob.errors]).toEqual([])
+    await alice.page.close()
+    await bob.page.close()
+  })
+})
