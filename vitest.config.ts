@@ -7,5 +7,6 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 240_000,
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.mjs'],
   },
 })
