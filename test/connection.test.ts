@@ -23,6 +23,10 @@ async function startStockServer() {
     numbers: os.handler(async function* () {
       for (let n = 0; n < 3; n++) yield n
     }),
+    hangingStream: os.handler(async function* ({ signal }) {
+      yield 0
+      await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)))
+    }),
   }
   const handler = new RPCHandler(router)
   const ws = wsAdapter({
@@ -190,5 +194,28 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
     const pending = rejectionOf(rpc.ping(undefined, { signal: controller.signal }))
     controller.abort(new Error('user gave up'))
     expect((await pending).message).toBe('user gave up')
+  })
+})
+
+describe('closing races', () => {
+  it('aborts a running stream and closes the socket right away without an unhandled rejection', async () => {
+    const server = await stockServer()
+    const { client: rpc, connection } = client(server.url)
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const controller = new AbortController()
+      const iterator = await rpc.hangingStream(undefined, { signal: controller.signal })
+      const first = iterator.next()
+      controller.abort()
+      connection.close()
+      await rejectionOf(first)
+      await new Promise(resolve => setTimeout(resolve, 100))
+      expect(unhandled).toEqual([])
+    }
+    finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 })

@@ -121,10 +121,16 @@ class Session {
   constructor(readonly socket: WebSocket) {
     const closeListeners = this.closeListeners
     const facade = {
+      // Once past CONNECTING the link may always "send": a frame for a socket that is closing is dropped here,
+      // and the call it belonged to rejects with CONNECTION_CLOSED when the session ends. Throwing instead
+      // (what the link does when readyState is not OPEN) escapes as an unhandled rejection from oRPC 1.16's
+      // client peer, whose abort listener awaits `send` without a catch.
       get readyState() {
-        return socket.readyState
+        return socket.readyState === 0 ? 0 : 1
       },
-      send: (data: string | ArrayBufferLike | Blob | ArrayBufferView) => socket.send(data),
+      send: (data: string | ArrayBufferLike | Blob | ArrayBufferView) => {
+        if (socket.readyState === 1) socket.send(data)
+      },
       addEventListener: (type: string, listener: SocketListener) => {
         if (type === 'close') closeListeners.add(listener)
         else socket.addEventListener(type, listener)
