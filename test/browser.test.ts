@@ -3,6 +3,7 @@ import { setup, url } from '@nuxt/test-utils/e2e'
 import type { Browser } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
 
 await setup({
   rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
@@ -12,17 +13,15 @@ await setup({
 let browser: Browser
 
 beforeAll(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  })
+  if (skipBrowser) return
+  browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs })
 })
 
 afterAll(async () => {
   await browser?.close()
 })
 
-describe('in Chromium', () => {
+describe.skipIf(skipBrowser)('in Chromium', () => {
   it('hydrates the SSR result without a call, then calls and streams over one socket', async () => {
     const page = await browser.newPage()
     const sockets: string[] = []

@@ -5,6 +5,7 @@ import { setup, useTestContext } from '@nuxt/test-utils/e2e'
 import type { Browser, Page } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
 import { compareEventIds } from '../src/runtime/server/publisher/core'
 import { rejectionOf, waitFor } from './helpers'
 import type { NodeServer } from './process'
@@ -271,7 +272,7 @@ describe.skipIf(skipRedis)('Redis driver, two instances (needs Redis at 127.0.0.
   })
 })
 
-describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis at 127.0.0.1:6379)', () => {
+describe.skipIf(skipRedis || skipBrowser)('in Chromium, two pages on two instances (needs Redis at 127.0.0.1:6379)', () => {
   let browser: Browser
   let left: NodeServer
   let right: NodeServer
@@ -279,10 +280,7 @@ describe.skipIf(skipRedis)('in Chromium, two pages on two instances (needs Redis
   beforeAll(async () => {
     left = await startInstance('left', redisEnv(sharedRedisUrl))
     right = await startInstance('right', redisEnv(sharedRedisUrl))
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    })
+    browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs })
   })
 
   afterAll(async () => {
