@@ -7,7 +7,7 @@ import { setup, useTestContext } from '@nuxt/test-utils/e2e'
 import WebSocket from 'ws'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { oneByteFragment, openRawTcpWebSocket } from './frames'
-import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
+import { createClient, RawSocket, recordFigure, rejectionOf, waitFor } from './helpers'
 import type { NodeServer } from './process'
 import { startNodeServer } from './process'
 
@@ -92,6 +92,8 @@ describe('fragment flood (GHSA-96hv-2xvq-fx4p)', () => {
     socket.destroy()
     await waitFor(async () => (await stats()).connections === 0)
     const after = await stats()
+    recordFigure('fragment flood: fragments sent before close', sent)
+    recordFigure('fragment flood: server heap growth (bytes)', after.heapUsed - before.heapUsed)
     expect(after.heapUsed - before.heapUsed).toBeLessThan(5 * MiB)
   })
 })
@@ -110,6 +112,7 @@ describe('calls in flight per connection', () => {
     const refused = [...socket.responses.values()].map(list => list[0] as { p: { s?: number, b: { json: { code: string } } } })
     expect(refused).toHaveLength(total - 128)
     expect(refused.every(answer => answer.p.s === 429 && answer.p.b.json.code === 'TOO_MANY_REQUESTS')).toBe(true)
+    recordFigure('50k slow calls on one socket: server heap growth (bytes)', during.heapUsed - before.heapUsed)
     expect(during.heapUsed - before.heapUsed).toBeLessThan(10 * MiB)
     // The 128 accepted calls finish normally on the same socket.
     await waitFor(() => socket.responses.size === total, { timeout: 10_000 })
@@ -178,6 +181,7 @@ describe('auth lifetime', () => {
     expect(await logout.json()).toEqual({ closed: 1 })
     cookie = '' // the browser drops the cleared cookie
     const error = await inFlight
+    recordFigure('logout to call rejected (ms)', Date.now() - loggedOutAt)
     expect(Date.now() - loggedOutAt).toBeLessThan(1000)
     expect(error).toMatchObject({ code: 'UNAUTHORIZED', data: { closeCode: 4401 } })
     expect((await rejectionOf(rpc.whoami())).code).toBe('UNAUTHORIZED')
@@ -234,6 +238,8 @@ describe('hostile input fuzz', () => {
     }
     stop = true
     await wellBehaved
+    recordFigure('fuzz: well-behaved calls answered alongside 10k junk frames', wellBehavedCalls)
+    recordFigure('fuzz: close codes', JSON.stringify(Object.fromEntries(closeCodes)))
     expect(wellBehavedCalls).toBeGreaterThan(10)
     expect(server.process.exitCode).toBeNull()
     expect([...closeCodes.keys()].every(code => [1006, 1007, 1008].includes(code))).toBe(true)
@@ -258,6 +264,7 @@ describe('heartbeat', () => {
     const frozenAt = Date.now()
     await waitFor(async () => (await stats()).connections === 0, { timeout: 5000, interval: 50 })
     // 400 ms interval + 400 ms timeout, plus scheduling slack.
+    recordFigure('frozen client terminated after (ms, 400+400 settings)', Date.now() - frozenAt)
     expect(Date.now() - frozenAt).toBeLessThan(2000)
   })
 
@@ -268,6 +275,7 @@ describe('heartbeat', () => {
     const frozenAt = Date.now()
     try {
       await waitFor(() => connection.status.state !== 'open', { timeout: 5000, interval: 20 })
+      recordFigure('frozen server noticed by the client after (ms, 1000 timeout)', Date.now() - frozenAt)
       expect(Date.now() - frozenAt).toBeLessThan(2000)
       expect(connection.status.closeReason).toBe('No heartbeat from the server')
     }
@@ -294,6 +302,7 @@ describe('server killed mid-call (SIGKILL)', () => {
     const killedAt = Date.now()
     await server.stop('SIGKILL')
     await Promise.all(inFlight)
+    recordFigure('SIGKILL to all 20 calls in flight rejected (ms)', Date.now() - killedAt)
     expect(Date.now() - killedAt).toBeLessThan(1000)
     await start(port)
     await waitFor(() => connection.status.state === 'open', { timeout: 10_000 })
@@ -332,6 +341,8 @@ describe('backpressure', () => {
     const early = await stats()
     await new Promise(resolve => setTimeout(resolve, 1500))
     const late = await stats()
+    recordFigure('slow reader: server RSS growth (bytes)', late.rss - before.rss)
+    recordFigure('slow reader: server heap growth (bytes)', late.heapUsed - before.heapUsed)
     expect(late.rss - before.rss).toBeLessThan(5 * MiB)
     expect(late.heapUsed - before.heapUsed).toBeLessThan(5 * MiB)
     // Bounded, not just slow: nothing more piles up once the buffer is full.
@@ -342,23 +353,31 @@ describe('backpressure', () => {
 
 describe('leaks', () => {
   it('retains no connection context after 1,000 connections open, call, stream and close', async () => {
+    const round = (index: number) => Promise.all(Array.from({ length: 50 }, async (_, slot) => {
+      const { client: rpc, connection } = createClient({ url: wsUrl() })
+      expect(await rpc.echo({ index, slot })).toEqual({ index, slot })
+      for await (const tick of await rpc.ticks()) if (tick === 2) break
+      connection.close()
+    }))
+    // A first 1,000 as warm-up: code compiled and buffers pooled on first use are not a leak (measured here:
+    // heap +4.5% after the first 1,000, then flat: 5,000 more ended at 0.996 of the same start).
+    for (let index = -20; index < 0; index++) await round(index)
+    await waitFor(async () => (await stats()).connections === 0)
     await stats(true)
     const before = await stats()
-    for (let round = 0; round < 20; round++) {
-      await Promise.all(Array.from({ length: 50 }, async (_, index) => {
-        const { client: rpc, connection } = createClient({ url: wsUrl() })
-        expect(await rpc.echo({ round, index })).toEqual({ round, index })
-        for await (const tick of await rpc.ticks()) if (tick === 2) break
-        connection.close()
-      }))
-    }
+    for (let index = 0; index < 20; index++) await round(index)
     await waitFor(async () => (await stats()).connections === 0)
-    const after = await waitFor(async () => {
-      const current = await stats()
-      return current.retained === 0 ? current : undefined
-    }, { timeout: 10_000, interval: 200 })
+    // Sockets finish closing (and their buffers are freed) a little after the clients are gone: the heap
+    // must come back within 5% of where it started, not necessarily at the first look.
+    let after: ServerStats | undefined
+    await waitFor(async () => {
+      after = await stats()
+      return after.retained === 0 && after.heapUsed < before.heapUsed * 1.05
+    }, { timeout: 15_000, interval: 500 }).catch(() => {})
+    recordFigure('1,000 connections: contexts retained after gc', after!.retained)
+    recordFigure('1,000 connections: heap after / before', `${(after!.heapUsed / before.heapUsed).toFixed(3)} (${before.heapUsed} -> ${after!.heapUsed})`)
     expect(after!.retained).toBe(0)
-    expect(after!.heapUsed).toBeLessThan(before.heapUsed * 1.05 + MiB)
+    expect(after!.heapUsed).toBeLessThan(before.heapUsed * 1.05)
   })
 })
 
@@ -447,6 +466,8 @@ describe('reconnect storm', () => {
     const { peakOpensPerSecond } = await stats()
     expect(peakOpensPerSecond).toBeGreaterThan(100)
     expect(peakOpensPerSecond).toBeLessThanOrEqual(440)
-    process.stdout.write(`reconnect storm: ${clients} clients, p95 back after ${p95} ms, last after ${backAfter.at(-1)} ms, peak ${peakOpensPerSecond} handshakes/s\n`)
+    recordFigure(`reconnect storm (${clients} clients): p95 back after (ms)`, p95)
+    recordFigure(`reconnect storm (${clients} clients): last back after (ms)`, backAfter.at(-1)!)
+    recordFigure(`reconnect storm (${clients} clients): peak accepted handshakes per second (cap 400)`, peakOpensPerSecond)
   }, 120_000)
 })

@@ -1,3 +1,4 @@
+import { appendFileSync, mkdirSync } from 'node:fs'
 import { createORPCClient } from '@orpc/client'
 import WebSocket from 'ws'
 import type { RpcConnectionOptions } from '../src/runtime/app/connection'
@@ -88,4 +89,14 @@ export async function rejectionOf(promise: Promise<unknown>): Promise<any> {
     return error
   }
   throw new Error('expected a rejection')
+}
+
+/**
+ * Figures a test measured (heap growth, times), kept for closing notes when NUXT_ORPC_FIGURES is set:
+ * appended to bench/results/test-figures.jsonl. Tests assert their bounds either way.
+ */
+export function recordFigure(name: string, value: number | string) {
+  if (!process.env.NUXT_ORPC_FIGURES) return
+  mkdirSync('bench/results', { recursive: true })
+  appendFileSync('bench/results/test-figures.jsonl', `${JSON.stringify({ name, value, at: new Date().toISOString() })}\n`)
 }
