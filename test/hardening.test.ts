@@ -471,3 +471,11 @@ describe('reconnect storm', () => {
     recordFigure(`reconnect storm (${clients} clients): peak accepted handshakes per second (cap 400)`, peakOpensPerSecond)
   }, 120_000)
 })
+
+describe('other WebSocket routes of the same app', () => {
+  it('lets nuxt-orpc\'s client talk to a bare oRPC route (plain subprotocol, no ready frame expected)', async () => {
+    const { client: rpc, connection } = createClient({ url: wsUrl('/bare'), connectTimeout: 2000 })
+    cleanups.push(() => connection.close())
+    expect(await rpc.ping()).toBe('pong')
+  })
+})

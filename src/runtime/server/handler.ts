@@ -72,9 +72,16 @@ export const heartbeatFrame = '{"i":-1,"t":4}'
  */
 export const rpcSubprotocols = ['orpc', 'nuxt-orpc'] as const
 
-/** ws `handleProtocols`: prefer `nuxt-orpc`, else what ws would pick (the first offered). */
-export function selectSubprotocol(protocols: Set<string>): string | false {
-  if (protocols.has('nuxt-orpc')) return 'nuxt-orpc'
+/** Set by nuxt-orpc's upgrade hook on the IncomingMessage: this route will send the ready frame. */
+const rpcRouteMarker = Symbol.for('nuxt-orpc.route')
+
+/**
+ * ws `handleProtocols` (one WebSocket server serves every route of the app): `nuxt-orpc` only for a route
+ * served by these hooks, which send the ready frame; elsewhere (a bare oRPC route, any other socket) what ws
+ * would pick by itself, the first offered.
+ */
+export function selectSubprotocol(protocols: Set<string>, request?: object): string | false {
+  if (protocols.has('nuxt-orpc') && (request as Record<symbol, unknown> | undefined)?.[rpcRouteMarker]) return 'nuxt-orpc'
   return protocols.values().next().value ?? false
 }
 
@@ -204,7 +211,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
 
   return {
     async upgrade(request) {
-      const upgradeRequest = request as unknown as RpcUpgradeRequest
+      const upgradeRequest = request as unknown as RpcUpgradeRequest & { _req?: Record<symbol, unknown> }
+      if (upgradeRequest._req) upgradeRequest._req[rpcRouteMarker] = true
       ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest)
     },
     open(peer) {
