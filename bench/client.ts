@@ -413,6 +413,8 @@ const send = (message: FromClient) => process.send!(message)
 
 process.on('message', async (message: ToClient) => {
   if (message.type === 'exit') process.exit(0)
+  // What the last job left behind is collected now, not during this job's timed run.
+  globalThis.gc?.()
   try {
     send({ type: 'result', id: message.id, result: await runJob(message.job) })
   }

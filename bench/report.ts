@@ -266,6 +266,12 @@ export function failures(report: BenchReport): string[] {
 const count = (value: number | null) => value === null ? 'n/a' : Math.round(value).toLocaleString('en')
 const kilobytes = (value: number | null) => value === null ? 'n/a' : (value / 1024).toFixed(1)
 
+/** How many rounds the medians of these rows come from. */
+function roundsLabel(rows: Array<{ rounds: number }>): string {
+  const counts = [...new Set(rows.map(row => row.rounds))].sort()
+  return `${counts.join('-')} round${counts.at(-1) === 1 ? '' : 's'}`
+}
+
 function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n')
@@ -282,7 +288,8 @@ export function renderReport(report: BenchReport): string {
   out.push('')
   out.push(`Versions: ${Object.entries(report.versions).map(([name, version]) => `${name} ${version}`).join(', ')}.`)
   out.push('')
-  out.push(`Conditions: ${report.conditions.rounds} round(s).`)
+  const merged = report.conditions.mergedFrom
+  out.push(`Conditions: ${merged ? `${merged.length} runs merged (${merged.join(', ')}), ` : ''}${report.conditions.rounds} round(s) in all; each table says how many rounds its medians come from.`)
   for (const note of report.conditions.notes) out.push(`- ${note}`)
 
   const patterns = [...new Set(summary.throughput.map(row => row.pattern))]
@@ -292,7 +299,7 @@ export function renderReport(report: BenchReport): string {
   }
   for (const pattern of patterns) {
     const rows = summary.throughput.filter(row => row.pattern === pattern)
-    out.push('', `#### ${rows[0]!.title}`, '')
+    out.push('', `#### ${rows[0]!.title} (${roundsLabel(rows)})`, '')
     out.push(table(
       ['target', 'calls/s', 'p50 ms', 'p99 ms', 'server us/call', 'client us/call', 'xa', 'xb', 'xe', 'CPU/a', 'CPU/b'],
       rows.map(row => [
@@ -312,7 +319,7 @@ export function renderReport(report: BenchReport): string {
   }
 
   if (summary.idle.length) {
-    out.push('', '### Idle connections', '')
+    out.push('', `### Idle connections (${roundsLabel(summary.idle)})`, '')
     out.push('Server heap (after gc) and RSS growth per open connection, on a fresh server process. heap/b and heap/e: over bare oRPC\'s and Socket.IO\'s (lower is better).', '')
     out.push(table(
       ['connections', 'target', 'held', 'heap KB/conn', 'RSS KB/conn', 'heap/b', 'heap/e', 'opens/s'],
@@ -330,7 +337,7 @@ export function renderReport(report: BenchReport): string {
   }
 
   if (summary.cold.length) {
-    out.push('', '### Cold start', '')
+    out.push('', `### Cold start (${roundsLabel(summary.cold)})`, '')
     out.push('From spawning `node` to the first answered call (a fresh process each time; (a)-(d) all start the same Nuxt server).', '')
     out.push(table(
       ['target', 'median ms', 'min ms', 'max ms', '/a'],

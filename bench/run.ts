@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { getRandomPort } from 'get-port-please'
 import type { FromClient, Job, JobResult, Pattern, Target, ToClient } from './shared'
-import { definePatterns, targets } from './shared'
+import { definePatterns, isThroughputPattern, targets } from './shared'
 import type { BenchReport, JobRecord } from './report'
 import { failures, renderReport, summarize } from './report'
 
@@ -29,6 +29,7 @@ const { values: options, positionals } = parseArgs({
   options: {
     'quick': { type: 'boolean', default: false },
     'rounds': { type: 'string' },
+    'start-round': { type: 'string', default: '1' },
     'patterns': { type: 'string' },
     'targets': { type: 'string' },
     'sustained-seconds': { type: 'string', default: '20' },
@@ -153,7 +154,7 @@ class LoadProcess {
   private async start(): Promise<ChildProcess> {
     const child = track(fork(join(benchDir, 'client.ts'), [], {
       cwd: rootDir,
-      execArgv: ['--import', 'jiti/register'],
+      execArgv: ['--expose-gc', '--import', 'jiti/register'],
       stdio: ['ignore', 2, 2, 'ipc'],
     }))
     await new Promise<void>((resolve, reject) => {
@@ -264,6 +265,9 @@ function gitRevision(): string {
 async function measure(): Promise<BenchReport> {
   const quick = options.quick
   const rounds = Number(options.rounds ?? (quick ? 1 : 3))
+  // A run split into several (one round each, say) keeps the rotation going with --start-round 2, 3, ...
+  const firstRound = Number(options['start-round'])
+  const lastRound = firstRound + rounds - 1
   const sustainedSeconds = Number(options['sustained-seconds'])
   const wantedPatterns = options.patterns?.split(',')
   const wantedTargets = options.targets?.split(',')
@@ -291,7 +295,16 @@ async function measure(): Promise<BenchReport> {
     servers.nuxt = await startServer('nuxt')
     servers.socketio = await startServer('socketio')
     log(`servers: fixture ${servers.nuxt.url}, Socket.IO ${servers.socketio.url}`)
-    for (let round = 1; round <= rounds; round++) {
+    if (!quick && patterns.some(pattern => isThroughputPattern(pattern.spec))) {
+      // Not recorded: every target's code paths run once (and get optimized) on both sides before round one,
+      // so that the first target of a round does not pay for compiling what the others then reuse.
+      const warmups = definePatterns(true, 1).filter(pattern => ['concurrent-1', 'concurrent-many', 'stream'].includes(pattern.id))
+      for (const target of chosenTargets) {
+        for (const pattern of warmups) await runJob(load, pattern, target, servers as Record<Target['server'], BenchServer>)
+      }
+      log('warm-up done')
+    }
+    for (let round = firstRound; round <= lastRound; round++) {
       for (const pattern of patterns) {
         const keys = pattern.targetKeys.filter(key => chosenTargets.some(target => target.key === key))
         // Round-robin: every round starts with the next target, so no target always runs first or last.
@@ -301,12 +314,12 @@ async function measure(): Promise<BenchReport> {
           try {
             const result = await runJob(load, pattern, target, servers as Record<Target['server'], BenchServer>)
             records.push({ round, pattern: pattern.id, title: pattern.title, target: key, result })
-            log(`round ${round}/${rounds}  ${pattern.id.padEnd(16)} ${key.padEnd(7)} ${describeResult(result)}`)
+            log(`round ${round}/${lastRound}  ${pattern.id.padEnd(16)} ${key.padEnd(7)} ${describeResult(result)}`)
           }
           catch (error) {
             const message = error instanceof Error ? error.message : String(error)
             records.push({ round, pattern: pattern.id, title: pattern.title, target: key, error: message })
-            log(`round ${round}/${rounds}  ${pattern.id.padEnd(16)} ${key.padEnd(7)} FAILED: ${message}`)
+            log(`round ${round}/${lastRound}  ${pattern.id.padEnd(16)} ${key.padEnd(7)} FAILED: ${message}`)
           }
         }
       }
@@ -360,19 +373,22 @@ async function main() {
     // Several runs (e.g. one pattern per locked run) read as one: rounds are renumbered run after run.
     const runs = await Promise.all(positionals.map(async file => JSON.parse(await readFile(file, 'utf8')) as BenchReport))
     if (runs.length === 0) throw new Error('--merge needs result files')
-    let offset = 0
+    // Each run's rounds get numbers of their own, so that only jobs of the same run and round are paired.
+    let next = 1
     const records: JobRecord[] = []
     for (const run of runs) {
-      const roundsOfRun = Math.max(0, ...run.records.map(record => record.round))
-      records.push(...run.records.map(record => ({ ...record, round: record.round + offset })))
-      offset += roundsOfRun
+      const renumbered = new Map<number, number>()
+      for (const record of run.records) {
+        if (!renumbered.has(record.round)) renumbered.set(record.round, next++)
+        records.push({ ...record, round: renumbered.get(record.round)! })
+      }
     }
     report = {
       ...runs[0]!,
       finishedAt: runs.at(-1)!.finishedAt,
       conditions: {
         ...runs[0]!.conditions,
-        rounds: offset,
+        rounds: next - 1,
         patterns: Object.assign({}, ...runs.map(run => run.conditions.patterns)),
         mergedFrom: positionals.map(file => relative(rootDir, file)),
       },
@@ -388,7 +404,7 @@ async function main() {
   await mkdir(resultsDir, { recursive: true })
   const out = options.out ?? join(resultsDir, `bench-${report.startedAt.replace(/[:.]/g, '-')}${options.merge ? '-merged' : ''}.json`)
   await writeFile(out, `${JSON.stringify(report, null, 2)}\n`)
-  log(`results: ${relative(process.cwd(), out)}`)
+  log(`results: ${relative(process.cwd(), out)} (${Math.round(performance.now() / 1000)} s)`)
   const failed = failures(report)
   if (failed.length) {
     log(`${failed.length} job(s) failed or lost calls:\n  ${failed.join('\n  ')}`)
