@@ -256,7 +256,7 @@ async function sequentialCalls(connection: BenchConnection, calls: number, recor
 
 async function runThroughput(job: Job, spec: Exclude<PatternSpec, { kind: 'idle' | 'cold' }>): Promise<ThroughputResult> {
   const { target, serverUrl } = job
-  const socketCount = spec.kind === 'concurrent' ? spec.sockets : spec.kind === 'sustained' ? spec.clients : 1
+  const socketCount = spec.kind === 'concurrent' || spec.kind === 'paced' ? spec.sockets : spec.kind === 'sustained' ? spec.clients : 1
   const connections = await connectMany(socketCount, 64, () => connectTarget(target, serverUrl))
   try {
     switch (spec.kind) {
@@ -292,6 +292,35 @@ async function runThroughput(job: Job, spec: Exclude<PatternSpec, { kind: 'idle'
         const recorder = new Recorder(spec.durationMs * 20)
         return await measured(serverUrl, async () => {
           await runFor(spec.durationMs, recorder)
+          return { operations: recorder.calls, recorder }
+        })
+      }
+      case 'paced': {
+        // Open loop: calls go out on schedule whether or not earlier ones were answered (up to a bound).
+        const maxInFlight = 2000
+        const runPaced = async (ms: number, recorder?: Recorder) => {
+          const total = Math.round(spec.rate * ms / 1000)
+          const start = performance.now()
+          let sent = 0
+          let inFlight = 0
+          while (sent < total) {
+            const due = Math.min(total, Math.floor((performance.now() - start) * spec.rate / 1000) + 1)
+            while (sent < due && inFlight < maxInFlight) {
+              const connection = connections[sent % connections.length]!
+              inFlight++
+              const call = recorder ? recorder.time(() => connection.echo(payload)) : connection.echo(payload)
+              const done = () => inFlight--
+              void call.then(done, done)
+              sent++
+            }
+            await sleep(1)
+          }
+          while (inFlight > 0) await sleep(1)
+        }
+        await runPaced(spec.warmupMs)
+        const recorder = new Recorder(spec.rate * spec.durationMs / 1000)
+        return await measured(serverUrl, async () => {
+          await runPaced(spec.durationMs, recorder)
           return { operations: recorder.calls, recorder }
         })
       }

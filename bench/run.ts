@@ -304,6 +304,11 @@ async function measure(): Promise<BenchReport> {
       }
       log('warm-up done')
     }
+    const cold = patterns.find(pattern => pattern.spec.kind === 'cold')
+    if (!quick && cold) {
+      // Not recorded either: the first spawn of a run also reads the build from disk.
+      await runJob(load, cold, chosenTargets[0]!, servers as Record<Target['server'], BenchServer>)
+    }
     for (let round = firstRound; round <= lastRound; round++) {
       for (const pattern of patterns) {
         const keys = pattern.targetKeys.filter(key => chosenTargets.some(target => target.key === key))

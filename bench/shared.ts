@@ -33,6 +33,7 @@ export type PatternSpec
   = | { kind: 'sequential', calls: number, warmupCalls: number }
     | { kind: 'concurrent', callers: number, callsEach: number, sockets: number, warmupCallsEach: number }
     | { kind: 'sustained', clients: number, durationMs: number, warmupMs: number }
+    | { kind: 'paced', sockets: number, rate: number, durationMs: number, warmupMs: number }
     | { kind: 'stream', events: number, warmupEvents: number }
     | { kind: 'idle', connections: number, holdMs: number }
     | { kind: 'cold' }
@@ -54,6 +55,8 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
   const clients = quick ? 8 : 64
   const durationMs = quick ? 500 : sustainedSeconds * 1000
   const events = quick ? 2000 : 100_000
+  const pacedRate = quick ? 1000 : 5000
+  const pacedMs = quick ? 500 : 5000
   const idleCounts = quick ? [100] : [1000, 10_000]
   return [
     {
@@ -78,6 +81,14 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
       id: 'sustained',
       title: `${clients} clients sustained for ${durationMs / 1000} s`,
       spec: { kind: 'sustained', clients, durationMs, warmupMs: Math.min(1000, durationMs / 5) },
+      targetKeys: allKeys,
+    },
+    {
+      // Not one of the issue's patterns: every target gets the same offered load, so server CPU per call is
+      // compared at equal batching (in the closed-loop patterns a faster client also makes the server cheaper).
+      id: 'paced',
+      title: `${callers} sockets at ${pacedRate.toLocaleString('en')} calls/s for ${pacedMs / 1000} s`,
+      spec: { kind: 'paced', sockets: callers, rate: pacedRate, durationMs: pacedMs, warmupMs: Math.min(1000, pacedMs / 5) },
       targetKeys: allKeys,
     },
     {
