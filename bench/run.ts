@@ -37,6 +37,7 @@ const { values: options, positionals } = parseArgs({
     'no-build': { type: 'boolean', default: false },
     'out': { type: 'string' },
     'merge': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
   },
 })
 
@@ -134,8 +135,8 @@ async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], f
   }
 }
 
-async function startServer(kind: Target['server']): Promise<BenchServer> {
-  const server = await spawnServer(kind)
+async function startServer(kind: Target['server'], execArgv?: string[]): Promise<BenchServer> {
+  const server = await spawnServer(kind, execArgv)
   try {
     await server.listening
   }
@@ -292,7 +293,8 @@ async function measure(): Promise<BenchReport> {
   const servers: Partial<Record<Target['server'], BenchServer>> = {}
   const records: JobRecord[] = []
   try {
-    servers.nuxt = await startServer('nuxt')
+    // --cpu-prof: V8 writes the fixture server's CPU profile when it exits (read it with bench/profile.ts).
+    servers.nuxt = await startServer('nuxt', options['cpu-prof'] ? ['--expose-gc', '--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles')}`] : undefined)
     servers.socketio = await startServer('socketio')
     log(`servers: fixture ${servers.nuxt.url}, Socket.IO ${servers.socketio.url}`)
     if (!quick && patterns.some(pattern => isThroughputPattern(pattern.spec))) {
@@ -366,6 +368,7 @@ async function measure(): Promise<BenchReport> {
         'Server and client CPU are process.cpuUsage() deltas (user + system) of the whole process over the timed run, divided by calls (or events).',
         'Idle and cold-start jobs each get a fresh server process; idle heap is measured after gc() on both sides of opening the connections.',
         'Targets alternate round-robin: each round rotates the order. Figures are medians over rounds; ratios are medians of per-round ratios.',
+        'The paced pattern is not one of the issue\'s: it offers every target the same load (open loop), so server CPU per call compares at equal batching.',
       ],
     },
     records,
