@@ -440,12 +440,28 @@ function runJob(job: Job) {
 
 const send = (message: FromClient) => process.send!(message)
 
+/**
+ * Waits until this process has been quiet (event loop lag under 3 ms) for `quietMs`, at most 10 s: closing
+ * 10,000 sockets, say, keeps it busy well after the job that opened them reported.
+ */
+async function settle(quietMs: number): Promise<number> {
+  const start = performance.now()
+  // What the last job left behind is collected now, not during the next job's timed run.
+  globalThis.gc?.()
+  let quietSince = performance.now()
+  while (performance.now() - quietSince < quietMs && performance.now() - start < 10_000) {
+    const before = performance.now()
+    await sleep(20)
+    if (performance.now() - before - 20 > 3) quietSince = performance.now()
+  }
+  return performance.now() - start
+}
+
 process.on('message', async (message: ToClient) => {
   if (message.type === 'exit') process.exit(0)
-  // What the last job left behind is collected now, not during this job's timed run.
-  globalThis.gc?.()
   try {
-    send({ type: 'result', id: message.id, result: await runJob(message.job) })
+    if (message.type === 'settle') send({ type: 'settled', id: message.id, waitedMs: await settle(message.quietMs) })
+    else send({ type: 'result', id: message.id, result: await runJob(message.job) })
   }
   catch (error) {
     send({ type: 'error', id: message.id, message: error instanceof Error ? error.stack ?? error.message : String(error) })

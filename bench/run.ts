@@ -166,24 +166,34 @@ class LoadProcess {
   }
 
   async run(job: Job, timeoutMs: number): Promise<JobResult> {
+    const answer = await this.exchange(id => ({ type: 'job', id, job }), timeoutMs)
+    return (answer as Extract<FromClient, { type: 'result' }>).result
+  }
+
+  /** Returns once the load process is quiet (see settle() in client.ts). */
+  async settle(quietMs: number): Promise<void> {
+    await this.exchange(id => ({ type: 'settle', id, quietMs }), 30_000)
+  }
+
+  private async exchange(message: (id: number) => ToClient, timeoutMs: number): Promise<FromClient> {
     this.child ??= await this.start()
     const child = this.child
     const id = this.nextId++
     try {
-      return await new Promise<JobResult>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no result within ${timeoutMs / 1000} s`)), timeoutMs)
+      return await new Promise<FromClient>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs)
         const onExit = (code: number | null) => reject(new Error(`load process exited with ${code}`))
-        const onMessage = (message: FromClient) => {
-          if (message.type === 'ready' || message.id !== id) return
+        const onMessage = (answer: FromClient) => {
+          if (answer.type === 'ready' || answer.id !== id) return
           clearTimeout(timer)
           child.off('message', onMessage)
           child.off('exit', onExit)
-          if (message.type === 'result') resolve(message.result)
-          else reject(new Error(message.message))
+          if (answer.type === 'error') reject(new Error(answer.message))
+          else resolve(answer)
         }
         child.on('message', onMessage)
         child.once('exit', onExit)
-        child.send({ type: 'job', id, job } satisfies ToClient)
+        child.send(message(id))
       })
     }
     catch (error) {
@@ -211,6 +221,8 @@ function jobTimeout(pattern: Pattern): number {
 /** Runs one job; idle and cold start get a server process of their own, started for that job only. */
 async function runJob(load: LoadProcess, pattern: Pattern, target: Target, shared: Record<Target['server'], BenchServer>): Promise<JobResult> {
   const kind = pattern.spec.kind
+  // Every job starts with a quiet load process, the cold start's clock before the server is even spawned.
+  await load.settle(options.quick ? 50 : 200)
   if (kind === 'cold') {
     // Plain `node`, no flags; the clock starts right before the spawn, the load process stops it at the first answer.
     const port = await getRandomPort('127.0.0.1')

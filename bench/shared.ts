@@ -172,5 +172,9 @@ export interface ColdResult {
 export type JobResult = ThroughputResult | IdleResult | ColdResult
 
 /** Messages from the orchestrator to the load process and back. */
-export type ToClient = { type: 'job', id: number, job: Job } | { type: 'exit' }
-export type FromClient = { type: 'ready' } | { type: 'result', id: number, result: JobResult } | { type: 'error', id: number, message: string }
+export type ToClient = { type: 'job', id: number, job: Job } | { type: 'settle', id: number, quietMs: number } | { type: 'exit' }
+export type FromClient
+  = | { type: 'ready' }
+    | { type: 'result', id: number, result: JobResult }
+    | { type: 'settled', id: number, waitedMs: number }
+    | { type: 'error', id: number, message: string }
