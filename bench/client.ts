@@ -1,5 +1,6 @@
 // The load process: forked by run.ts, it runs one job at a time against a server on loopback and reports what
 // it measured. It never starts servers; it only opens connections, makes calls and reads the server's stats.
+import type { Socket } from 'node:net'
 import { connect as connectTcp } from 'node:net'
 import { createORPCClient } from '@orpc/client'
 import { RPCLink as FetchRPCLink } from '@orpc/client/fetch'
@@ -340,6 +341,17 @@ async function runThroughput(job: Job, spec: Exclude<PatternSpec, { kind: 'idle'
   }
 }
 
+/**
+ * Drops a connection with a TCP reset instead of a close handshake. The side that closes first keeps each
+ * connection in TIME_WAIT for a minute, and on the client that ties up an ephemeral port: 10,000 of them,
+ * several times a run, leave other processes on this shared machine unable to listen on random ports.
+ */
+function reset(socket: WebSocket | undefined) {
+  const tcp = (socket as unknown as { _socket?: Socket } | undefined)?._socket
+  if (tcp && !tcp.destroyed) tcp.resetAndDestroy()
+  else socket?.terminate()
+}
+
 interface IdleSocket {
   isOpen: () => boolean
   close: () => void
@@ -354,7 +366,14 @@ async function openIdle(target: Target, serverUrl: string): Promise<IdleSocket> 
       socket.once('connect', () => resolve())
       socket.once('connect_error', reject)
     })
-    return { isOpen: () => socket.connected, close: () => socket.disconnect() }
+    return {
+      isOpen: () => socket.connected,
+      close: () => {
+        // engine.io-client's websocket transport keeps ws's socket as `ws`.
+        reset((socket.io.engine.transport as unknown as { ws?: WebSocket }).ws)
+        socket.disconnect()
+      },
+    }
   }
   const path = { a: '/raw', b: '/orpc-bare', c: '/_orpc' }[target.letter as 'a' | 'b' | 'c']
   // nuxt-orpc's client offers its subprotocol and waits for the ready frame: the connection is then fully set up.
@@ -371,7 +390,7 @@ async function openIdle(target: Target, serverUrl: string): Promise<IdleSocket> 
   else {
     await opened(socket)
   }
-  return { isOpen: () => open && socket.readyState === WebSocket.OPEN, close: () => socket.terminate() }
+  return { isOpen: () => open && socket.readyState === WebSocket.OPEN, close: () => reset(socket) }
 }
 
 async function runIdle(job: Job, spec: Extract<PatternSpec, { kind: 'idle' }>): Promise<IdleResult> {
