@@ -1,6 +1,6 @@
 // Turns the jobs of one or more runs into medians, per-round ratios, the targets, and Markdown tables.
 import type { IdleResult, JobResult, Target, ThroughputResult } from './shared'
-import { targets } from './shared'
+import { definePatterns, targets } from './shared'
 
 export interface JobRecord {
   round: number
@@ -130,9 +130,10 @@ function groupKeys(records: JobRecord[]): Array<{ pattern: string, title: string
     if (!groups.has(key)) groups.set(key, { pattern: record.pattern, title: record.title, target: record.target, records: [] })
     groups.get(key)!.records.push(record)
   }
-  // Table order: patterns as they ran, targets as listed in shared.ts.
+  // Table order: patterns as shared.ts defines them (then any other as it ran), targets as shared.ts lists them.
   const order = targets.map(target => target.key)
-  const patternOrder = [...new Set(records.map(record => record.pattern))]
+  const defined = [...definePatterns(false, 1), ...definePatterns(true, 1)].map(pattern => pattern.id)
+  const patternOrder = [...new Set([...defined, ...records.map(record => record.pattern)])]
   return [...groups.values()].sort((left, right) =>
     patternOrder.indexOf(left.pattern) - patternOrder.indexOf(right.pattern) || order.indexOf(left.target) - order.indexOf(right.target))
 }

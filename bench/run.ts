@@ -38,8 +38,25 @@ const { values: options, positionals } = parseArgs({
     'out': { type: 'string' },
     'merge': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
+    'help': { type: 'boolean', default: false },
   },
 })
+
+if (options.help) {
+  process.stdout.write(`npm run bench -- [options]
+  --quick                 smoke counts, one round (under a minute)
+  --rounds N              rounds (default 3; --quick: 1)
+  --start-round N         number of the first round, to continue the rotation across split runs (default 1)
+  --patterns a,b          only these: ${definePatterns(false, 20).map(pattern => pattern.id).join(', ')}
+  --targets a,b           only these: ${targets.map(target => target.key).join(', ')}
+  --sustained-seconds N   length of the sustained pattern (default 20)
+  --rebuild / --no-build  always / never build the fixture (default: when its sources changed)
+  --cpu-prof              write the fixture server's V8 CPU profile to bench/results/profiles/
+  --out FILE              where the JSON goes (default bench/results/bench-<time>.json)
+  --merge FILE...         read earlier JSON results as one run and print the tables again
+`)
+  process.exit(0)
+}
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
 
