@@ -1,0 +1,357 @@
+// Turns the jobs of one or more runs into medians, per-round ratios, the issue's targets, and Markdown tables.
+import type { IdleResult, JobResult, Target, ThroughputResult } from './shared'
+import { definePatterns, targets } from './shared'
+
+export interface JobRecord {
+  round: number
+  pattern: string
+  title: string
+  target: string
+  result?: JobResult
+  error?: string
+}
+
+export interface BenchReport {
+  startedAt: string
+  finishedAt: string
+  machine: Record<string, unknown>
+  versions: Record<string, string>
+  conditions: {
+    quick: boolean
+    rounds: number
+    patterns: Record<string, { title: string } & Record<string, unknown>>
+    notes: string[]
+    mergedFrom?: string[]
+  }
+  records: JobRecord[]
+  summary?: Summary
+}
+
+type Ratios = Partial<Record<'a' | 'b' | 'd' | 'e', number | null>>
+
+export interface ThroughputRow {
+  pattern: string
+  title: string
+  target: string
+  rounds: number
+  errors: number
+  perSecond: number | null
+  p50: number | null
+  p99: number | null
+  serverCpuUs: number | null
+  clientCpuUs: number | null
+  /** Throughput over the reference's, median of per-round ratios (higher is better). */
+  ratio: Ratios
+  /** Server CPU per call over the reference's, median of per-round ratios (lower is better). */
+  serverCpuRatio: Ratios
+}
+
+export interface IdleRow {
+  pattern: string
+  title: string
+  target: string
+  rounds: number
+  requested: number
+  /** The fewest opened / held over the rounds. */
+  opened: number
+  held: number
+  heapPerConnection: number | null
+  rssPerConnection: number | null
+  opensPerSecond: number | null
+  /** Heap per connection over the reference's (lower is better). */
+  heapRatio: Ratios
+}
+
+export interface ColdRow {
+  target: string
+  rounds: number
+  ms: number | null
+  min: number | null
+  max: number | null
+  /** Cold start over the raw echo's (a), same process kind for a-d. */
+  ratio: Ratios
+}
+
+export interface Goal {
+  goal: string
+  pattern: string
+  measured: string
+  pass: boolean | null
+}
+
+export interface Summary {
+  throughput: ThroughputRow[]
+  idle: IdleRow[]
+  cold: ColdRow[]
+  goals: Goal[]
+}
+
+export function median(values: number[]): number | null {
+  if (values.length === 0) return null
+  const sorted = [...values].sort((left, right) => left - right)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+const targetByKey = (key: string): Target => targets.find(target => target.key === key)!
+
+/** The bare oRPC row to compare with: driven by the same client, for (b) and (c); else oRPC's stock client. */
+const bareReference = (key: string) => targetByKey(key).client === 'nuxt' ? 'b-nuxt' : 'b-orpc'
+
+/** A job counts only if it completed without losing a call. */
+function usable(record: JobRecord): JobResult | undefined {
+  const result = record.result
+  if (!result) return undefined
+  if (result.kind === 'throughput' && result.errors > 0) return undefined
+  if (result.kind === 'idle' && result.held < result.requested) return undefined
+  return result
+}
+
+function perRoundRatio(records: JobRecord[], pattern: string, target: string, reference: string, metric: (result: JobResult) => number | null): number | null {
+  const ratios: number[] = []
+  for (const record of records) {
+    if (record.pattern !== pattern || record.target !== target) continue
+    const result = usable(record)
+    const referenceRecord = records.find(other => other.pattern === pattern && other.target === reference && other.round === record.round)
+    const referenceResult = referenceRecord && usable(referenceRecord)
+    if (!result || !referenceResult) continue
+    const value = metric(result)
+    const referenceValue = metric(referenceResult)
+    if (value === null || referenceValue === null || referenceValue === 0) continue
+    ratios.push(value / referenceValue)
+  }
+  return median(ratios)
+}
+
+function groupKeys(records: JobRecord[]): Array<{ pattern: string, title: string, target: string, records: JobRecord[] }> {
+  const groups = new Map<string, { pattern: string, title: string, target: string, records: JobRecord[] }>()
+  for (const record of records) {
+    const key = `${record.pattern}\u0000${record.target}`
+    if (!groups.has(key)) groups.set(key, { pattern: record.pattern, title: record.title, target: record.target, records: [] })
+    groups.get(key)!.records.push(record)
+  }
+  // Table order: patterns as shared.ts defines them (then any other as it ran), targets as shared.ts lists them.
+  const order = targets.map(target => target.key)
+  const defined = [...definePatterns(false, 1), ...definePatterns(true, 1)].map(pattern => pattern.id)
+  const patternOrder = [...new Set([...defined, ...records.map(record => record.pattern)])]
+  return [...groups.values()].sort((left, right) =>
+    patternOrder.indexOf(left.pattern) - patternOrder.indexOf(right.pattern) || order.indexOf(left.target) - order.indexOf(right.target))
+}
+
+export function summarize(records: JobRecord[]): Summary {
+  const summary: Summary = { throughput: [], idle: [], cold: [], goals: [] }
+  for (const group of groupKeys(records)) {
+    const results = group.records.map(usable).filter(result => result !== undefined)
+    const kind = group.records.find(record => record.result)?.result?.kind
+    const ratio = (reference: string, metric: (result: JobResult) => number | null) =>
+      perRoundRatio(records, group.pattern, group.target, reference, metric)
+    if (kind === 'throughput') {
+      const list = results as ThroughputResult[]
+      const perSecond = (result: JobResult) => (result as ThroughputResult).perSecond
+      const serverCpu = (result: JobResult) => (result as ThroughputResult).serverCpuUs
+      summary.throughput.push({
+        pattern: group.pattern,
+        title: group.title,
+        target: group.target,
+        rounds: list.length,
+        errors: group.records.reduce((sum, record) => sum + (record.error ? 1 : record.result?.kind === 'throughput' ? record.result.errors : 0), 0),
+        perSecond: median(list.map(result => result.perSecond)),
+        p50: median(list.flatMap(result => result.p50 ?? [])),
+        p99: median(list.flatMap(result => result.p99 ?? [])),
+        serverCpuUs: median(list.map(result => result.serverCpuUs)),
+        clientCpuUs: median(list.map(result => result.clientCpuUs)),
+        ratio: { a: ratio('a', perSecond), b: ratio(bareReference(group.target), perSecond), d: ratio('d', perSecond), e: ratio('e', perSecond) },
+        serverCpuRatio: { a: ratio('a', serverCpu), b: ratio(bareReference(group.target), serverCpu) },
+      })
+    }
+    else if (kind === 'idle') {
+      const all = group.records.map(record => record.result).filter((result): result is IdleResult => result?.kind === 'idle')
+      const list = results as IdleResult[]
+      const heap = (result: JobResult) => (result as IdleResult).heapPerConnection
+      summary.idle.push({
+        pattern: group.pattern,
+        title: group.title,
+        target: group.target,
+        rounds: list.length,
+        requested: all[0]?.requested ?? 0,
+        opened: Math.min(...all.map(result => result.opened)),
+        held: Math.min(...all.map(result => result.held)),
+        heapPerConnection: median(list.map(result => result.heapPerConnection)),
+        rssPerConnection: median(list.map(result => result.rssPerConnection)),
+        opensPerSecond: median(list.map(result => result.opensPerSecond)),
+        heapRatio: { b: ratio('b-orpc', heap), e: ratio('e', heap) },
+      })
+    }
+    else if (kind === 'cold') {
+      const list = results.map(result => result.kind === 'cold' ? result.ms : 0)
+      summary.cold.push({
+        target: group.target,
+        rounds: list.length,
+        ms: median(list),
+        min: list.length ? Math.min(...list) : null,
+        max: list.length ? Math.max(...list) : null,
+        ratio: { a: ratio('a', result => result.kind === 'cold' ? result.ms : null) },
+      })
+    }
+  }
+  summary.goals = evaluateGoals(summary)
+  return summary
+}
+
+const requestResponsePatterns = ['sequential', 'concurrent-1', 'concurrent-many', 'sustained']
+const fixed = (value: number | null | undefined, digits = 2) => value === null || value === undefined ? 'n/a' : value.toFixed(digits)
+
+/** The issue's targets, each evaluated per pattern (pass is null when a figure is missing). */
+function evaluateGoals(summary: Summary): Goal[] {
+  const goals: Goal[] = []
+  const row = (pattern: string, target: string) => summary.throughput.find(entry => entry.pattern === pattern && entry.target === target)
+  const check = (goal: string, pattern: string, parts: Array<[label: string, value: number | null | undefined, ok: (value: number) => boolean]>) => {
+    if (!parts.some(([, value]) => value !== null && value !== undefined)) return
+    const pass = parts.every(([, value, ok]) => value !== null && value !== undefined && ok(value))
+    const missing = parts.some(([, value]) => value === null || value === undefined)
+    goals.push({
+      goal,
+      pattern,
+      measured: parts.map(([label, value]) => `${label} ${fixed(value)}`).join(', '),
+      pass: missing && !pass ? null : pass,
+    })
+  }
+  for (const pattern of requestResponsePatterns) {
+    check('(c) calls/s >= Socket.IO (e), nuxt-orpc client', pattern, [['c-nuxt/e', row(pattern, 'c-nuxt')?.ratio.e, value => value >= 1]])
+  }
+  for (const pattern of [...requestResponsePatterns, 'paced']) {
+    // ">= 0.9x the raw echo in server CPU per call": the echo's CPU per call over nuxt-orpc's is at least 0.9.
+    const cpuRatio = row(pattern, 'c-nuxt')?.serverCpuRatio.a
+    check('(c) server CPU per call: a/c >= 0.9', pattern, [['a/c-nuxt', cpuRatio ? 1 / cpuRatio : cpuRatio, value => value >= 0.9]])
+  }
+  for (const pattern of [...requestResponsePatterns, 'paced']) {
+    check('(c) server CPU per call <= 2/3 of (b), either client', pattern, [
+      ['c-orpc/b-orpc', row(pattern, 'c-orpc')?.serverCpuRatio.b, value => value <= 2 / 3],
+      ['c-nuxt/b-nuxt', row(pattern, 'c-nuxt')?.serverCpuRatio.b, value => value <= 2 / 3],
+    ])
+  }
+  for (const pattern of ['concurrent-1', 'concurrent-many', 'sustained']) {
+    check('(c) calls/s >= 8x oRPC over HTTP (d)', pattern, [
+      ['c-orpc/d', row(pattern, 'c-orpc')?.ratio.d, value => value >= 8],
+      ['c-nuxt/d', row(pattern, 'c-nuxt')?.ratio.d, value => value >= 8],
+    ])
+  }
+  for (const idle of summary.idle.filter(entry => entry.target === 'c-nuxt')) {
+    check('idle heap per connection (c) <= (b) and < (e)', idle.pattern, [
+      ['c/b', idle.heapRatio.b, value => value <= 1],
+      ['c/e', idle.heapRatio.e, value => value < 1],
+    ])
+    if (idle.requested >= 10_000) {
+      goals.push({ goal: '10,000 idle connections held', pattern: idle.pattern, measured: `${idle.held} of ${idle.requested} held`, pass: idle.held >= idle.requested })
+    }
+  }
+  check('stream events/s >= 0.9x the raw echo (a)', 'stream', [
+    ['c-orpc/a', row('stream', 'c-orpc')?.ratio.a, value => value >= 0.9],
+    ['c-nuxt/a', row('stream', 'c-nuxt')?.ratio.a, value => value >= 0.9],
+  ])
+  return goals
+}
+
+/** Jobs that failed, lost calls or lost idle connections: the smoke test fails on these. */
+export function failures(report: BenchReport): string[] {
+  return report.records.flatMap((record) => {
+    const where = `round ${record.round} ${record.pattern} ${record.target}`
+    if (record.error) return [`${where}: ${record.error.split('\n')[0]}`]
+    const result = record.result!
+    if (result.kind === 'throughput' && result.errors > 0) return [`${where}: ${result.errors} calls failed`]
+    if (result.kind === 'idle' && result.held < result.requested) return [`${where}: ${result.held} of ${result.requested} connections held`]
+    return []
+  })
+}
+
+const count = (value: number | null) => value === null ? 'n/a' : Math.round(value).toLocaleString('en')
+const kilobytes = (value: number | null) => value === null ? 'n/a' : (value / 1024).toFixed(1)
+
+/** How many rounds the medians of these rows come from. */
+function roundsLabel(rows: Array<{ rounds: number }>): string {
+  const counts = [...new Set(rows.map(row => row.rounds))].sort()
+  return `${counts.join('-')} round${counts.at(-1) === 1 ? '' : 's'}`
+}
+
+function table(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n')
+}
+
+export function renderReport(report: BenchReport): string {
+  const summary = report.summary!
+  const label = (key: string) => targetByKey(key).label
+  const out: string[] = []
+  const machine = report.machine
+  out.push(`## nuxt-orpc bench, ${report.startedAt.slice(0, 16).replace('T', ' ')} UTC${report.conditions.quick ? ' (--quick: smoke counts, not a measurement)' : ''}`)
+  out.push('')
+  out.push(`Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}, ulimit -n ${machine.openFilesLimit}, load average ${(machine.loadAverageBefore as number[]).join('/')} before, ${(machine.loadAverageAfter as number[]).join('/')} after.`)
+  out.push('')
+  out.push(`Versions: ${Object.entries(report.versions).map(([name, version]) => `${name} ${version}`).join(', ')}.`)
+  out.push('')
+  const merged = report.conditions.mergedFrom
+  out.push(`Conditions: ${merged ? `${merged.length} runs merged (${merged.join(', ')}), ` : ''}${report.conditions.rounds} round(s) in all; each table says how many rounds its medians come from.`)
+  for (const note of report.conditions.notes) out.push(`- ${note}`)
+
+  const patterns = [...new Set(summary.throughput.map(row => row.pattern))]
+  if (patterns.length) {
+    out.push('', '### Calls and streams', '')
+    out.push('calls/s is events/s for the stream. Ratios: xa, xb, xe = throughput over (a), (b), (e) (higher is better); CPU/a, CPU/b = server CPU per call over theirs (lower is better). (b) for a (b)/(c) row is the bare route driven by the same client; otherwise (b) with RPCLink.')
+  }
+  for (const pattern of patterns) {
+    const rows = summary.throughput.filter(row => row.pattern === pattern)
+    out.push('', `#### ${rows[0]!.title} (${roundsLabel(rows)})`, '')
+    out.push(table(
+      ['target', 'calls/s', 'p50 ms', 'p99 ms', 'server us/call', 'client us/call', 'xa', 'xb', 'xe', 'CPU/a', 'CPU/b'],
+      rows.map(row => [
+        label(row.target) + (row.errors ? ` (${row.errors} errors)` : ''),
+        count(row.perSecond),
+        fixed(row.p50),
+        fixed(row.p99),
+        fixed(row.serverCpuUs, 1),
+        fixed(row.clientCpuUs, 1),
+        fixed(row.ratio.a),
+        fixed(row.ratio.b),
+        fixed(row.ratio.e),
+        fixed(row.serverCpuRatio.a),
+        fixed(row.serverCpuRatio.b),
+      ]),
+    ))
+  }
+
+  if (summary.idle.length) {
+    out.push('', `### Idle connections (${roundsLabel(summary.idle)})`, '')
+    out.push('Server heap (after gc) and RSS growth per open connection, on a fresh server process. heap/b and heap/e: over bare oRPC\'s and Socket.IO\'s (lower is better).', '')
+    out.push(table(
+      ['connections', 'target', 'held', 'heap KB/conn', 'RSS KB/conn', 'heap/b', 'heap/e', 'opens/s'],
+      summary.idle.map(row => [
+        row.requested.toLocaleString('en'),
+        label(row.target),
+        `${row.held}/${row.requested}`,
+        kilobytes(row.heapPerConnection),
+        kilobytes(row.rssPerConnection),
+        fixed(row.heapRatio.b),
+        fixed(row.heapRatio.e),
+        count(row.opensPerSecond),
+      ]),
+    ))
+  }
+
+  if (summary.cold.length) {
+    out.push('', `### Cold start (${roundsLabel(summary.cold)})`, '')
+    out.push('From spawning `node` to the first answered call (a fresh process each time; (a)-(d) all start the same Nuxt server).', '')
+    out.push(table(
+      ['target', 'median ms', 'min ms', 'max ms', '/a'],
+      summary.cold.map(row => [label(row.target), count(row.ms), count(row.min), count(row.max), fixed(row.ratio.a)]),
+    ))
+  }
+
+  if (summary.goals.length) {
+    out.push('', '### The issue\'s targets', '')
+    out.push(table(
+      ['target', 'pattern', 'measured (median of per-round ratios)', 'met'],
+      summary.goals.map(goal => [goal.goal, goal.pattern, goal.measured, goal.pass === null ? 'n/a' : goal.pass ? 'yes' : 'no']),
+    ))
+  }
+  return out.join('\n')
+}

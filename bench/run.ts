@@ -1,0 +1,456 @@
+// `npm run bench`: builds the bench fixture once, starts the servers, drives every target with the load process
+// in round-robin rounds, and prints the tables (stdout, Markdown) and writes them as JSON (bench/results/).
+// Progress goes to stderr. See docs/benchmarks.md for what the numbers mean.
+import type { ChildProcess } from 'node:child_process'
+import { execFileSync, fork, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { cpus, freemem, loadavg, release, totalmem } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { getRandomPort } from 'get-port-please'
+import type { FromClient, Job, JobResult, Pattern, Target, ToClient } from './shared'
+import { definePatterns, isThroughputPattern, targets } from './shared'
+import type { BenchReport, JobRecord } from './report'
+import { failures, renderReport, summarize } from './report'
+
+const benchDir = dirname(fileURLToPath(import.meta.url))
+const rootDir = join(benchDir, '..')
+const fixtureDir = join(benchDir, 'fixture')
+const serverEntry = join(fixtureDir, '.output/server/index.mjs')
+const socketIoEntry = join(benchDir, 'socketio-server.mjs')
+const buildHashFile = join(fixtureDir, '.output/bench-build.hash')
+const resultsDir = join(benchDir, 'results')
+
+const { values: options, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    'quick': { type: 'boolean', default: false },
+    'rounds': { type: 'string' },
+    'start-round': { type: 'string', default: '1' },
+    'patterns': { type: 'string' },
+    'targets': { type: 'string' },
+    'sustained-seconds': { type: 'string', default: '20' },
+    'rebuild': { type: 'boolean', default: false },
+    'no-build': { type: 'boolean', default: false },
+    'out': { type: 'string' },
+    'merge': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    'help': { type: 'boolean', default: false },
+  },
+})
+
+if (options.help) {
+  process.stdout.write(`npm run bench -- [options]
+  --quick                 smoke counts, one round (under a minute)
+  --rounds N              rounds (default 3; --quick: 1)
+  --start-round N         number of the first round, to continue the rotation across split runs (default 1)
+  --patterns a,b          only these: ${definePatterns(false, 20).map(pattern => pattern.id).join(', ')}
+  --targets a,b           only these: ${targets.map(target => target.key).join(', ')}
+  --sustained-seconds N   length of the sustained pattern (default 20)
+  --rebuild / --no-build  always / never build the fixture (default: when its sources changed)
+  --cpu-prof              write the fixture server's V8 CPU profile to bench/results/profiles/
+  --out FILE              where the JSON goes (default bench/results/bench-<time>.json)
+  --merge FILE...         read earlier JSON results as one run and print the tables again
+`)
+  process.exit(0)
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`)
+
+// Every process this harness starts, so that a failure or Ctrl-C still ends them all.
+const children = new Set<ChildProcess>()
+function track(child: ChildProcess) {
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  return child
+}
+function killChildren() {
+  for (const child of children) child.kill('SIGKILL')
+}
+process.on('exit', killChildren)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killChildren()
+    process.exit(130)
+  })
+}
+
+/** A hash of everything the build depends on: the fixture, the module's source and the lockfile. */
+async function sourceHash(): Promise<string> {
+  const hash = createHash('sha256')
+  const skip = /(?:^|\/)(?:\.nuxt|\.output|\.data|node_modules)(?:\/|$)/
+  for (const dir of [fixtureDir, join(rootDir, 'src')]) {
+    const files = (await readdir(dir, { recursive: true, withFileTypes: true }))
+      .filter(entry => entry.isFile())
+      .map(entry => join(entry.parentPath, entry.name))
+      .filter(file => !skip.test(relative(dir, file)))
+      .sort()
+    for (const file of files) hash.update(relative(rootDir, file)).update(await readFile(file))
+  }
+  hash.update(await readFile(join(rootDir, 'package-lock.json')))
+  return hash.digest('hex')
+}
+
+/** Builds the fixture unless the last build came from the same sources. */
+async function buildFixture() {
+  const hash = await sourceHash()
+  const built = existsSync(buildHashFile) ? await readFile(buildHashFile, 'utf8') : undefined
+  if (options['no-build']) {
+    if (!existsSync(serverEntry)) throw new Error('--no-build: bench/fixture has not been built yet')
+    if (built !== hash) log('warning: --no-build with sources changed since the last build')
+    return
+  }
+  if (built === hash && !options.rebuild) {
+    log('fixture: build is up to date')
+    return
+  }
+  log('fixture: building (nuxi build bench/fixture) ...')
+  const started = Date.now()
+  const nuxi = join(rootDir, 'node_modules/.bin/nuxi')
+  const child = track(spawn(process.execPath, [nuxi, 'build', fixtureDir], { cwd: rootDir, stdio: ['ignore', 2, 2] }))
+  const code = await new Promise<number | null>(resolve => child.once('exit', resolve))
+  if (code !== 0) throw new Error(`nuxi build exited with ${code}`)
+  await writeFile(buildHashFile, hash)
+  log(`fixture: built in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+}
+
+interface BenchServer {
+  url: string
+  child: ChildProcess
+  /** Resolves once the server printed "Listening on". */
+  listening: Promise<void>
+  stop: (signal?: NodeJS.Signals) => Promise<void>
+}
+
+/** Spawns a server on a free loopback port; its stderr is passed on, so a crash shows in the run's log. */
+async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number): Promise<BenchServer> {
+  // With a port given, the spawn happens before this function first yields.
+  const port = freePort ?? await getRandomPort('127.0.0.1')
+  const child = track(spawn(process.execPath, [...execArgv, kind === 'nuxt' ? serverEntry : socketIoEntry], {
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }))
+  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+  child.stderr!.on('data', (chunk: Buffer) => log(`[${kind} server] ${chunk.toString().trimEnd()}`))
+  const listening = new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('Listening on') && resolve())
+    child.once('exit', code => reject(new Error(`${kind} server exited with ${code}`)))
+    setTimeout(() => reject(new Error(`${kind} server did not listen within 30 s`)), 30_000).unref()
+  })
+  listening.catch(() => {})
+  return {
+    url: `http://127.0.0.1:${port}`,
+    child,
+    listening,
+    async stop(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      await exited
+    },
+  }
+}
+
+async function startServer(kind: Target['server'], execArgv?: string[]): Promise<BenchServer> {
+  const server = await spawnServer(kind, execArgv)
+  try {
+    await server.listening
+  }
+  catch (error) {
+    await server.stop()
+    throw error
+  }
+  return server
+}
+
+/** The load process: one, reused for every job, restarted if a job fails or overruns. */
+class LoadProcess {
+  private child: ChildProcess | undefined
+  private nextId = 0
+
+  private async start(): Promise<ChildProcess> {
+    const child = track(fork(join(benchDir, 'client.ts'), [], {
+      cwd: rootDir,
+      execArgv: ['--expose-gc', '--import', 'jiti/register'],
+      stdio: ['ignore', 2, 2, 'ipc'],
+    }))
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', (message: FromClient) => message.type === 'ready' ? resolve() : reject(new Error('load process did not start')))
+      child.once('exit', code => reject(new Error(`load process exited with ${code}`)))
+    })
+    return child
+  }
+
+  async run(job: Job, timeoutMs: number): Promise<JobResult> {
+    const answer = await this.exchange(id => ({ type: 'job', id, job }), timeoutMs)
+    return (answer as Extract<FromClient, { type: 'result' }>).result
+  }
+
+  /** Returns once the load process is quiet (see settle() in client.ts). */
+  async settle(quietMs: number): Promise<void> {
+    await this.exchange(id => ({ type: 'settle', id, quietMs }), 30_000)
+  }
+
+  private async exchange(message: (id: number) => ToClient, timeoutMs: number): Promise<FromClient> {
+    this.child ??= await this.start()
+    const child = this.child
+    const id = this.nextId++
+    try {
+      return await new Promise<FromClient>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs)
+        const onExit = (code: number | null) => reject(new Error(`load process exited with ${code}`))
+        const onMessage = (answer: FromClient) => {
+          if (answer.type === 'ready' || answer.id !== id) return
+          clearTimeout(timer)
+          child.off('message', onMessage)
+          child.off('exit', onExit)
+          if (answer.type === 'error') reject(new Error(answer.message))
+          else resolve(answer)
+        }
+        child.on('message', onMessage)
+        child.once('exit', onExit)
+        child.send(message(id))
+      })
+    }
+    catch (error) {
+      // Whatever it was doing, start afresh for the next job.
+      child.kill('SIGKILL')
+      this.child = undefined
+      throw error
+    }
+  }
+
+  stop() {
+    this.child?.send({ type: 'exit' } satisfies ToClient)
+    this.child = undefined
+  }
+}
+
+function jobTimeout(pattern: Pattern): number {
+  switch (pattern.spec.kind) {
+    case 'sustained': return pattern.spec.durationMs + 60_000
+    case 'idle': return 180_000
+    default: return 120_000
+  }
+}
+
+/** Runs one job; idle and cold start get a server process of their own, started for that job only. */
+async function runJob(load: LoadProcess, pattern: Pattern, target: Target, shared: Record<Target['server'], BenchServer>): Promise<JobResult> {
+  const kind = pattern.spec.kind
+  // Every job starts with a quiet load process, the cold start's clock before the server is even spawned.
+  await load.settle(options.quick ? 50 : 200)
+  if (kind === 'cold') {
+    // Plain `node`, no flags; the clock starts right before the spawn, the load process stops it at the first answer.
+    const port = await getRandomPort('127.0.0.1')
+    const spawnedAt = performance.timeOrigin + performance.now()
+    const server = await spawnServer(target.server, [], port)
+    try {
+      return await load.run({ pattern, target, serverUrl: server.url, spawnedAt }, jobTimeout(pattern))
+    }
+    finally {
+      await server.stop()
+    }
+  }
+  const server = kind === 'idle' ? await startServer(target.server) : shared[target.server]
+  try {
+    return await load.run({ pattern, target, serverUrl: server.url }, jobTimeout(pattern))
+  }
+  finally {
+    if (server !== shared[target.server]) await server.stop()
+  }
+}
+
+function describeResult(result: JobResult): string {
+  switch (result.kind) {
+    case 'throughput':
+      return `${Math.round(result.perSecond)}/s, server ${result.serverCpuUs.toFixed(1)} us, client ${result.clientCpuUs.toFixed(1)} us${result.errors ? `, ${result.errors} errors` : ''}`
+    case 'idle':
+      return `${result.held}/${result.requested} held, heap ${(result.heapPerConnection / 1024).toFixed(1)} KB, rss ${(result.rssPerConnection / 1024).toFixed(1)} KB per connection`
+    case 'cold':
+      return `${Math.round(result.ms)} ms`
+  }
+}
+
+function packageVersions(lock: { packages: Record<string, { version?: string }> }) {
+  const names = ['nuxt', 'nitropack', 'h3', 'crossws', 'ws', '@orpc/server', '@orpc/client', 'socket.io', 'socket.io-client', 'engine.io', 'engine.io-client', 'engine.io-client/node_modules/ws', 'jiti']
+  return Object.fromEntries(names.map(name => [name, lock.packages[`node_modules/${name}`]?.version ?? 'missing']))
+}
+
+function openFilesLimit(): number {
+  return Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim())
+}
+
+function gitRevision(): string {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: rootDir, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bench'], { cwd: rootDir, encoding: 'utf8' }).trim()
+    return dirty ? `${commit} (with local changes)` : commit
+  }
+  catch {
+    return 'unknown'
+  }
+}
+
+async function measure(): Promise<BenchReport> {
+  const quick = options.quick
+  const rounds = Number(options.rounds ?? (quick ? 1 : 3))
+  // A run split into several (one round each, say) keeps the rotation going with --start-round 2, 3, ...
+  const firstRound = Number(options['start-round'])
+  const lastRound = firstRound + rounds - 1
+  const sustainedSeconds = Number(options['sustained-seconds'])
+  const wantedPatterns = options.patterns?.split(',')
+  const wantedTargets = options.targets?.split(',')
+  const openFiles = openFilesLimit()
+  const patterns = definePatterns(quick, sustainedSeconds).filter((pattern) => {
+    if (wantedPatterns && !wantedPatterns.includes(pattern.id)) return false
+    // Each side of 10,000 sockets needs a file descriptor per socket.
+    if (pattern.spec.kind === 'idle' && pattern.spec.connections + 1000 > openFiles) {
+      log(`skipping ${pattern.id}: ulimit -n is ${openFiles}`)
+      return false
+    }
+    return true
+  })
+  const chosenTargets = targets.filter(target => !wantedTargets || wantedTargets.includes(target.key))
+
+  const lock = JSON.parse(await readFile(join(rootDir, 'package-lock.json'), 'utf8'))
+  const startedAt = new Date()
+  const loadBefore = loadavg()
+  await buildFixture()
+
+  const load = new LoadProcess()
+  const servers: Partial<Record<Target['server'], BenchServer>> = {}
+  const records: JobRecord[] = []
+  try {
+    // --cpu-prof: V8 writes the fixture server's CPU profile when it exits (read it with bench/profile.ts).
+    servers.nuxt = await startServer('nuxt', options['cpu-prof'] ? ['--expose-gc', '--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles')}`] : undefined)
+    servers.socketio = await startServer('socketio')
+    log(`servers: fixture ${servers.nuxt.url}, Socket.IO ${servers.socketio.url}`)
+    if (!quick && patterns.some(pattern => isThroughputPattern(pattern.spec))) {
+      // Not recorded: every target's code paths run once (and get optimized) on both sides before round one,
+      // so that the first target of a round does not pay for compiling what the others then reuse.
+      const warmups = definePatterns(true, 1).filter(pattern => ['concurrent-1', 'concurrent-many', 'stream'].includes(pattern.id))
+      for (const target of chosenTargets) {
+        for (const pattern of warmups) await runJob(load, pattern, target, servers as Record<Target['server'], BenchServer>)
+      }
+      log('warm-up done')
+    }
+    const cold = patterns.find(pattern => pattern.spec.kind === 'cold')
+    if (!quick && cold) {
+      // Not recorded either: the first spawn of a run also reads the build from disk.
+      await runJob(load, cold, chosenTargets[0]!, servers as Record<Target['server'], BenchServer>)
+    }
+    for (let round = firstRound; round <= lastRound; round++) {
+      for (const pattern of patterns) {
+        const keys = pattern.targetKeys.filter(key => chosenTargets.some(target => target.key === key))
+        // Round-robin: every round starts with the next target, so no target always runs first or last.
+        const shift = (round - 1) % Math.max(1, keys.length)
+        for (const key of [...keys.slice(shift), ...keys.slice(0, shift)]) {
+          const target = targets.find(candidate => candidate.key === key)!
+          try {
+            const result = await runJob(load, pattern, target, servers as Record<Target['server'], BenchServer>)
+            records.push({ round, pattern: pattern.id, title: pattern.title, target: key, result })
+            log(`round ${round}/${lastRound}  ${pattern.id.padEnd(16)} ${key.padEnd(7)} ${describeResult(result)}`)
+          }
+          catch (error) {
+            const message = error instanceof Error ? error.message : String(error)
+            records.push({ round, pattern: pattern.id, title: pattern.title, target: key, error: message })
+            log(`round ${round}/${lastRound}  ${pattern.id.padEnd(16)} ${key.padEnd(7)} FAILED: ${message}`)
+          }
+        }
+      }
+    }
+  }
+  finally {
+    load.stop()
+    await servers.nuxt?.stop('SIGTERM')
+    await servers.socketio?.stop('SIGTERM')
+  }
+
+  const sample = patterns.map(pattern => pattern.spec)
+  return {
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: cpus().length,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      freeMemoryGiB: Math.round(freemem() / 2 ** 30),
+      kernel: release(),
+      node: process.version,
+      openFilesLimit: openFiles,
+      loadAverageBefore: loadBefore.map(value => Number(value.toFixed(2))),
+      loadAverageAfter: loadavg().map(value => Number(value.toFixed(2))),
+    },
+    versions: { 'nuxt-orpc': `${JSON.parse(await readFile(join(rootDir, 'package.json'), 'utf8')).version} @ ${gitRevision()}`, ...packageVersions(lock) },
+    conditions: {
+      quick,
+      rounds,
+      patterns: Object.fromEntries(patterns.map((pattern, index) => [pattern.id, { title: pattern.title, ...sample[index] }])),
+      notes: [
+        'One built fixture server (Nuxt 4, node-server preset, node --expose-gc) serves (a)-(d) side by side; Socket.IO (e) runs in its own process (node --expose-gc).',
+        'One load process (Node 22, forked from the harness) drives every job, one job at a time, over 127.0.0.1; the servers and the load process share the machine\'s cores.',
+        'WebSocket clients use the ws package (socket.io-client uses it too); every handshake carries Origin: http://127.0.0.1:<port> like a same-origin page.',
+        'Call body: {"id":42,"text":"hello from the bench"}; echo procedures have no input schema. Stream events are the integers 0..N-1.',
+        'nuxt-orpc (c) runs with its default options (origin check, 1 MiB frames, 128 calls in flight, heartbeat every 25 s) except maxConnectionsPerIp 20000, maxConnections 20000, maxHandshakesPerSecond 100000, raised for the idle pattern.',
+        'nuxt-orpc\'s client against the bare route (b-nuxt) offers only the `orpc` subprotocol (see docs/benchmarks.md).',
+        'Server and client CPU are process.cpuUsage() deltas (user + system) of the whole process over the timed run, divided by calls (or events).',
+        'Idle and cold-start jobs each get a fresh server process; idle heap is measured after gc() on both sides of opening the connections.',
+        'Targets alternate round-robin: each round rotates the order. Figures are medians over rounds; ratios are medians of per-round ratios.',
+        'The paced pattern is not one of the issue\'s: it offers every target the same load (open loop), so server CPU per call compares at equal batching.',
+      ],
+    },
+    records,
+  }
+}
+
+async function main() {
+  let report: BenchReport
+  if (options.merge) {
+    // Several runs (e.g. one pattern per locked run) read as one: rounds are renumbered run after run.
+    const runs = await Promise.all(positionals.map(async file => JSON.parse(await readFile(file, 'utf8')) as BenchReport))
+    if (runs.length === 0) throw new Error('--merge needs result files')
+    // Each run's rounds get numbers of their own, so that only jobs of the same run and round are paired.
+    let next = 1
+    const records: JobRecord[] = []
+    for (const run of runs) {
+      const renumbered = new Map<number, number>()
+      for (const record of run.records) {
+        if (!renumbered.has(record.round)) renumbered.set(record.round, next++)
+        records.push({ ...record, round: renumbered.get(record.round)! })
+      }
+    }
+    report = {
+      ...runs[0]!,
+      finishedAt: runs.at(-1)!.finishedAt,
+      conditions: {
+        ...runs[0]!.conditions,
+        rounds: next - 1,
+        patterns: Object.assign({}, ...runs.map(run => run.conditions.patterns)),
+        mergedFrom: positionals.map(file => relative(rootDir, file)),
+      },
+      records,
+    }
+  }
+  else {
+    report = await measure()
+  }
+  report.summary = summarize(report.records)
+  const text = renderReport(report)
+  process.stdout.write(`${text}\n`)
+  const out = options.out ?? join(resultsDir, `bench-${report.startedAt.replace(/[:.]/g, '-')}${options.merge ? '-merged' : ''}.json`)
+  await mkdir(dirname(out), { recursive: true })
+  await writeFile(out, `${JSON.stringify(report, null, 2)}\n`)
+  log(`results: ${relative(process.cwd(), out)} (${Math.round(performance.now() / 1000)} s)`)
+  const failed = failures(report)
+  if (failed.length) {
+    log(`${failed.length} job(s) failed or lost calls:\n  ${failed.join('\n  ')}`)
+    process.exitCode = 1
+  }
+}
+
+main().catch((error) => {
+  log(error instanceof Error ? error.stack ?? error.message : String(error))
+  killChildren()
+  process.exit(1)
+})

@@ -1,0 +1,180 @@
+// What the orchestrator (run.ts) and the load process (client.ts) agree on: targets, patterns, jobs, results.
+
+/** The client library that drives a target. */
+export type ClientKind = 'raw' | 'orpc' | 'nuxt' | 'http' | 'socketio'
+
+/** Where a target is served: the Nuxt fixture (a-d) or the Socket.IO process (e). */
+export type ServerKind = 'nuxt' | 'socketio'
+
+export interface Target {
+  /** Stable id in results and on the command line (`--targets a,c-nuxt`). */
+  key: string
+  /** The issue's letter: a raw echo, b bare oRPC crossws, c nuxt-orpc, d oRPC over HTTP, e Socket.IO. */
+  letter: 'a' | 'b' | 'c' | 'd' | 'e'
+  client: ClientKind
+  server: ServerKind
+  label: string
+}
+
+export const targets: Target[] = [
+  { key: 'a', letter: 'a', client: 'raw', server: 'nuxt', label: '(a) raw crossws echo' },
+  { key: 'b-orpc', letter: 'b', client: 'orpc', server: 'nuxt', label: '(b) oRPC crossws, bare; RPCLink' },
+  { key: 'b-nuxt', letter: 'b', client: 'nuxt', server: 'nuxt', label: '(b) oRPC crossws, bare; nuxt-orpc client' },
+  { key: 'c-orpc', letter: 'c', client: 'orpc', server: 'nuxt', label: '(c) nuxt-orpc; RPCLink' },
+  { key: 'c-nuxt', letter: 'c', client: 'nuxt', server: 'nuxt', label: '(c) nuxt-orpc; nuxt-orpc client' },
+  { key: 'd', letter: 'd', client: 'http', server: 'nuxt', label: '(d) oRPC over HTTP (node adapter); RPCLink' },
+  { key: 'e', letter: 'e', client: 'socketio', server: 'socketio', label: '(e) Socket.IO 4 ack echo' },
+]
+
+/** Idle connections are opened the way each server's own client opens them; the client kind matters no further. */
+export const idleTargetKeys = ['a', 'b-orpc', 'c-nuxt', 'e']
+
+export type PatternSpec
+  = | { kind: 'sequential', calls: number, warmupCalls: number }
+    | { kind: 'concurrent', callers: number, callsEach: number, sockets: number, warmupCallsEach: number }
+    | { kind: 'sustained', clients: number, durationMs: number, warmupMs: number }
+    | { kind: 'paced', sockets: number, rate: number, durationMs: number, warmupMs: number }
+    | { kind: 'stream', events: number, warmupEvents: number }
+    | { kind: 'idle', connections: number, holdMs: number }
+    | { kind: 'cold' }
+
+export interface Pattern {
+  id: string
+  title: string
+  spec: PatternSpec
+  targetKeys: string[]
+}
+
+const allKeys = targets.map(target => target.key)
+
+/** The issue's patterns; `quick` shrinks every count to a smoke test that finishes in seconds. */
+export function definePatterns(quick: boolean, sustainedSeconds: number): Pattern[] {
+  const calls = quick ? 200 : 5000
+  const callers = quick ? 10 : 100
+  const callsEach = quick ? 10 : 50
+  const clients = quick ? 8 : 64
+  const durationMs = quick ? 500 : sustainedSeconds * 1000
+  const events = quick ? 2000 : 100_000
+  const pacedRate = quick ? 1000 : 5000
+  const pacedMs = quick ? 500 : 5000
+  const idleCounts = quick ? [100] : [1000, 10_000]
+  return [
+    {
+      id: 'sequential',
+      title: `${calls.toLocaleString('en')} sequential calls, 1 socket`,
+      spec: { kind: 'sequential', calls, warmupCalls: Math.ceil(calls / 10) },
+      targetKeys: allKeys,
+    },
+    {
+      id: 'concurrent-1',
+      title: `${callers} callers x ${callsEach} calls, 1 socket`,
+      spec: { kind: 'concurrent', callers, callsEach, sockets: 1, warmupCallsEach: Math.ceil(callsEach / 10) },
+      targetKeys: allKeys,
+    },
+    {
+      id: 'concurrent-many',
+      title: `${callers} callers x ${callsEach} calls, ${callers} sockets`,
+      spec: { kind: 'concurrent', callers, callsEach, sockets: callers, warmupCallsEach: Math.ceil(callsEach / 10) },
+      targetKeys: allKeys,
+    },
+    {
+      id: 'sustained',
+      title: `${clients} clients sustained for ${durationMs / 1000} s`,
+      spec: { kind: 'sustained', clients, durationMs, warmupMs: Math.min(1000, durationMs / 5) },
+      targetKeys: allKeys,
+    },
+    {
+      // Not one of the issue's patterns: every target gets the same offered load, so server CPU per call is
+      // compared at equal batching (in the closed-loop patterns a faster client also makes the server cheaper).
+      id: 'paced',
+      title: `${callers} sockets at ${pacedRate.toLocaleString('en')} calls/s for ${pacedMs / 1000} s`,
+      spec: { kind: 'paced', sockets: callers, rate: pacedRate, durationMs: pacedMs, warmupMs: Math.min(1000, pacedMs / 5) },
+      targetKeys: allKeys,
+    },
+    {
+      id: 'stream',
+      title: `1 stream of ${events.toLocaleString('en')} events`,
+      spec: { kind: 'stream', events, warmupEvents: Math.ceil(events / 20) },
+      targetKeys: allKeys,
+    },
+    ...idleCounts.map((connections): Pattern => ({
+      id: `idle-${connections}`,
+      title: `${connections.toLocaleString('en')} idle connections`,
+      spec: { kind: 'idle', connections, holdMs: quick ? 200 : 2000 },
+      targetKeys: idleTargetKeys,
+    })),
+    {
+      id: 'cold',
+      title: 'cold start: process start to first answered call',
+      spec: { kind: 'cold' },
+      targetKeys: allKeys,
+    },
+  ]
+}
+
+/** Patterns whose unit is a call (or an event): the throughput table. */
+export const isThroughputPattern = (spec: PatternSpec) => !['idle', 'cold'].includes(spec.kind)
+
+/** One measurement, sent to the load process. */
+export interface Job {
+  pattern: Pattern
+  target: Target
+  /** Base URL (http://127.0.0.1:port) of the server that serves the target. */
+  serverUrl: string
+  /** Cold start: when the server process was spawned (performance.timeOrigin + performance.now()). */
+  spawnedAt?: number
+}
+
+export interface ServerStats {
+  cpu: { user: number, system: number }
+  memory: { rss: number, heapUsed: number, heapTotal: number, external: number }
+  /** Open TCP sockets of the server process. */
+  sockets: number
+}
+
+export interface ThroughputResult {
+  kind: 'throughput'
+  /** Calls (or stream events) measured. */
+  operations: number
+  seconds: number
+  perSecond: number
+  /** Latency of one call in ms (not measured for streams). */
+  p50: number | null
+  p99: number | null
+  /** CPU time of the whole server process (user + system) during the run, per operation. */
+  serverCpuUs: number
+  /** CPU time of the load process during the run, per operation. */
+  clientCpuUs: number
+  errors: number
+}
+
+export interface IdleResult {
+  kind: 'idle'
+  requested: number
+  opened: number
+  /** Still open on the client after the hold time. */
+  held: number
+  /** Open TCP sockets the server counted, minus its count before. */
+  serverSockets: number
+  heapPerConnection: number
+  rssPerConnection: number
+  /** How fast the load process opened them (handshakes/s, 64 at a time). */
+  opensPerSecond: number
+}
+
+export interface ColdResult {
+  kind: 'cold'
+  /** Process spawn to the first answered call, ms. */
+  ms: number
+  attempts: number
+}
+
+export type JobResult = ThroughputResult | IdleResult | ColdResult
+
+/** Messages from the orchestrator to the load process and back. */
+export type ToClient = { type: 'job', id: number, job: Job } | { type: 'settle', id: number, quietMs: number } | { type: 'exit' }
+export type FromClient
+  = | { type: 'ready' }
+    | { type: 'result', id: number, result: JobResult }
+    | { type: 'settled', id: number, waitedMs: number }
+    | { type: 'error', id: number, message: string }
