@@ -1,10 +1,11 @@
 import type { AnyRouter } from '@orpc/server'
-import type { StandardHandlerOptions } from '@orpc/server/standard'
+import type { StandardRPCHandlerOptions } from '@orpc/server/standard'
 import { StandardRPCHandler } from '@orpc/server/standard'
 import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
 import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
 import type { RpcRefusal } from './context'
+import { PlainCallHandler } from './plain-call'
 import { contextInputFromUpgrade, refusalFromError, toCloseReason } from './context'
 import type { RpcSocketLimits } from './socket'
 import { isShuttingDown, liveSockets, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
@@ -43,7 +44,7 @@ export interface RpcWebSocketHandlerOptions extends Partial<RpcServerLimits> {
    */
   allowedOrigins?: readonly string[]
   /** Options for oRPC's RPC handler (plugins, interceptors). */
-  handlerOptions?: StandardHandlerOptions<object>
+  handlerOptions?: StandardRPCHandlerOptions<object>
 }
 
 /** What the upgrade decided for a connection, kept on the crossws peer context. */
@@ -136,7 +137,11 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   for (const key of Object.keys(defaultServerLimits) as Array<keyof RpcServerLimits>) {
     if (options[key] !== undefined) (limits as unknown as Record<string, unknown>)[key] = options[key]
   }
-  const standardHandler = new StandardRPCHandler(options.router, options.handlerOptions)
+  // One options object for both: oRPC's handler lets its plugins add interceptors to it, and the plain-call
+  // path must see them (it steps aside when there are any).
+  const handlerOptions: StandardRPCHandlerOptions<object> = { ...options.handlerOptions }
+  const standardHandler = new StandardRPCHandler(options.router, handlerOptions)
+  const plainCalls = new PlainCallHandler(options.router, handlerOptions)
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const createContext = options.createContext
   const connectionsPerIp = new Map<string, number>()
@@ -228,7 +233,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
         return
       }
       // The context function's result is what `RpcContext` describes (the generated declaration says so).
-      const socket = new RpcSocket(peer, state.context as RpcContext, standardHandler, limits)
+      const socket = new RpcSocket(peer, state.context as RpcContext, standardHandler, plainCalls, limits)
       state.socket = socket
       sockets.add(socket)
       const address = peer.remoteAddress
@@ -246,7 +251,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     },
     message(peer, message) {
       // Handed over before any await: frames of one socket are decoded in order.
-      void stateOf(peer)?.socket?.receive(message)
+      stateOf(peer)?.socket?.receive(message)
     },
     close(peer) {
       forget(peer)

@@ -3,9 +3,12 @@ import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/s
 import type { StandardHandler } from '@orpc/server/standard'
 import { createServerPeerHandleRequestFn } from '@orpc/server/standard-peer'
 import type { DecodedRequestMessage, EncodedMessage } from '@orpc/standard-server-peer'
-import { decodeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType } from '@orpc/standard-server-peer'
+import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType } from '@orpc/standard-server-peer'
+import { AbortError } from '@orpc/shared'
 import type { Message, Peer } from 'crossws'
 import type { RpcContext } from '../types'
+import type { PlainCallFrame, PlainCallHandler } from './plain-call'
+import { asPlainCall, needsStockEncoding } from './plain-call'
 
 /** WebSocket close codes nuxt-orpc uses; clients map them to typed errors. */
 export const RpcCloseCode = {
@@ -67,27 +70,47 @@ export class TokenBucket {
   }
 }
 
+/** ws's socket, reached through crossws's `peer.websocket` on Node: corking batches a tick's replies. */
+interface NodeWebSocketLike {
+  bufferedAmount?: number
+  _socket?: { cork?: () => void, uncork?: () => void }
+}
+
+const textDecoder = new TextDecoder()
+
+/** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
+const binaryDelimiter = 0xFF
+
 /**
- * One WebSocket connection: oRPC's server peer (the stock wire protocol, middleware, validation and errors)
- * behind the checks oRPC leaves to the transport. Frames are decoded here, once, so a malformed frame is told
- * apart from a failing call, and a new call can be refused (too many in flight, over the rate limit) with a
- * typed error before it reaches oRPC.
+ * One WebSocket connection. Frames are decoded here, once, so a malformed frame is told apart from a failing
+ * call, and a new call can be refused (too many in flight, over the rate limit) with a typed error before any
+ * procedure runs.
+ *
+ * A plain call (see `asPlainCall`) runs on `PlainCallHandler`: oRPC's own matcher, procedure client and
+ * serializer with none of the per-call transport machinery. Everything else (streams in either direction,
+ * files, forms, calls with headers, aborts of those) goes through oRPC's stock server peer. A plain call
+ * whose output turns out to be a stream or a file is handed to the peer for its response. The wire format is
+ * oRPC's in both cases.
  */
 export class RpcSocket implements RpcConnectionInfo {
-  // oRPC's peer (four maps and queues) and the request handler are made on the first frame, not at open:
-  // an idle connection then costs about 3 KB less heap.
+  // oRPC's peer (four maps and queues) and its request handler are made on the first call that needs them.
   private peerInstance: ServerPeerWithoutCodec | undefined
   private handleRequest: ReturnType<typeof createServerPeerHandleRequestFn> | undefined
   private readonly budget: TokenBucket | undefined
-  private callsInFlight = 0
+  /** Every call in flight by id: the abort controller of a plain call, undefined for one the peer runs. */
+  private readonly calls = new Map<string, AbortController | undefined>()
   /** Calls not answered yet (a stream counts until its first response): what a graceful shutdown waits for. */
   private readonly unanswered = new Set<string>()
   private closed = false
+  private corked = false
+  /** The decoding of the frame that later frames wait behind, if one is still being decoded. */
+  private decoding: Promise<void> | undefined
 
   constructor(
     readonly connection: Peer,
     readonly context: RpcContext,
     private readonly standardHandler: StandardHandler<object>,
+    private readonly plainCalls: PlainCallHandler,
     private readonly limits: RpcSocketLimits,
   ) {
     this.budget = limits.rateLimit ? new TokenBucket(limits.rateLimit.max, limits.rateLimit.windowMs) : undefined
@@ -104,7 +127,7 @@ export class RpcSocket implements RpcConnectionInfo {
 
   /** Calls running on this socket right now. */
   get inFlight() {
-    return this.callsInFlight
+    return this.calls.size
   }
 
   /** Whether a call on this socket still waits for its response. */
@@ -112,48 +135,59 @@ export class RpcSocket implements RpcConnectionInfo {
     return this.unanswered.size > 0
   }
 
-  /** Must be called synchronously from the message hook: decoding starts in frame order. */
-  async receive(message: Message): Promise<void> {
+  /**
+   * Must be called synchronously from the message hook. Frames are taken in the order they arrived: most are
+   * decoded at once; while one waits on oRPC's asynchronous decoder (a file, a form, a call with headers),
+   * the frames after it wait too. Otherwise the first events of a streamed input, sent right behind their
+   * call, would reach the peer before the call is open there and be dropped.
+   */
+  receive(message: Message): void {
+    const before = this.decoding
+    const taken = before ? before.then(() => this.take(message)) : this.take(message)
+    if (!taken) return
+    this.decoding = taken
+    void taken.then(() => {
+      if (this.decoding === taken) this.decoding = undefined
+    })
+  }
+
+  /** Decodes one frame and starts what it asks for; a promise only while decoding is not done. */
+  private take(message: Message): Promise<void> | undefined {
+    if (this.closed) return
+    const raw = message.rawData
+    const bytes = typeof raw === 'string' ? undefined : message.uint8Array()
+    if (bytes && bytes.includes(binaryDelimiter)) return this.decodeThenAccept(bytes)
+    let frame: unknown
+    try {
+      frame = JSON.parse(bytes ? textDecoder.decode(bytes) : raw as string)
+    }
+    catch {
+      this.close(RpcCloseCode.MalformedFrame, 'Malformed frame: not JSON')
+      return
+    }
+    const plainCall = this.plainCalls.enabled ? asPlainCall(frame) : undefined
+    if (plainCall) {
+      if (!this.calls.has(plainCall.id) && !this.refused(plainCall.id)) void this.runPlainCall(plainCall)
+      return
+    }
+    const type = (frame as { t?: unknown } | null)?.t
+    // A request may carry headers that change how its body decodes (files, forms, event streams): oRPC's
+    // decoder, asynchronous. An abort or an input event decodes at once.
+    if (type === undefined || type === MessageType.REQUEST) return this.decodeThenAccept(bytes ?? raw as string)
     let decoded: DecodedRequestMessage
     try {
-      decoded = await decodeRequestMessage(typeof message.rawData === 'string' ? message.rawData : message.uint8Array())
+      decoded = deserializeRequestMessage(frame as Parameters<typeof deserializeRequestMessage>[0])
     }
-    catch (error) {
-      // Not JSON (or a body that does not decode) is 1007; JSON of the wrong shape is a TypeError: 1008.
-      if (error instanceof SyntaxError) this.close(RpcCloseCode.MalformedFrame, 'Malformed frame: not JSON')
-      else this.close(RpcCloseCode.PolicyViolation, 'Malformed frame: not an oRPC message')
+    catch {
+      this.close(RpcCloseCode.PolicyViolation, 'Malformed frame: not an oRPC message')
       return
     }
+    void this.accept(decoded)
+  }
 
-    const [id, type] = decoded
-    if (type !== MessageType.REQUEST) {
-      await this.dispatch(decoded)
-      return
-    }
-    if (this.callsInFlight >= this.limits.maxCallsInFlight) {
-      return this.refuseCall(id, new ORPCError('TOO_MANY_REQUESTS', {
-        status: 429,
-        message: `Too many calls in flight on this connection (limit ${this.limits.maxCallsInFlight}); wait for some to finish.`,
-        data: { limit: 'maxCallsInFlight', max: this.limits.maxCallsInFlight },
-      }))
-    }
-    if (this.budget && !this.budget.take()) {
-      const { max, windowMs } = this.limits.rateLimit as { max: number, windowMs: number }
-      return this.refuseCall(id, new ORPCError('TOO_MANY_REQUESTS', {
-        status: 429,
-        message: `Rate limit exceeded on this connection (${max} calls per ${windowMs} ms); slow down.`,
-        data: { limit: 'rateLimit', max, windowMs },
-      }))
-    }
-    this.callsInFlight++
-    this.unanswered.add(id)
-    try {
-      await this.dispatch(decoded)
-    }
-    finally {
-      this.callsInFlight--
-      this.unanswered.delete(id)
-    }
+  private async decodeThenAccept(raw: string | Uint8Array) {
+    const decoded = await this.decode(raw)
+    if (decoded && !this.closed) void this.accept(decoded)
   }
 
   /** Aborts every call still running; called when the socket closed. */
@@ -161,12 +195,102 @@ export class RpcSocket implements RpcConnectionInfo {
     if (this.closed && !liveSockets.has(this)) return
     this.closed = true
     liveSockets.delete(this)
+    for (const controller of this.calls.values()) controller?.abort()
     this.peerInstance?.close()
   }
 
   close(code: number, reason: string) {
     this.closed = true
     this.connection.close(code, reason)
+  }
+
+  /** oRPC's decoder, for frames the plain path does not take; undefined (and the socket closed) when malformed. */
+  private async decode(raw: string | Uint8Array): Promise<DecodedRequestMessage | undefined> {
+    try {
+      return await decodeRequestMessage(raw)
+    }
+    catch (error) {
+      // Not JSON (or a body that does not decode) is 1007; JSON of the wrong shape is a TypeError: 1008.
+      if (error instanceof SyntaxError) this.close(RpcCloseCode.MalformedFrame, 'Malformed frame: not JSON')
+      else this.close(RpcCloseCode.PolicyViolation, 'Malformed frame: not an oRPC message')
+    }
+  }
+
+  /** A frame for oRPC's stock peer: a request it runs, or an abort or input event for a call in flight. */
+  private async accept(decoded: DecodedRequestMessage) {
+    const [id, type] = decoded
+    if (type === MessageType.ABORT_SIGNAL) {
+      const controller = this.calls.get(id)
+      if (controller) {
+        controller.abort(new AbortError('Client aborted the request'))
+        return
+      }
+    }
+    if (type !== MessageType.REQUEST) {
+      await this.dispatch(decoded)
+      return
+    }
+    if (this.calls.has(id) || this.refused(id)) return
+    this.calls.set(id, undefined)
+    this.unanswered.add(id)
+    try {
+      await this.dispatch(decoded)
+    }
+    finally {
+      this.calls.delete(id)
+      this.unanswered.delete(id)
+    }
+  }
+
+  private async runPlainCall({ id, url, body }: PlainCallFrame) {
+    const controller = new AbortController()
+    this.calls.set(id, controller)
+    this.unanswered.add(id)
+    try {
+      const response = await this.plainCalls.call(url, body, this.context, controller.signal)
+      // As oRPC's peer does: an aborted call gets no response (the client has stopped waiting for it).
+      if (controller.signal.aborted || this.closed) return
+      if (!needsStockEncoding(response.body)) {
+        this.unanswered.delete(id)
+        this.send(JSON.stringify({ i: id, p: { s: response.status === 200 ? undefined : response.status, b: response.body } }))
+        return
+      }
+      // A stream, a file or a form: oRPC's peer encodes and sends it, and runs the stream. From here on the
+      // call is the peer's; its abort (client abort, socket closed) reaches the procedure's signal.
+      this.calls.set(id, undefined)
+      const peerSignal = this.peer.open(id).signal
+      peerSignal.addEventListener('abort', () => controller.abort(peerSignal.reason), { once: true })
+      await this.peer.response(id, response)
+    }
+    catch (error) {
+      if (!this.closed) console.error('[nuxt-orpc] A call failed outside its procedure.', error)
+    }
+    finally {
+      this.calls.delete(id)
+      this.unanswered.delete(id)
+    }
+  }
+
+  /** Refuses a new call over the connection's limits with TOO_MANY_REQUESTS; true when it did. */
+  private refused(id: string): boolean {
+    if (this.calls.size >= this.limits.maxCallsInFlight) {
+      void this.refuseCall(id, new ORPCError('TOO_MANY_REQUESTS', {
+        status: 429,
+        message: `Too many calls in flight on this connection (limit ${this.limits.maxCallsInFlight}); wait for some to finish.`,
+        data: { limit: 'maxCallsInFlight', max: this.limits.maxCallsInFlight },
+      }))
+      return true
+    }
+    if (this.budget && !this.budget.take()) {
+      const { max, windowMs } = this.limits.rateLimit as { max: number, windowMs: number }
+      void this.refuseCall(id, new ORPCError('TOO_MANY_REQUESTS', {
+        status: 429,
+        message: `Rate limit exceeded on this connection (${max} calls per ${windowMs} ms); slow down.`,
+        data: { limit: 'rateLimit', max, windowMs },
+      }))
+      return true
+    }
+    return false
   }
 
   private get peer(): ServerPeerWithoutCodec {
@@ -194,8 +318,25 @@ export class RpcSocket implements RpcConnectionInfo {
     this.send(await encodeResponseMessage(id, MessageType.RESPONSE, { status: error.status, headers: {}, body }))
   }
 
+  /**
+   * Replies made in the same tick leave in one write: the first send of a tick corks the TCP socket and the
+   * next tick uncorks it (ws writes every frame on its own otherwise, and that write is most of a reply's
+   * cost under load).
+   */
   private send(encoded: EncodedMessage) {
-    if (!this.closed) this.connection.send(encoded)
+    if (this.closed) return
+    if (!this.corked) {
+      const tcp = (this.connection.websocket as NodeWebSocketLike)._socket
+      if (tcp?.cork && tcp.uncork) {
+        this.corked = true
+        tcp.cork()
+        process.nextTick(() => {
+          this.corked = false
+          tcp.uncork!()
+        })
+      }
+    }
+    this.connection.send(encoded)
   }
 
   /**
@@ -204,7 +345,7 @@ export class RpcSocket implements RpcConnectionInfo {
    * without bound.
    */
   private async drain() {
-    const websocket = this.connection.websocket as { bufferedAmount?: number }
+    const websocket = this.connection.websocket as NodeWebSocketLike
     while (!this.closed && (websocket.bufferedAmount ?? 0) > this.limits.maxBufferedBytes) {
       await new Promise(resolve => setTimeout(resolve, 10))
     }

@@ -1,0 +1,111 @@
+import { ORPCError, toORPCError } from '@orpc/client'
+import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/standard'
+import type { AnyProcedure, AnyRouter, Context } from '@orpc/server'
+import { createProcedureClient } from '@orpc/server'
+import type { StandardRPCHandlerOptions } from '@orpc/server/standard'
+import { StandardRPCMatcher } from '@orpc/server/standard'
+import { isAsyncIteratorObject, toArray } from '@orpc/shared'
+import type { StandardResponse } from '@orpc/standard-server'
+
+/**
+ * A request frame that needs none of oRPC's transport machinery: a POST (the default method) with a JSON
+ * body, no headers (so no file, form, event-stream input or `last-event-id`) and a plain path.
+ */
+export interface PlainCallFrame {
+  id: string
+  url: string
+  body: unknown
+}
+
+// Paths `new URL` would not change (no dot segments, escapes, query or fragment), so the lookup below sees
+// what oRPC's handler would see.
+const plainPath = /^(?:\/[\w$-]+)+\/?$/
+
+/** The request frame as a plain call, or undefined when it must go through oRPC's stock peer. */
+export function asPlainCall(frame: unknown): PlainCallFrame | undefined {
+  if (typeof frame !== 'object' || frame === null) return
+  const { i: id, t: type, p: payload } = frame as { i?: unknown, t?: unknown, p?: unknown }
+  if (typeof id !== 'string' || (type !== undefined && type !== 1) || typeof payload !== 'object' || payload === null) return
+  const { u: url, h: headers, m: method, b: body } = payload as { u?: unknown, h?: unknown, m?: unknown, b?: unknown }
+  if (method !== undefined || headers !== undefined || typeof url !== 'string' || !plainPath.test(url)) return
+  return { id, url, body }
+}
+
+/** What oRPC's RPC handler answers for a path no procedure matches. */
+const notFound: StandardResponse = { status: 404, headers: {}, body: 'No procedure matched' }
+
+type ProcedureClient = (input: unknown, options: { context: Context, signal: AbortSignal }) => Promise<unknown>
+
+/**
+ * Runs plain calls the way oRPC's `StandardRPCHandler` does (same matcher, procedure client, serializer and
+ * error mapping, so middleware, validation, context and typed errors behave the same) without the layers a
+ * plain call does not need: per-call URL, spans, interceptor chains with nothing in them, the peer's queues.
+ * One procedure client per path is made once and reused; the connection's context is passed per call.
+ *
+ * Handler options with `interceptors` or `rootInterceptors` (also those a plugin adds) switch this off:
+ * they expect the stock handler's request and response, so every call then goes through it.
+ */
+export class PlainCallHandler {
+  readonly enabled: boolean
+  readonly serializer: StandardRPCSerializer
+  private readonly matcher: StandardRPCMatcher
+  private readonly clientInterceptors: StandardRPCHandlerOptions<Context>['clientInterceptors']
+  private readonly clients = new Map<string, ProcedureClient>()
+
+  /** `options` must be the object oRPC's handler was built with: its plugins have added their interceptors to it. */
+  constructor(router: AnyRouter, options: StandardRPCHandlerOptions<Context>) {
+    this.enabled = toArray(options.interceptors).length === 0 && toArray(options.rootInterceptors).length === 0
+    this.serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer(options))
+    this.matcher = new StandardRPCMatcher(options)
+    this.matcher.init(router)
+    this.clientInterceptors = options.clientInterceptors
+  }
+
+  /**
+   * Calls the procedure at `url` with the serialized `body`. Never throws: a failure is the error response
+   * oRPC would send. The response body is serialized; it is plain JSON unless `needsStockEncoding` says not.
+   */
+  async call(url: string, body: unknown, context: Context, signal: AbortSignal): Promise<StandardResponse> {
+    try {
+      const client = this.clients.get(url) ?? await this.resolve(url)
+      if (!client) return notFound
+      const output = await client(this.decode(body), { context, signal })
+      return { status: 200, headers: {}, body: output instanceof ReadableStream ? output : this.serializer.serialize(output) }
+    }
+    catch (error) {
+      const orpcError = toORPCError(error)
+      return { status: orpcError.status, headers: {}, body: this.serializer.serialize(orpcError.toJSON()) }
+    }
+  }
+
+  private decode(body: unknown): unknown {
+    try {
+      return this.serializer.deserialize(body as Parameters<StandardRPCSerializer['deserialize']>[0])
+    }
+    catch (error) {
+      if (error instanceof ORPCError) throw error
+      throw new ORPCError('BAD_REQUEST', {
+        message: 'Malformed request. Ensure the request body is properly formatted and the \'Content-Type\' header is set correctly.',
+        cause: error,
+      })
+    }
+  }
+
+  private async resolve(url: string): Promise<ProcedureClient | undefined> {
+    const match = await this.matcher.match('POST', `/${url.replace(/^\/|\/$/g, '')}`)
+    if (!match) return
+    // Only matched paths are kept, so the cache is bounded by the router, not by what clients send.
+    const client = createProcedureClient(match.procedure as AnyProcedure, {
+      context: (clientContext: Context) => clientContext,
+      path: match.path,
+      interceptors: this.clientInterceptors,
+    }) as unknown as ProcedureClient
+    this.clients.set(url, client)
+    return client
+  }
+}
+
+/** A response body that only oRPC's stock encoder and peer can send: an event stream, a file, a form. */
+export function needsStockEncoding(body: unknown): boolean {
+  return isAsyncIteratorObject(body) || body instanceof ReadableStream || body instanceof FormData || body instanceof Blob
+}
