@@ -2,6 +2,7 @@ import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import { AsyncIteratorClass, isAsyncIteratorObject } from '@orpc/shared'
+import { PlainCallClient } from './plain-calls'
 
 /** Where the browser's socket is in its life. */
 export type RpcConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
@@ -115,11 +116,18 @@ type LinkSocket = ConstructorParameters<typeof RPCLink>[0]['websocket']
  */
 class Session {
   readonly link: RPCLink<ClientContext>
+  /** nuxt-orpc's hot path for calls with plain input; the link takes the rest on the same socket. */
+  readonly plainCalls: PlainCallClient
   closed: { code: number, reason: string } | undefined
   private readonly closeListeners = new Set<SocketListener>()
 
   constructor(readonly socket: WebSocket) {
     const closeListeners = this.closeListeners
+    const plainCalls = this.plainCalls = new PlainCallClient((frame) => {
+      if (socket.readyState === 1) socket.send(frame)
+    })
+    // The link hears only the frames that are not answers to plain calls.
+    const messageListeners = new Map<SocketListener, SocketListener>()
     const facade = {
       // Once past CONNECTING the link may always "send": a frame for a socket that is closing is dropped here,
       // and the call it belonged to rejects with CONNECTION_CLOSED when the session ends. Throwing instead
@@ -132,12 +140,23 @@ class Session {
         if (socket.readyState === 1) socket.send(data)
       },
       addEventListener: (type: string, listener: SocketListener) => {
-        if (type === 'close') closeListeners.add(listener)
-        else socket.addEventListener(type, listener)
+        if (type === 'close') {
+          closeListeners.add(listener)
+        }
+        else if (type === 'message') {
+          const forward = (event: Event) => {
+            if (!plainCalls.receive((event as MessageEvent).data)) listener(event)
+          }
+          messageListeners.set(listener, forward)
+          socket.addEventListener(type, forward)
+        }
+        else {
+          socket.addEventListener(type, listener)
+        }
       },
       removeEventListener: (type: string, listener: SocketListener) => {
         if (type === 'close') closeListeners.delete(listener)
-        else socket.removeEventListener(type, listener)
+        else socket.removeEventListener(type, messageListeners.get(listener) ?? listener)
       },
     }
     this.link = new RPCLink({ websocket: facade as unknown as LinkSocket })
@@ -146,6 +165,7 @@ class Session {
   end(code: number, reason: string) {
     if (this.closed) return false
     this.closed = { code, reason }
+    this.plainCalls.close(new Error(`The WebSocket closed (code ${code}).`))
     const event = new Event('close')
     for (const listener of this.closeListeners) listener(event)
     this.closeListeners.clear()
@@ -211,7 +231,9 @@ export class RpcConnection implements ClientLink<ClientContext> {
     const session = this.status.state === 'open' && this.session ? this.session : await this.ready(options.signal)
     let output: unknown
     try {
-      output = await session.link.call(path, input, options)
+      // A resumed stream carries `last-event-id` as a header: the link sends it.
+      const plainCall = options.lastEventId === undefined ? session.plainCalls.call(path, input, options.signal) : undefined
+      output = await (plainCall ?? session.link.call(path, input, options))
     }
     catch (error) {
       throw await session.callError(error, options.signal)

@@ -1,0 +1,161 @@
+import { createORPCErrorFromJson, isORPCErrorJson, isORPCErrorStatus, ORPCError } from '@orpc/client'
+import { getMalformedResponseErrorCode, StandardRPCJsonSerializer, StandardRPCSerializer, toHttpPath } from '@orpc/client/standard'
+import { AsyncIdQueue, isAsyncIteratorObject } from '@orpc/shared'
+import type { StandardResponse } from '@orpc/standard-server'
+import { isEventIteratorHeaders } from '@orpc/standard-server'
+import type { EventIteratorPayload } from '@orpc/standard-server-peer'
+import { decodeResponseMessage, deserializeResponseMessage, MessageType, toEventIterator } from '@orpc/standard-server-peer'
+
+const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
+
+/** The JSON-and-bytes separator of oRPC's binary frames (files, forms). */
+const binaryDelimiter = 0xFF
+
+/**
+ * Ids of plain calls start with `_`, which oRPC's own id generator (base-36 digits) never makes, so they never
+ * meet the ids of the oRPC link that shares the socket.
+ */
+const idPrefix = '_'
+
+/**
+ * The queue oRPC's stream reader pulls from. `@orpc/standard-server-peer`'s declarations reach `@orpc/shared`
+ * through its CommonJS typings and this file through its ESM ones: one class at runtime, two declarations.
+ */
+type EventQueue = Parameters<typeof toEventIterator>[0]
+
+interface PendingCall {
+  resolve: (output: unknown) => void
+  reject: (error: unknown) => void
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
+/**
+ * The browser side of nuxt-orpc's hot path: a call whose input serializes to plain JSON is sent and answered
+ * here, with oRPC's serializer, message format, error mapping and event-stream reader, but without the link's
+ * per-call layers (spans, interceptors, three queues and two AbortErrors per completed call). The answer may
+ * be anything oRPC sends: a value, a typed error, a file, an event stream.
+ *
+ * Calls with files, forms or streamed input, and calls resuming a stream (`lastEventId`), go through oRPC's
+ * `RPCLink` on the same socket instead; `call` returns undefined for them.
+ */
+export class PlainCallClient {
+  private lastId = 0
+  private readonly pending = new Map<string, PendingCall>()
+  private readonly streams = new AsyncIdQueue<EventIteratorPayload>() as unknown as EventQueue
+  private closedWith: Error | undefined
+
+  constructor(private readonly send: (frame: string) => void) {}
+
+  call(path: readonly string[], input: unknown, signal: AbortSignal | undefined): Promise<unknown> | undefined {
+    const body = serializer.serialize(input)
+    if (body instanceof FormData || isAsyncIteratorObject(body)) return undefined
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    if (this.closedWith) return Promise.reject(this.closedWith)
+    const id = `${idPrefix}${(++this.lastId).toString(36)}`
+    return new Promise((resolve, reject) => {
+      const call: PendingCall = { resolve, reject, signal, onAbort: undefined }
+      if (signal) {
+        // As oRPC's client does: tell the server, and reject with the signal's reason.
+        call.onAbort = () => {
+          this.settle(id, call)
+          this.send(`{"i":${JSON.stringify(id)},"t":${MessageType.ABORT_SIGNAL}}`)
+          if (this.streams.isOpen(id)) this.streams.close({ id, reason: signal.reason })
+          else reject(signal.reason)
+        }
+        signal.addEventListener('abort', call.onAbort, { once: true })
+      }
+      this.pending.set(id, call)
+      this.send(JSON.stringify({ i: id, p: { u: toHttpPath(path), b: body } }))
+    })
+  }
+
+  /** Takes a frame that answers one of its calls; false (and the frame untouched) when it is not one of them. */
+  receive(data: unknown): boolean {
+    if (this.pending.size === 0 && this.streams.length === 0) return false
+    if (typeof data === 'string') {
+      if (!data.includes(`"${idPrefix}`)) return false
+      let message: { i?: unknown, t?: unknown }
+      try {
+        message = JSON.parse(data)
+      }
+      catch {
+        return false
+      }
+      if (typeof message?.i !== 'string' || !message.i.startsWith(idPrefix)) return false
+      this.take(deserializeResponseMessage(message as Parameters<typeof deserializeResponseMessage>[0]))
+      return true
+    }
+    if (!(data instanceof ArrayBuffer)) return false
+    // A file or a form: JSON, 0xFF, bytes. oRPC's decoder reads it; the id is in the JSON part.
+    const bytes = new Uint8Array(data)
+    const end = bytes.indexOf(binaryDelimiter)
+    const head = new TextDecoder().decode(end === -1 ? bytes : bytes.subarray(0, end))
+    if (!head.includes(`"${idPrefix}`)) return false
+    try {
+      const id = (JSON.parse(head) as { i?: unknown }).i
+      if (typeof id !== 'string' || !id.startsWith(idPrefix)) return false
+    }
+    catch {
+      return false
+    }
+    void decodeResponseMessage(data).then(decoded => this.take(decoded), () => undefined)
+    return true
+  }
+
+  /** The socket closed: every call in flight and every stream fails with `error` (made typed by the caller). */
+  close(error: Error) {
+    this.closedWith = error
+    for (const [id, call] of this.pending) {
+      this.settle(id, call)
+      call.reject(error)
+    }
+    this.streams.close({ reason: error })
+  }
+
+  private take([id, type, payload]: ReturnType<typeof deserializeResponseMessage>) {
+    if (type === MessageType.EVENT_ITERATOR) {
+      if (this.streams.isOpen(id)) this.streams.push(id, payload as EventIteratorPayload)
+      return
+    }
+    // An abort from the server only concerns streamed input, which never takes this path.
+    if (type !== MessageType.RESPONSE) return
+    const call = this.pending.get(id)
+    if (!call) return
+    const response = payload as StandardResponse
+    if (!isEventIteratorHeaders(response.headers)) {
+      this.settle(id, call)
+      this.decode(response.status, response.body).then(call.resolve, call.reject)
+      return
+    }
+    // An event stream: oRPC's reader pulls its events from a queue this client fills. The call's signal still
+    // stops it, until the stream ends.
+    this.pending.delete(id)
+    this.streams.open(id)
+    const iterator = toEventIterator(this.streams, id, async (reason) => {
+      if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort)
+      if (reason !== 'next' && this.streams.isOpen(id)) this.send(`{"i":${JSON.stringify(id)},"t":${MessageType.ABORT_SIGNAL}}`)
+      this.streams.close({ id })
+    }, { signal: call.signal })
+    this.decode(response.status, iterator).then(call.resolve, call.reject)
+  }
+
+  private settle(id: string, call: PendingCall) {
+    this.pending.delete(id)
+    if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort)
+  }
+
+  /** What oRPC's `StandardRPCLinkCodec.decode` does with a response. */
+  private async decode(status: number, body: unknown): Promise<unknown> {
+    let deserialized: unknown
+    try {
+      deserialized = serializer.deserialize(body as Parameters<StandardRPCSerializer['deserialize']>[0])
+    }
+    catch (error) {
+      throw new Error('Invalid RPC response format.', { cause: error })
+    }
+    if (!isORPCErrorStatus(status)) return deserialized
+    if (isORPCErrorJson(deserialized)) throw createORPCErrorFromJson(deserialized)
+    throw new ORPCError(getMalformedResponseErrorCode(status), { status, data: { status, headers: {}, body: deserialized } })
+  }
+}
