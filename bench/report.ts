@@ -1,5 +1,5 @@
 // Turns the jobs of one or more runs into medians, per-round ratios, the issue's targets, and Markdown tables.
-import type { IdleResult, JobResult, Target, ThroughputResult } from './shared'
+import type { DeliveryLatency, FanoutResult, IdleResult, JobResult, Target, ThroughputResult } from './shared'
 import { definePatterns, targets } from './shared'
 
 export interface JobRecord {
@@ -21,6 +21,8 @@ export interface BenchReport {
     rounds: number
     patterns: Record<string, { title: string } & Record<string, unknown>>
     notes: string[]
+    /** Patterns left out, and why (no Redis, a low ulimit). */
+    skipped?: string[]
     mergedFrom?: string[]
   }
   records: JobRecord[]
@@ -72,6 +74,40 @@ export interface ColdRow {
   ratio: Ratios
 }
 
+/** One group of subscribers of the fan-out: latencies over every round's deliveries. */
+export interface FanoutLatencyRow {
+  expected: number
+  delivered: number
+  /** Medians of the rounds' p50 and p99; the largest max. */
+  p50: number | null
+  p99: number | null
+  max: number | null
+}
+
+export interface FanoutRow {
+  pattern: string
+  title: string
+  target: string
+  rounds: number
+  subscribers: number
+  publishes: number
+  all: FanoutLatencyRow
+  sameInstance: FanoutLatencyRow
+  otherInstance: FanoutLatencyRow
+  missing: number
+  duplicates: number
+  errors: number
+  reconnects: number
+  /** Medians over the rounds (the max: the largest). */
+  lastDeliveryP50: number | null
+  lastDeliveryMax: number | null
+  publishCallP50: number | null
+  serverCpuUsPerDelivery: [number | null, number | null]
+  clientCpuUsPerDelivery: number | null
+  subscribeSeconds: number | null
+  clockSkewMs: number | null
+}
+
 export interface Goal {
   goal: string
   pattern: string
@@ -83,6 +119,7 @@ export interface Summary {
   throughput: ThroughputRow[]
   idle: IdleRow[]
   cold: ColdRow[]
+  fanout: FanoutRow[]
   goals: Goal[]
 }
 
@@ -104,6 +141,7 @@ function usable(record: JobRecord): JobResult | undefined {
   if (!result) return undefined
   if (result.kind === 'throughput' && result.errors > 0) return undefined
   if (result.kind === 'idle' && result.held < result.requested) return undefined
+  if (result.kind === 'fanout' && (result.missing || result.duplicates || result.errors)) return undefined
   return result
 }
 
@@ -139,7 +177,7 @@ function groupKeys(records: JobRecord[]): Array<{ pattern: string, title: string
 }
 
 export function summarize(records: JobRecord[]): Summary {
-  const summary: Summary = { throughput: [], idle: [], cold: [], goals: [] }
+  const summary: Summary = { throughput: [], idle: [], cold: [], fanout: [], goals: [] }
   for (const group of groupKeys(records)) {
     const results = group.records.map(usable).filter(result => result !== undefined)
     const kind = group.records.find(record => record.result)?.result?.kind
@@ -191,6 +229,40 @@ export function summarize(records: JobRecord[]): Summary {
         min: list.length ? Math.min(...list) : null,
         max: list.length ? Math.max(...list) : null,
         ratio: { a: ratio('a', result => result.kind === 'cold' ? result.ms : null) },
+      })
+    }
+    else if (kind === 'fanout') {
+      const all = group.records.map(record => record.result).filter((result): result is FanoutResult => result?.kind === 'fanout')
+      const list = results as FanoutResult[]
+      const latencyRow = (pick: (result: FanoutResult) => DeliveryLatency): FanoutLatencyRow => ({
+        expected: all.reduce((sum, result) => sum + pick(result).expected, 0),
+        delivered: all.reduce((sum, result) => sum + pick(result).delivered, 0),
+        p50: median(list.flatMap(result => pick(result).p50 ?? [])),
+        p99: median(list.flatMap(result => pick(result).p99 ?? [])),
+        max: list.length ? Math.max(...list.flatMap(result => pick(result).max ?? [])) : null,
+      })
+      const total = (pick: (result: FanoutResult) => number) => all.reduce((sum, result) => sum + pick(result), 0)
+      summary.fanout.push({
+        pattern: group.pattern,
+        title: group.title,
+        target: group.target,
+        rounds: list.length,
+        subscribers: all[0]?.subscribers ?? 0,
+        publishes: all[0]?.publishes ?? 0,
+        all: latencyRow(result => result.all),
+        sameInstance: latencyRow(result => result.sameInstance),
+        otherInstance: latencyRow(result => result.otherInstance),
+        missing: total(result => result.missing),
+        duplicates: total(result => result.duplicates),
+        errors: total(result => result.errors) + group.records.filter(record => record.error).length,
+        reconnects: total(result => result.reconnects),
+        lastDeliveryP50: median(list.flatMap(result => result.lastDelivery.p50 ?? [])),
+        lastDeliveryMax: list.length ? Math.max(...list.flatMap(result => result.lastDelivery.max ?? [])) : null,
+        publishCallP50: median(list.flatMap(result => result.publishCall.p50 ?? [])),
+        serverCpuUsPerDelivery: [median(list.map(result => result.serverCpuUsPerDelivery[0])), median(list.map(result => result.serverCpuUsPerDelivery[1]))],
+        clientCpuUsPerDelivery: median(list.map(result => result.clientCpuUsPerDelivery)),
+        subscribeSeconds: median(list.map(result => result.subscribeSeconds)),
+        clockSkewMs: list.length ? Math.max(...list.map(result => result.clockSkewMs)) : null,
       })
     }
   }
@@ -260,6 +332,10 @@ export function failures(report: BenchReport): string[] {
     const result = record.result!
     if (result.kind === 'throughput' && result.errors > 0) return [`${where}: ${result.errors} calls failed`]
     if (result.kind === 'idle' && result.held < result.requested) return [`${where}: ${result.held} of ${result.requested} connections held`]
+    if (result.kind === 'fanout' && (result.missing || result.duplicates || result.errors)) {
+      const samples = result.errorSamples.length ? ` (${result.errorSamples.join('; ')})` : ''
+      return [`${where}: ${result.missing} deliveries MISSING, ${result.duplicates} DUPLICATED, ${result.errors} errors${samples}`]
+    }
     return []
   })
 }
@@ -292,6 +368,7 @@ export function renderReport(report: BenchReport): string {
   const merged = report.conditions.mergedFrom
   out.push(`Conditions: ${merged ? `${merged.length} runs merged (${merged.join(', ')}), ` : ''}${report.conditions.rounds} round(s) in all; each table says how many rounds its medians come from.`)
   for (const note of report.conditions.notes) out.push(`- ${note}`)
+  for (const skipped of report.conditions.skipped ?? []) out.push(`- SKIPPED ${skipped}`)
 
   const patterns = [...new Set(summary.throughput.map(row => row.pattern))]
   if (patterns.length) {
@@ -343,6 +420,46 @@ export function renderReport(report: BenchReport): string {
     out.push(table(
       ['target', 'median ms', 'min ms', 'max ms', '/a'],
       summary.cold.map(row => [label(row.target), count(row.ms), count(row.min), count(row.max), fixed(row.ratio.a)]),
+    ))
+  }
+
+  for (const row of summary.fanout) {
+    out.push('', `### ${row.title[0]!.toUpperCase()}${row.title.slice(1)} (${roundsLabel([row])})`, '')
+    out.push('Latency of one delivery: from the publish call\'s start (a procedure on instance 1) to the event in the subscriber\'s load process. p50 and p99: medians of the rounds\'; max: the largest of all.', '')
+    const latencyCells = (name: string, latency: FanoutLatencyRow) => [
+      name,
+      `${latency.delivered.toLocaleString('en')}/${latency.expected.toLocaleString('en')}${latency.delivered < latency.expected ? ' (MISSING)' : ''}`,
+      fixed(latency.p50),
+      fixed(latency.p99),
+      fixed(latency.max),
+    ]
+    const half = (row.subscribers / 2).toLocaleString('en')
+    out.push(table(
+      ['subscribers', 'delivered', 'p50 ms', 'p99 ms', 'max ms'],
+      [
+        latencyCells(`all ${row.subscribers.toLocaleString('en')}`, row.all),
+        latencyCells(`${half} on instance 1, the publishing one`, row.sameInstance),
+        latencyCells(`${half} on instance 2, the other one`, row.otherInstance),
+      ],
+    ))
+    out.push('')
+    if (row.missing || row.duplicates || row.errors) {
+      out.push(`**Delivery was NOT exact: ${row.missing} missing, ${row.duplicates} duplicated, ${row.errors} errors (warm-ups included).**`, '')
+    }
+    else {
+      out.push('Every delivery arrived exactly once (warm-ups included): none missing, none duplicated.', '')
+    }
+    out.push(table(
+      ['also measured', 'value'],
+      [
+        [`until the last of the ${row.subscribers.toLocaleString('en')} had a publish: median / slowest publish`, `${fixed(row.lastDeliveryP50)} / ${fixed(row.lastDeliveryMax)} ms`],
+        ['publish call round trip (procedure on instance 1, XADD included), p50', `${fixed(row.publishCallP50)} ms`],
+        ['server CPU per delivery: instance 1 (publish calls included) / instance 2', `${fixed(row.serverCpuUsPerDelivery[0], 1)} / ${fixed(row.serverCpuUsPerDelivery[1], 1)} us`],
+        ['client CPU per delivery (subscriber processes)', `${fixed(row.clientCpuUsPerDelivery, 1)} us`],
+        [`opening and subscribing all ${row.subscribers.toLocaleString('en')}`, `${fixed(row.subscribeSeconds, 1)} s`],
+        ['clock skew between the load processes, at most', `${fixed(row.clockSkewMs, 3)} ms`],
+        ['subscriber sockets that reconnected', `${row.reconnects}${row.reconnects ? ' (RECONNECTED)' : ''}`],
+      ],
     ))
   }
 

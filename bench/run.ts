@@ -11,6 +11,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { getRandomPort } from 'get-port-please'
+import { defaultRedisUrl, redisProblem, runFanout } from './fanout'
 import type { FromClient, Job, JobResult, Pattern, Target, ToClient } from './shared'
 import { definePatterns, isThroughputPattern, targets } from './shared'
 import type { BenchReport, JobRecord } from './report'
@@ -38,6 +39,7 @@ const { values: options, positionals } = parseArgs({
     'out': { type: 'string' },
     'merge': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
+    'redis-url': { type: 'string', default: defaultRedisUrl },
     'help': { type: 'boolean', default: false },
   },
 })
@@ -51,7 +53,9 @@ if (options.help) {
   --targets a,b           only these: ${targets.map(target => target.key).join(', ')}
   --sustained-seconds N   length of the sustained pattern (default 20)
   --rebuild / --no-build  always / never build the fixture (default: when its sources changed)
-  --cpu-prof              write the fixture server's V8 CPU profile to bench/results/profiles/
+  --cpu-prof              write the fixture servers' V8 CPU profiles to bench/results/profiles/
+  --redis-url URL         the Redis the fanout pattern uses (default ${defaultRedisUrl}); without one it is
+                          skipped, or fails under CI=true
   --out FILE              where the JSON goes (default bench/results/bench-<time>.json)
   --merge FILE...         read earlier JSON results as one run and print the tables again
 `)
@@ -125,20 +129,27 @@ interface BenchServer {
   stop: (signal?: NodeJS.Signals) => Promise<void>
 }
 
+interface ServerExtras {
+  /** Added to the server's environment. */
+  env?: Record<string, string>
+  /** Names it in the log (default: `<kind> server`). */
+  label?: string
+}
+
 /** Spawns a server on a free loopback port; its stderr is passed on, so a crash shows in the run's log. */
-async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number): Promise<BenchServer> {
+async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number, { env, label = `${kind} server` }: ServerExtras = {}): Promise<BenchServer> {
   // With a port given, the spawn happens before this function first yields.
   const port = freePort ?? await getRandomPort('127.0.0.1')
   const child = track(spawn(process.execPath, [...execArgv, kind === 'nuxt' ? serverEntry : socketIoEntry], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
   }))
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
-  child.stderr!.on('data', (chunk: Buffer) => log(`[${kind} server] ${chunk.toString().trimEnd()}`))
+  child.stderr!.on('data', (chunk: Buffer) => log(`[${label}] ${chunk.toString().trimEnd()}`))
   const listening = new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('Listening on') && resolve())
-    child.once('exit', code => reject(new Error(`${kind} server exited with ${code}`)))
-    setTimeout(() => reject(new Error(`${kind} server did not listen within 30 s`)), 30_000).unref()
+    child.once('exit', code => reject(new Error(`${label} exited with ${code}`)))
+    setTimeout(() => reject(new Error(`${label} did not listen within 30 s`)), 30_000).unref()
   })
   listening.catch(() => {})
   return {
@@ -152,8 +163,8 @@ async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], f
   }
 }
 
-async function startServer(kind: Target['server'], execArgv?: string[]): Promise<BenchServer> {
-  const server = await spawnServer(kind, execArgv)
+async function startServer(kind: Target['server'], execArgv?: string[], extras?: ServerExtras): Promise<BenchServer> {
+  const server = await spawnServer(kind, execArgv, undefined, extras)
   try {
     await server.listening
   }
@@ -235,9 +246,25 @@ function jobTimeout(pattern: Pattern): number {
   }
 }
 
+/** --cpu-prof: V8 writes a server's CPU profile when it exits (read it with bench/profile.ts). */
+const profiling = () => options['cpu-prof'] ? ['--expose-gc', '--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles')}`] : undefined
+
+/** Set when the fanout pattern must fail rather than be skipped (no Redis under CI=true). */
+let fanoutRefusal: string | undefined
+
 /** Runs one job; idle and cold start get a server process of their own, started for that job only. */
 async function runJob(load: LoadProcess, pattern: Pattern, target: Target, shared: Record<Target['server'], BenchServer>): Promise<JobResult> {
   const kind = pattern.spec.kind
+  if (pattern.spec.kind === 'fanout') {
+    // Its own two server instances and load processes; the shared ones stay out of it.
+    if (fanoutRefusal) throw new Error(fanoutRefusal)
+    return await runFanout(pattern.spec, {
+      redisUrl: options['redis-url'],
+      startInstance: (label, env) => startServer('nuxt', profiling(), { env, label }),
+      track,
+      log,
+    })
+  }
   // Every job starts with a quiet load process, the cold start's clock before the server is even spawned.
   await load.settle(options.quick ? 50 : 200)
   if (kind === 'cold') {
@@ -269,6 +296,11 @@ function describeResult(result: JobResult): string {
       return `${result.held}/${result.requested} held, heap ${(result.heapPerConnection / 1024).toFixed(1)} KB, rss ${(result.rssPerConnection / 1024).toFixed(1)} KB per connection`
     case 'cold':
       return `${Math.round(result.ms)} ms`
+    case 'fanout': {
+      const ms = (value: number | null) => value === null ? 'n/a' : value.toFixed(1)
+      const lost = result.missing || result.duplicates ? `, ${result.missing} MISSING, ${result.duplicates} DUPLICATED` : ''
+      return `${result.all.delivered}/${result.all.expected} delivered${lost}, p50 ${ms(result.all.p50)} ms, p99 ${ms(result.all.p99)} ms, max ${ms(result.all.max)} ms (same instance p99 ${ms(result.sameInstance.p99)}, other ${ms(result.otherInstance.p99)})${result.errors ? `, ${result.errors} errors` : ''}`
+    }
   }
 }
 
@@ -302,11 +334,29 @@ async function measure(): Promise<BenchReport> {
   const wantedPatterns = options.patterns?.split(',')
   const wantedTargets = options.targets?.split(',')
   const openFiles = openFilesLimit()
+  const skipped: string[] = []
+  const skip = (id: string, reason: string) => {
+    log(`skipping ${id}: ${reason}`)
+    skipped.push(`${id}: ${reason}`)
+  }
+  const redisUrl = options['redis-url']
+  const wantsFanout = definePatterns(quick, sustainedSeconds).some(pattern => pattern.spec.kind === 'fanout' && (!wantedPatterns || wantedPatterns.includes(pattern.id)))
+  const redisTrouble = wantsFanout ? await redisProblem(redisUrl) : undefined
+  const redisReason = redisTrouble && `Redis does not answer at ${redisUrl} (${redisTrouble}). Start redis-server there, or pass --redis-url.`
+  // CI must run it: there the job fails, loudly, instead of going missing.
+  if (redisReason && process.env.CI) {
+    fanoutRefusal = `${redisReason} (CI is set: failing instead of skipping)`
+    log(`fanout: ${fanoutRefusal}`)
+  }
   const patterns = definePatterns(quick, sustainedSeconds).filter((pattern) => {
     if (wantedPatterns && !wantedPatterns.includes(pattern.id)) return false
     // Each side of 10,000 sockets needs a file descriptor per socket.
     if (pattern.spec.kind === 'idle' && pattern.spec.connections + 1000 > openFiles) {
-      log(`skipping ${pattern.id}: ulimit -n is ${openFiles}`)
+      skip(pattern.id, `ulimit -n is ${openFiles}`)
+      return false
+    }
+    if (pattern.spec.kind === 'fanout' && redisReason && !process.env.CI) {
+      skip(pattern.id, redisReason)
       return false
     }
     return true
@@ -322,10 +372,12 @@ async function measure(): Promise<BenchReport> {
   const servers: Partial<Record<Target['server'], BenchServer>> = {}
   const records: JobRecord[] = []
   try {
-    // --cpu-prof: V8 writes the fixture server's CPU profile when it exits (read it with bench/profile.ts).
-    servers.nuxt = await startServer('nuxt', options['cpu-prof'] ? ['--expose-gc', '--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles')}`] : undefined)
-    servers.socketio = await startServer('socketio')
-    log(`servers: fixture ${servers.nuxt.url}, Socket.IO ${servers.socketio.url}`)
+    // The fan-out job starts servers of its own; the shared ones are for every other pattern.
+    if (patterns.some(pattern => pattern.spec.kind !== 'fanout')) {
+      servers.nuxt = await startServer('nuxt', profiling())
+      servers.socketio = await startServer('socketio')
+      log(`servers: fixture ${servers.nuxt.url}, Socket.IO ${servers.socketio.url}`)
+    }
     if (!quick && patterns.some(pattern => isThroughputPattern(pattern.spec))) {
       // Not recorded: every target's code paths run once (and get optimized) on both sides before round one,
       // so that the first target of a round does not pay for compiling what the others then reuse.
@@ -368,6 +420,7 @@ async function measure(): Promise<BenchReport> {
   }
 
   const sample = patterns.map(pattern => pattern.spec)
+  const fanout = sample.find((spec): spec is Extract<typeof spec, { kind: 'fanout' }> => spec.kind === 'fanout')
   return {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
@@ -398,7 +451,14 @@ async function measure(): Promise<BenchReport> {
         'Idle and cold-start jobs each get a fresh server process; idle heap is measured after gc() on both sides of opening the connections.',
         'Targets alternate round-robin: each round rotates the order. Figures are medians over rounds; ratios are medians of per-round ratios.',
         'The paced pattern is not one of the issue\'s: it offers every target the same load (open loop), so server CPU per call compares at equal batching.',
+        ...(fanout
+          ? [
+              `Fan-out: per job, two more fixture server instances (node --expose-gc) share Redis at ${redisUrl} with NUXT_ORPC_PUBLISHER_DRIVER=redis and a key prefix of their own (deleted afterwards). ${fanout.subscribersPerInstance} subscribers per instance, each on its own socket (nuxt-orpc's client), follow one channel; each instance's subscribers run in a load process of their own, and a third load process publishes through a procedure on instance 1.`,
+              `Fan-out: probes go out until every subscription is live, then ${fanout.warmupPublishes} warm-up publishes (not timed) and ${fanout.publishes} measured ones; each publish waits until every subscriber has the previous one, plus ${fanout.gapMs} ms. Latency runs from the publish call's start to the event in the subscriber, on performance.timeOrigin + performance.now() in each process (their skew is checked over IPC).`,
+            ]
+          : []),
       ],
+      ...(skipped.length ? { skipped } : {}),
     },
     records,
   }

@@ -37,6 +37,7 @@ export type PatternSpec
     | { kind: 'stream', events: number, warmupEvents: number }
     | { kind: 'idle', connections: number, holdMs: number }
     | { kind: 'cold' }
+    | { kind: 'fanout', subscribersPerInstance: number, publishes: number, warmupPublishes: number, gapMs: number }
 
 export interface Pattern {
   id: string
@@ -58,6 +59,8 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
   const pacedRate = quick ? 1000 : 5000
   const pacedMs = quick ? 500 : 5000
   const idleCounts = quick ? [100] : [1000, 10_000]
+  const fanoutPerInstance = quick ? 50 : 500
+  const fanoutPublishes = quick ? 10 : 50
   return [
     {
       id: 'sequential',
@@ -109,11 +112,18 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
       spec: { kind: 'cold' },
       targetKeys: allKeys,
     },
+    {
+      // Not a comparison: nuxt-orpc's Redis publisher on two server instances, driven by nuxt-orpc's client.
+      id: 'fanout',
+      title: `fan-out: 1 publish to ${(2 * fanoutPerInstance).toLocaleString('en')} subscribers on 2 instances through Redis, x${fanoutPublishes}`,
+      spec: { kind: 'fanout', subscribersPerInstance: fanoutPerInstance, publishes: fanoutPublishes, warmupPublishes: quick ? 3 : 10, gapMs: quick ? 20 : 100 },
+      targetKeys: ['c-nuxt'],
+    },
   ]
 }
 
 /** Patterns whose unit is a call (or an event): the throughput table. */
-export const isThroughputPattern = (spec: PatternSpec) => !['idle', 'cold'].includes(spec.kind)
+export const isThroughputPattern = (spec: PatternSpec) => !['idle', 'cold', 'fanout'].includes(spec.kind)
 
 /** One measurement, sent to the load process. */
 export interface Job {
@@ -169,7 +179,51 @@ export interface ColdResult {
   attempts: number
 }
 
-export type JobResult = ThroughputResult | IdleResult | ColdResult
+/** Latencies of deliveries, publish call start to the event in the subscriber, ms. */
+export interface DeliveryLatency {
+  /** Subscribers x measured publishes. */
+  expected: number
+  /** Distinct (subscriber, publish) pairs that arrived. */
+  delivered: number
+  p50: number | null
+  p99: number | null
+  max: number | null
+}
+
+export interface FanoutResult {
+  kind: 'fanout'
+  subscribers: number
+  /** Measured publishes (warm-ups not counted). */
+  publishes: number
+  all: DeliveryLatency
+  /** Subscribers of instance 1, where the publish procedure runs. */
+  sameInstance: DeliveryLatency
+  /** Subscribers of instance 2: the event went through Redis to another process. */
+  otherInstance: DeliveryLatency
+  /** Expected deliveries that never arrived, warm-ups included. */
+  missing: number
+  /** Deliveries that arrived more than once, warm-ups included. */
+  duplicates: number
+  /** Per publish, until the last of all subscribers had it: median and max over the measured publishes, ms. */
+  lastDelivery: { p50: number | null, max: number | null }
+  /** The publish call's round trip (procedure on instance 1, XADD included), ms. */
+  publishCall: { p50: number | null, p99: number | null }
+  /** CPU (user + system) of each instance over the measured publishes, per delivery it made, us. */
+  serverCpuUsPerDelivery: [number, number]
+  /** CPU of the two subscriber processes over the measured publishes, per delivery they received, us. */
+  clientCpuUsPerDelivery: number
+  /** Seconds to open and subscribe every subscriber. */
+  subscribeSeconds: number
+  /** How far the load processes' clocks can be apart: measured offset plus its uncertainty, ms. */
+  clockSkewMs: number
+  /** Subscriber sockets that dropped and were reopened by the client (their streams resumed). */
+  reconnects: number
+  /** Failed publish calls and subscriptions that ended or failed, with the first messages. */
+  errors: number
+  errorSamples: string[]
+}
+
+export type JobResult = ThroughputResult | IdleResult | ColdResult | FanoutResult
 
 /** Messages from the orchestrator to the load process and back. */
 export type ToClient = { type: 'job', id: number, job: Job } | { type: 'settle', id: number, quietMs: number } | { type: 'exit' }
@@ -178,3 +232,52 @@ export type FromClient
     | { type: 'result', id: number, result: JobResult }
     | { type: 'settled', id: number, waitedMs: number }
     | { type: 'error', id: number, message: string }
+
+/** Messages from the orchestrator to a fan-out load process (bench/fanout-client.ts) and back. */
+export type FanoutRequest
+  = | { type: 'subscribe', serverUrl: string, channel: string, count: number, publishes: number }
+    | { type: 'publish', serverUrl: string, channel: string, seq: number }
+    | { type: 'clock' }
+    | { type: 'cpu' }
+    | { type: 'collect' }
+    | { type: 'close' }
+
+/** What a subscriber process saw, by measured-or-warm-up publish (index = seq). */
+export interface SubscriberReport {
+  /** Latencies of the deliveries that arrived (first arrival per subscriber), ms. */
+  latencies: number[][]
+  /** Subscribers that never got the publish. */
+  missing: number[]
+  /** Deliveries that came more than once. */
+  duplicates: number[]
+  reconnects: number
+  errors: number
+  errorSamples: string[]
+}
+
+export type FanoutAnswer
+  = | { type: 'subscribed', opened: number }
+    | { type: 'published', callMs: number }
+    | { type: 'clock', now: number }
+    | { type: 'cpu', micros: number }
+    | { type: 'collected', report: SubscriberReport }
+    | { type: 'closed' }
+
+/** The answer each request gets. */
+export interface FanoutAnswerTypes {
+  subscribe: 'subscribed'
+  publish: 'published'
+  clock: 'clock'
+  cpu: 'cpu'
+  collect: 'collected'
+  close: 'closed'
+}
+
+export type ToFanoutClient = { type: 'request', id: number, request: FanoutRequest } | { type: 'exit' }
+export type FromFanoutClient
+  = | { type: 'ready' }
+    | { type: 'answer', id: number, answer: FanoutAnswer }
+    | { type: 'error', id: number, message: string }
+    /** Every subscriber of this process has the event (probes: every subscriber has had one). */
+    | { type: 'delivered', seq: number }
+    | { type: 'live' }

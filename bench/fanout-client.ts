@@ -1,0 +1,200 @@
+// A fan-out load process, forked by bench/fanout.ts: the subscribers of one server instance, or the publisher.
+// It never starts servers or touches Redis; it opens connections with nuxt-orpc's client and calls procedures.
+import { createORPCClient } from '@orpc/client'
+import type { RouterClient } from '@orpc/server'
+import WebSocket from 'ws'
+import type { RpcConnection, RpcConnectionOptions } from '../src/runtime/app/connection'
+import { createRpcConnection } from '../src/runtime/app/connection'
+import type { router } from './fixture/server/rpc'
+import type { FanoutEvent } from './fixture/server/rpc/fanout'
+import type { FanoutAnswer, FanoutRequest, FromFanoutClient, SubscriberReport, ToFanoutClient } from './shared'
+
+type BenchClient = RouterClient<typeof router>
+
+/** Comparable across processes of one machine: the wall clock at process start plus a monotonic clock. */
+const now = () => performance.timeOrigin + performance.now()
+
+const send = (message: FromFanoutClient) => process.send!(message)
+
+/** nuxt-orpc's browser client on ws's WebSocket, with the page's own Origin (the server checks it). */
+function connect(serverUrl: string, onReconnect?: () => void): { connection: RpcConnection, client: BenchClient } {
+  class BenchWebSocket extends WebSocket {
+    constructor(address: string, protocols?: string[]) {
+      super(address, protocols, { origin: serverUrl })
+    }
+  }
+  let previous = 'idle'
+  const connection = createRpcConnection({
+    url: `${serverUrl.replace(/^http/, 'ws')}/_orpc`,
+    WebSocket: BenchWebSocket as unknown as RpcConnectionOptions['WebSocket'],
+    onStatus: ({ state }) => {
+      if (state === 'reconnecting' && previous !== 'reconnecting') onReconnect?.()
+      previous = state
+    },
+  })
+  return { connection, client: createORPCClient<BenchClient>(connection) }
+}
+
+/**
+ * Without the fixture's RpcChannels augmentation (this file is typechecked outside the fixture) the stream's
+ * events are plain objects; this checks what arrived instead of asserting it.
+ */
+function isFanoutEvent(value: unknown): value is FanoutEvent {
+  return typeof value === 'object' && value !== null
+    && typeof (value as Partial<FanoutEvent>).seq === 'number' && typeof (value as Partial<FanoutEvent>).sentAt === 'number'
+}
+
+const errorText = (error: unknown) => error instanceof Error ? error.message : String(error)
+
+/** The subscribers of one instance, each on its own connection, all following one channel. */
+class Subscribers {
+  private readonly connections: RpcConnection[] = []
+  private readonly abort = new AbortController()
+  /** Slot `seq * count + index`: latency of subscriber `index`'s first arrival of publish `seq`, ms. */
+  private readonly latencies: Float64Array
+  private readonly arrivals: Uint16Array
+  private readonly deliveredBySeq: Uint32Array
+  private readonly live: Uint8Array
+  private liveCount = 0
+  private reconnects = 0
+  private errors = 0
+  private readonly errorSamples: string[] = []
+
+  constructor(private readonly count: number, private readonly publishes: number) {
+    this.latencies = new Float64Array(count * publishes)
+    this.arrivals = new Uint16Array(count * publishes)
+    this.deliveredBySeq = new Uint32Array(publishes)
+    this.live = new Uint8Array(count)
+  }
+
+  /** Opens every subscriber (64 handshakes at a time); resolves once each subscription call was answered. */
+  async open(serverUrl: string, channel: string): Promise<number> {
+    let next = 0
+    let opened = 0
+    await Promise.all(Array.from({ length: Math.min(64, this.count) }, async () => {
+      while (next < this.count) {
+        const index = next++
+        const { connection, client } = connect(serverUrl, () => this.reconnects++)
+        this.connections.push(connection)
+        try {
+          const events = await client.fanout.subscribe({ channel }, { signal: this.abort.signal })
+          opened++
+          void this.follow(index, events)
+        }
+        catch (error) {
+          this.fail(`subscribe: ${errorText(error)}`)
+        }
+      }
+    }))
+    return opened
+  }
+
+  private async follow(index: number, events: AsyncIterable<unknown>) {
+    try {
+      for await (const event of events) this.receive(index, event)
+      if (!this.abort.signal.aborted) this.fail('a subscription ended')
+    }
+    catch (error) {
+      if (!this.abort.signal.aborted) this.fail(`subscription: ${errorText(error)}`)
+    }
+  }
+
+  private receive(index: number, event: unknown) {
+    const receivedAt = now()
+    if (!isFanoutEvent(event) || event.seq >= this.publishes) {
+      this.fail(`unexpected event ${JSON.stringify(event)}`)
+      return
+    }
+    if (!this.live[index]) {
+      this.live[index] = 1
+      if (++this.liveCount === this.count) send({ type: 'live' })
+    }
+    if (event.seq < 0) return
+    const slot = event.seq * this.count + index
+    const arrivals = this.arrivals[slot]! + 1
+    this.arrivals[slot] = arrivals
+    // A duplicate is counted (arrivals > 1), not timed.
+    if (arrivals > 1) return
+    this.latencies[slot] = receivedAt - event.sentAt
+    const delivered = this.deliveredBySeq[event.seq]! + 1
+    this.deliveredBySeq[event.seq] = delivered
+    if (delivered === this.count) send({ type: 'delivered', seq: event.seq })
+  }
+
+  private fail(message: string) {
+    this.errors++
+    if (this.errorSamples.length < 5) this.errorSamples.push(message)
+  }
+
+  report(): SubscriberReport {
+    const report: SubscriberReport = { latencies: [], missing: [], duplicates: [], reconnects: this.reconnects, errors: this.errors, errorSamples: this.errorSamples }
+    for (let seq = 0; seq < this.publishes; seq++) {
+      const latencies: number[] = []
+      let missing = 0
+      let duplicates = 0
+      for (let index = 0; index < this.count; index++) {
+        const slot = seq * this.count + index
+        const arrivals = this.arrivals[slot]!
+        if (arrivals === 0) missing++
+        else latencies.push(this.latencies[slot]!)
+        if (arrivals > 1) duplicates += arrivals - 1
+      }
+      report.latencies.push(latencies)
+      report.missing.push(missing)
+      report.duplicates.push(duplicates)
+    }
+    return report
+  }
+
+  close() {
+    this.abort.abort()
+    for (const connection of this.connections) connection.close()
+  }
+}
+
+let subscribers: Subscribers | undefined
+let publisher: { connection: RpcConnection, client: BenchClient } | undefined
+
+async function handle(request: FanoutRequest): Promise<FanoutAnswer> {
+  switch (request.type) {
+    case 'subscribe': {
+      subscribers = new Subscribers(request.count, request.publishes)
+      return { type: 'subscribed', opened: await subscribers.open(request.serverUrl, request.channel) }
+    }
+    case 'publish': {
+      // The first publish (a probe, never timed) opens the publisher's connection.
+      publisher ??= connect(request.serverUrl)
+      const sentAt = now()
+      await publisher.client.fanout.publish({ channel: request.channel, seq: request.seq, sentAt })
+      return { type: 'published', callMs: now() - sentAt }
+    }
+    case 'clock':
+      return { type: 'clock', now: now() }
+    case 'cpu': {
+      const { user, system } = process.cpuUsage()
+      return { type: 'cpu', micros: user + system }
+    }
+    case 'collect':
+      if (!subscribers) throw new Error('collect: no subscribers in this process')
+      return { type: 'collected', report: subscribers.report() }
+    case 'close':
+      subscribers?.close()
+      publisher?.connection.close()
+      return { type: 'closed' }
+  }
+}
+
+process.on('message', async (message: ToFanoutClient) => {
+  if (message.type === 'exit') process.exit(0)
+  try {
+    send({ type: 'answer', id: message.id, answer: await handle(message.request) })
+  }
+  catch (error) {
+    send({ type: 'error', id: message.id, message: error instanceof Error ? error.stack ?? error.message : String(error) })
+  }
+})
+
+// A harness that died must not leave its load processes behind.
+process.on('disconnect', () => process.exit(0))
+
+send({ type: 'ready' })

@@ -1,0 +1,347 @@
+// The fan-out job (`--patterns fanout`), run by run.ts: two fixture server instances share one Redis through
+// nuxt-orpc's redis publisher (a key prefix of their own, deleted afterwards); the subscribers of each instance
+// run in a load process of their own, and a third load process publishes through a procedure on instance 1.
+// See docs/benchmarks.md, "Fan-out through Redis".
+import type { ChildProcess } from 'node:child_process'
+import { fork } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import type { DeliveryLatency, FanoutAnswer, FanoutAnswerTypes, FanoutRequest, FanoutResult, FromFanoutClient, PatternSpec, ServerStats, SubscriberReport, ToFanoutClient } from './shared'
+
+type FanoutSpec = Extract<PatternSpec, { kind: 'fanout' }>
+
+const benchDir = dirname(fileURLToPath(import.meta.url))
+
+export const defaultRedisUrl = 'redis://127.0.0.1:6379'
+
+export interface FanoutInstance {
+  url: string
+  stop: (signal?: NodeJS.Signals) => Promise<void>
+}
+
+/** What the job borrows from run.ts: its server spawner and its process bookkeeping. */
+export interface FanoutHarness {
+  redisUrl: string
+  startInstance: (label: string, env: Record<string, string>) => Promise<FanoutInstance>
+  /** Registers a child so that a failure or Ctrl-C of the harness ends it too. */
+  track: (child: ChildProcess) => ChildProcess
+  log: (line: string) => void
+}
+
+const now = () => performance.timeOrigin + performance.now()
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+function connectRedis(url: string): Redis {
+  // No retries and no offline queue: a Redis that is not there fails at once.
+  return new Redis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+}
+
+/** Why Redis at `url` cannot be used, or undefined when it answers PING. */
+export async function redisProblem(url: string): Promise<string | undefined> {
+  const redis = connectRedis(url)
+  // The socket's own error (ECONNREFUSED...) says more than the rejection ("Connection is closed.").
+  let socketError: Error | undefined
+  redis.on('error', (error: Error) => socketError ??= error)
+  try {
+    await redis.connect()
+    const answer = await redis.ping()
+    return answer === 'PONG' ? undefined : `PING answered ${answer}`
+  }
+  catch (error) {
+    return (socketError ?? (error instanceof Error ? error : new Error(String(error)))).message
+  }
+  finally {
+    redis.disconnect()
+  }
+}
+
+/** Deletes every key under `prefix`; resolves with how many it deleted and how many are left. */
+async function deleteKeys(url: string, prefix: string): Promise<{ deleted: number, left: number }> {
+  const redis = connectRedis(url)
+  redis.on('error', () => {})
+  try {
+    await redis.connect()
+    const scan = async () => {
+      const keys: string[] = []
+      let cursor = '0'
+      do {
+        const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+        cursor = next
+        keys.push(...batch)
+      } while (cursor !== '0')
+      return keys
+    }
+    const keys = await scan()
+    const deleted = keys.length ? await redis.del(...keys) : 0
+    return { deleted, left: (await scan()).length }
+  }
+  finally {
+    redis.disconnect()
+  }
+}
+
+/** One fan-out load process (bench/fanout-client.ts): requests answered in turn, notices as they come. */
+class FanoutProcess {
+  readonly delivered = new Set<number>()
+  live = false
+  private nextId = 0
+  private readonly pending = new Map<number, { resolve: (answer: FanoutAnswer) => void, reject: (error: Error) => void }>()
+
+  private constructor(private readonly child: ChildProcess, private readonly name: string, onNotice: () => void) {
+    child.on('message', (message: FromFanoutClient) => {
+      if (message.type === 'delivered') this.delivered.add(message.seq)
+      else if (message.type === 'live') this.live = true
+      if (message.type === 'delivered' || message.type === 'live') {
+        onNotice()
+        return
+      }
+      if (message.type === 'ready') return
+      const call = this.pending.get(message.id)
+      this.pending.delete(message.id)
+      if (message.type === 'error') call?.reject(new Error(`${name}: ${message.message}`))
+      else call?.resolve(message.answer)
+    })
+    child.once('exit', (code) => {
+      for (const call of this.pending.values()) call.reject(new Error(`${name} exited with ${code}`))
+      this.pending.clear()
+    })
+  }
+
+  static async start(name: string, harness: FanoutHarness, onNotice: () => void): Promise<FanoutProcess> {
+    const child = harness.track(fork(join(benchDir, 'fanout-client.ts'), [], {
+      cwd: join(benchDir, '..'),
+      execArgv: ['--import', 'jiti/register'],
+      stdio: ['ignore', 2, 2, 'ipc'],
+    }))
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', (message: FromFanoutClient) => message.type === 'ready' ? resolve() : reject(new Error(`${name} did not start`)))
+      child.once('exit', code => reject(new Error(`${name} exited with ${code}`)))
+    })
+    return new FanoutProcess(child, name, onNotice)
+  }
+
+  request<R extends FanoutRequest>(request: R, timeoutMs: number): Promise<Extract<FanoutAnswer, { type: FanoutAnswerTypes[R['type']] }>> {
+    const id = this.nextId++
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        reject(new Error(`${this.name}: no answer to ${request.type} within ${timeoutMs / 1000} s`))
+      }, timeoutMs)
+      this.pending.set(id, {
+        resolve: (answer) => {
+          clearTimeout(timer)
+          resolve(answer as Extract<FanoutAnswer, { type: FanoutAnswerTypes[R['type']] }>)
+        },
+        reject: (error) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      })
+      this.child.send({ type: 'request', id, request } satisfies ToFanoutClient)
+    })
+  }
+
+  /** Asks it to exit; kills it if it has not within 5 s. */
+  async stop() {
+    const child = this.child
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise(resolve => child.once('exit', resolve))
+    child.send({ type: 'exit' } satisfies ToFanoutClient)
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+    await exited
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * How far a load process's clock (`performance.timeOrigin + performance.now()`) is from this one's: the
+ * offset seen over the fastest of a few IPC round trips, and half that round trip as its uncertainty.
+ */
+async function clockOffset(loadProcess: FanoutProcess): Promise<{ offset: number, uncertainty: number }> {
+  let best = { offset: 0, uncertainty: Number.POSITIVE_INFINITY }
+  for (let attempt = 0; attempt < 7; attempt++) {
+    const before = now()
+    const { now: theirs } = await loadProcess.request({ type: 'clock' }, 5000)
+    const after = now()
+    if ((after - before) / 2 < best.uncertainty) best = { offset: theirs - (before + after) / 2, uncertainty: (after - before) / 2 }
+  }
+  return best
+}
+
+async function readStats(serverUrl: string): Promise<ServerStats> {
+  const response = await fetch(`${serverUrl}/_bench/stats`)
+  if (!response.ok) throw new Error(`stats: HTTP ${response.status}`)
+  return await response.json() as ServerStats
+}
+
+const cpuMicros = (stats: ServerStats) => stats.cpu.user + stats.cpu.system
+
+/** Nearest-rank percentile of an ascending list. */
+function percentile(sorted: number[], fraction: number): number | null {
+  if (!sorted.length) return null
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))]!
+}
+
+function latencyOf(reports: SubscriberReport[], seqs: number[], subscribers: number): DeliveryLatency {
+  const sorted = reports.flatMap(report => seqs.flatMap(seq => report.latencies[seq] ?? [])).sort((left, right) => left - right)
+  return { expected: subscribers * seqs.length, delivered: sorted.length, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1) ?? null }
+}
+
+/** Runs the job once: fresh instances, processes and key prefix; everything is stopped and deleted at the end. */
+export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promise<FanoutResult> {
+  const { log } = harness
+  const prefix = `nuxt-orpc-bench:${process.pid}-${Date.now()}:`
+  const channel = 'room'
+  const totalPublishes = spec.warmupPublishes + spec.publishes
+  const instances: FanoutInstance[] = []
+  const processes: FanoutProcess[] = []
+
+  // Notices (delivered, live) from the subscriber processes wake whoever waits for one.
+  let wake: (() => void) | undefined
+  const onNotice = () => {
+    const waiting = wake
+    wake = undefined
+    waiting?.()
+  }
+  async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs
+    while (!condition()) {
+      const remaining = deadline - performance.now()
+      if (remaining <= 0) return false
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await new Promise<void>((resolve) => {
+        wake = resolve
+        timer = setTimeout(resolve, remaining)
+      })
+      clearTimeout(timer)
+    }
+    return true
+  }
+
+  try {
+    const env = { NUXT_ORPC_PUBLISHER_DRIVER: 'redis', NUXT_ORPC_PUBLISHER_URL: harness.redisUrl, NUXT_ORPC_PUBLISHER_PREFIX: prefix }
+    // Each is registered for the clean-up below as soon as it exists.
+    const startInstance = async (label: string) => {
+      const instance = await harness.startInstance(label, env)
+      instances.push(instance)
+      return instance
+    }
+    const startProcess = async (name: string) => {
+      const loadProcess = await FanoutProcess.start(name, harness, onNotice)
+      processes.push(loadProcess)
+      return loadProcess
+    }
+    const first = await startInstance('fanout instance 1')
+    const second = await startInstance('fanout instance 2')
+    const nearSubscribers = await startProcess('subscribers of instance 1')
+    const farSubscribers = await startProcess('subscribers of instance 2')
+    const publisher = await startProcess('publisher')
+    const subscriberProcesses = [nearSubscribers, farSubscribers]
+
+    const publisherClock = await clockOffset(publisher)
+    let clockSkewMs = 0
+    for (const subscriberProcess of subscriberProcesses) {
+      const clock = await clockOffset(subscriberProcess)
+      clockSkewMs = Math.max(clockSkewMs, Math.abs(clock.offset - publisherClock.offset) + clock.uncertainty + publisherClock.uncertainty)
+    }
+
+    const subscribeStart = performance.now()
+    const opened = await Promise.all([first, second].map((instance, index) =>
+      subscriberProcesses[index]!.request({ type: 'subscribe', serverUrl: instance.url, channel, count: spec.subscribersPerInstance, publishes: totalPublishes }, 120_000)))
+    const subscribeSeconds = (performance.now() - subscribeStart) / 1000
+    if (opened.some(answer => answer.opened !== spec.subscribersPerInstance)) {
+      throw new Error(`subscribed ${opened.map(answer => answer.opened).join(' + ')} of ${spec.subscribersPerInstance} per instance`)
+    }
+
+    // A subscription is live once the instance's reader follows the channel, which the client cannot see:
+    // probes go out until every subscriber has had one.
+    const publish = (seq: number) => publisher.request({ type: 'publish', serverUrl: first.url, channel, seq }, 10_000)
+    const allLive = () => subscriberProcesses.every(subscriberProcess => subscriberProcess.live)
+    let errors = 0
+    const errorSamples: string[] = []
+    const publishFailed = (seq: number, error: unknown) => {
+      errors++
+      if (errorSamples.length < 5) errorSamples.push(`publish ${seq}: ${error instanceof Error ? error.message : String(error)}`)
+    }
+    for (let probe = -1; !allLive(); probe--) {
+      if (probe < -120) throw new Error('the subscribers did not all receive a probe within 120 probes (about 30 s)')
+      await publish(probe).catch(error => log(`fanout: probe ${probe} failed: ${error instanceof Error ? error.message : String(error)}`))
+      await waitUntil(allLive, 250)
+    }
+
+    const callMs: number[] = []
+    // CPU of the instances and of the subscriber processes around the measured publishes.
+    const readCpu = async () => ({
+      servers: await Promise.all(instances.map(async instance => cpuMicros(await readStats(instance.url)))),
+      clients: await Promise.all(subscriberProcesses.map(async subscriberProcess => (await subscriberProcess.request({ type: 'cpu' }, 5000)).micros)),
+    })
+    let before = { servers: [0, 0], clients: [0, 0] }
+    for (let seq = 0; seq < totalPublishes; seq++) {
+      if (seq === spec.warmupPublishes) before = await readCpu()
+      try {
+        const answer = await publish(seq)
+        if (seq >= spec.warmupPublishes) callMs.push(answer.callMs)
+      }
+      catch (error) {
+        publishFailed(seq, error)
+        continue
+      }
+      // The next publish waits until this one reached everybody, so deliveries of two publishes never overlap.
+      const complete = await waitUntil(() => subscriberProcesses.every(subscriberProcess => subscriberProcess.delivered.has(seq)), 5000)
+      if (!complete) log(`fanout: publish ${seq} had not reached every subscriber after 5 s`)
+      await sleep(spec.gapMs)
+    }
+    const after = await readCpu()
+    // Late and duplicate deliveries still count.
+    await sleep(500)
+    const reports = await Promise.all(subscriberProcesses.map(async subscriberProcess => (await subscriberProcess.request({ type: 'collect' }, 30_000)).report))
+
+    const measured = Array.from({ length: spec.publishes }, (_, index) => spec.warmupPublishes + index)
+    const lastDeliveries = measured
+      .map(seq => Math.max(...reports.flatMap(report => report.latencies[seq] ?? [])))
+      .filter(Number.isFinite)
+      .sort((left, right) => left - right)
+    const sum = (values: number[]) => values.reduce((total, value) => total + value, 0)
+    callMs.sort((left, right) => left - right)
+    const perInstanceDeliveries = spec.subscribersPerInstance * spec.publishes
+    const serverCpuPerDelivery = (index: number) => (after.servers[index]! - before.servers[index]!) / perInstanceDeliveries
+    return {
+      kind: 'fanout',
+      subscribers: 2 * spec.subscribersPerInstance,
+      publishes: spec.publishes,
+      all: latencyOf(reports, measured, 2 * spec.subscribersPerInstance),
+      sameInstance: latencyOf(reports.slice(0, 1), measured, spec.subscribersPerInstance),
+      otherInstance: latencyOf(reports.slice(1, 2), measured, spec.subscribersPerInstance),
+      missing: sum(reports.flatMap(report => report.missing)),
+      duplicates: sum(reports.flatMap(report => report.duplicates)),
+      lastDelivery: { p50: percentile(lastDeliveries, 0.5), max: lastDeliveries.at(-1) ?? null },
+      publishCall: { p50: percentile(callMs, 0.5), p99: percentile(callMs, 0.99) },
+      serverCpuUsPerDelivery: [serverCpuPerDelivery(0), serverCpuPerDelivery(1)],
+      clientCpuUsPerDelivery: (sum(after.clients) - sum(before.clients)) / (2 * perInstanceDeliveries),
+      subscribeSeconds,
+      clockSkewMs,
+      reconnects: sum(reports.map(report => report.reconnects)),
+      errors: errors + sum(reports.map(report => report.errors)),
+      errorSamples: [...errorSamples, ...reports.flatMap(report => report.errorSamples)].slice(0, 5),
+    }
+  }
+  finally {
+    // Subscribers leave first, then the instances shut down gracefully (their publishers quit Redis).
+    await Promise.all(processes.map(fanoutProcess => fanoutProcess.request({ type: 'close' }, 10_000).catch(() => {})))
+    await Promise.all(processes.map(fanoutProcess => fanoutProcess.stop()))
+    await Promise.all(instances.map(async (instance) => {
+      const killer = setTimeout(() => void instance.stop('SIGKILL'), 10_000)
+      await instance.stop('SIGTERM')
+      clearTimeout(killer)
+    }))
+    try {
+      const { deleted, left } = await deleteKeys(harness.redisUrl, prefix)
+      if (left) log(`fanout: ${left} Redis key(s) under ${prefix} could not be deleted`)
+      else log(`fanout: deleted ${deleted} Redis key(s) under ${prefix}`)
+    }
+    catch (error) {
+      log(`fanout: could not delete the Redis keys under ${prefix} (they expire with the publisher's retention, 5 minutes): ${error instanceof Error ? error.message : String(error)}`)
+    }
+  }
+}
