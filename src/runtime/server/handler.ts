@@ -1,6 +1,7 @@
 import type { AnyRouter } from '@orpc/server'
 import type { StandardRPCHandlerOptions } from '@orpc/server/standard'
 import { StandardRPCHandler } from '@orpc/server/standard'
+import type { IncomingMessage } from 'node:http'
 import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
 import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
@@ -73,16 +74,15 @@ export const heartbeatFrame = '{"i":-1,"t":4}'
  */
 export const rpcSubprotocols = ['orpc', 'nuxt-orpc'] as const
 
-/** Set by nuxt-orpc's upgrade hook on the IncomingMessage: this route will send the ready frame. */
-const rpcRouteMarker = Symbol.for('nuxt-orpc.route')
-
 /**
  * ws `handleProtocols` (one WebSocket server serves every route of the app): `nuxt-orpc` only for a route
  * served by these hooks, which send the ready frame; elsewhere (a bare oRPC route, any other socket) what ws
- * would pick by itself, the first offered.
+ * would pick by itself, the first offered. Such a route is recognized by the state its upgrade hook left in
+ * the connection's context, which crossws's Node adapter keeps on the IncomingMessage as `_context`.
  */
 export function selectSubprotocol(protocols: Set<string>, request?: object): string | false {
-  if (protocols.has('nuxt-orpc') && (request as Record<symbol, unknown> | undefined)?.[rpcRouteMarker]) return 'nuxt-orpc'
+  const context = (request as { _context?: PeerContext } | undefined)?._context
+  if (protocols.has('nuxt-orpc') && context?.[connectionStateKey]) return 'nuxt-orpc'
   return protocols.values().next().value ?? false
 }
 
@@ -113,14 +113,8 @@ function normalizeOrigins(origins: readonly string[]): Set<string> {
   }))
 }
 
-/** ws's ping/pong and `terminate`, reached through crossws's `peer.websocket` on Node. */
-interface NodeWebSocket {
-  protocol?: string
-  ping?: () => void
-  on?: (event: 'pong', listener: () => void) => void
-  terminate?: () => void
-  _socket?: { _isIdle?: boolean }
-}
+/** The upgrade request as crossws's Node adapter gives it: `_req` is the IncomingMessage. */
+type UpgradeRequest = RpcUpgradeRequest & { _req?: IncomingMessage }
 
 /**
  * The crossws hooks that serve `router` over one WebSocket: origin check, connection caps and connection
@@ -148,11 +142,13 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   // A small burst (a tenth of a second's worth), so no one-second window sees much more than the cap.
   const handshakes = new TokenBucket(Math.max(1, Math.ceil(limits.maxHandshakesPerSecond / 10)), 1000, limits.maxHandshakesPerSecond)
   const sockets = new Set<RpcSocket>()
-  const lastPong = new WeakMap<RpcSocket, number>()
   let heartbeat: ReturnType<typeof setInterval> | undefined
 
-  async function decide(request: RpcUpgradeRequest): Promise<ConnectionState> {
-    const origin = request.headers.get('origin')
+  async function decide(request: UpgradeRequest): Promise<ConnectionState> {
+    // On Node the raw header: crossws builds a `Headers` on first access and keeps it for the connection's
+    // life (about 0.4 KB per idle connection).
+    const rawOrigin = request._req ? request._req.headers.origin : undefined
+    const origin = request._req ? (rawOrigin ?? null) : request.headers.get('origin')
     if (!isOriginAllowed(origin, request.url, allowedOrigins)) {
       return { refusal: { status: 403, closeCode: RpcCloseCode.PolicyViolation, reason: toCloseReason(`Origin ${origin} is not allowed`) } }
     }
@@ -182,17 +178,22 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     }
   }
 
-  /** Pings every socket; one that has not answered `heartbeatTimeout` later is terminated. */
+  /**
+   * Pings every socket; one from which nothing at all (no pong, no frame) has arrived `heartbeatTimeout`
+   * later is terminated. Counting the TCP socket's bytes needs no listener or timestamp per connection.
+   */
   function beat() {
-    const pingedAt = Date.now()
     for (const socket of sockets) {
-      ;(socket.connection.websocket as NodeWebSocket).ping?.()
+      const tcp = socket.websocket._socket
+      if (tcp?.bytesRead !== undefined && socket.websocket.ping) {
+        socket.bytesReadAtPing = tcp.bytesRead
+        socket.websocket.ping()
+      }
       socket.connection.send(heartbeatFrame)
     }
     const check = setTimeout(() => {
       for (const socket of sockets) {
-        const websocket = socket.connection.websocket as NodeWebSocket
-        if (websocket.ping && websocket.terminate && (lastPong.get(socket) ?? 0) < pingedAt) websocket.terminate()
+        if (socket.websocket._socket?.bytesRead === socket.bytesReadAtPing) socket.websocket.terminate?.()
       }
     }, limits.heartbeatTimeout)
     ;(check as { unref?: () => void }).unref?.()
@@ -216,8 +217,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
 
   return {
     async upgrade(request) {
-      const upgradeRequest = request as unknown as RpcUpgradeRequest & { _req?: Record<symbol, unknown> }
-      if (upgradeRequest._req) upgradeRequest._req[rpcRouteMarker] = true
+      const upgradeRequest = request as unknown as UpgradeRequest
       ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest)
     },
     open(peer) {
@@ -238,9 +238,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       sockets.add(socket)
       const address = peer.remoteAddress
       if (address) connectionsPerIp.set(address, (connectionsPerIp.get(address) ?? 0) + 1)
-      lastPong.set(socket, Date.now())
-      const websocket = peer.websocket as NodeWebSocket
-      websocket.on?.('pong', () => lastPong.set(socket, Date.now()))
+      const websocket = socket.websocket
       // Nitro's graceful shutdown destroys "idle" sockets at once, and an upgraded socket looks idle to it
       // (http-graceful-shutdown in nitropack/runtime). Marked busy, it waits for nuxt-orpc's own drain.
       if (websocket._socket) websocket._socket._isIdle = false

@@ -70,10 +70,24 @@ export class TokenBucket {
   }
 }
 
-/** ws's socket, reached through crossws's `peer.websocket` on Node: corking batches a tick's replies. */
-interface NodeWebSocketLike {
+/**
+ * What nuxt-orpc uses of ws's WebSocket on Node (ping, terminate, buffered bytes, the TCP socket). On
+ * other runtimes these members are missing and the features that need them are off.
+ */
+export interface NodeWebSocket {
+  protocol?: string
   bufferedAmount?: number
-  _socket?: { cork?: () => void, uncork?: () => void }
+  ping?: () => void
+  terminate?: () => void
+  _socket?: { cork?: () => void, uncork?: () => void, bytesRead?: number, _isIdle?: boolean }
+}
+
+/**
+ * The WebSocket under a crossws peer. On Node it is ws's own object: `peer.websocket` would make (and keep,
+ * per connection) a Proxy around it, about 0.2 KB, with a trap on every property read.
+ */
+function webSocketOf(peer: Peer): NodeWebSocket {
+  return (peer as unknown as { _internal?: { ws?: NodeWebSocket } })._internal?.ws ?? peer.websocket as NodeWebSocket
 }
 
 const textDecoder = new TextDecoder()
@@ -97,10 +111,16 @@ export class RpcSocket implements RpcConnectionInfo {
   private peerInstance: ServerPeerWithoutCodec | undefined
   private handleRequest: ReturnType<typeof createServerPeerHandleRequestFn> | undefined
   private readonly budget: TokenBucket | undefined
-  /** Every call in flight by id: the abort controller of a plain call, undefined for one the peer runs. */
-  private readonly calls = new Map<string, AbortController | undefined>()
+  /**
+   * Every call in flight by id: the abort controller of a plain call, undefined for one the peer runs.
+   * Made on the first call, as the set below: an idle connection holds neither.
+   */
+  private callsById: Map<string, AbortController | undefined> | undefined
   /** Calls not answered yet (a stream counts until its first response): what a graceful shutdown waits for. */
-  private readonly unanswered = new Set<string>()
+  private unansweredIds: Set<string> | undefined
+  /** The TCP socket's bytes read when the heartbeat last pinged it (-1: not pinged yet). */
+  bytesReadAtPing = -1
+  readonly websocket: NodeWebSocket
   private closed = false
   private corked = false
   /** The decoding of the frame that later frames wait behind, if one is still being decoded. */
@@ -114,6 +134,7 @@ export class RpcSocket implements RpcConnectionInfo {
     private readonly limits: RpcSocketLimits,
   ) {
     this.budget = limits.rateLimit ? new TokenBucket(limits.rateLimit.max, limits.rateLimit.windowMs) : undefined
+    this.websocket = webSocketOf(connection)
     liveSockets.add(this)
   }
 
@@ -127,12 +148,20 @@ export class RpcSocket implements RpcConnectionInfo {
 
   /** Calls running on this socket right now. */
   get inFlight() {
-    return this.calls.size
+    return this.callsById?.size ?? 0
   }
 
   /** Whether a call on this socket still waits for its response. */
   get answering() {
-    return this.unanswered.size > 0
+    return (this.unansweredIds?.size ?? 0) > 0
+  }
+
+  private get calls() {
+    return this.callsById ??= new Map()
+  }
+
+  private get unanswered() {
+    return this.unansweredIds ??= new Set()
   }
 
   /**
@@ -195,7 +224,7 @@ export class RpcSocket implements RpcConnectionInfo {
     if (this.closed && !liveSockets.has(this)) return
     this.closed = true
     liveSockets.delete(this)
-    for (const controller of this.calls.values()) controller?.abort()
+    for (const controller of this.callsById?.values() ?? []) controller?.abort()
     this.peerInstance?.close()
   }
 
@@ -326,7 +355,7 @@ export class RpcSocket implements RpcConnectionInfo {
   private send(encoded: EncodedMessage) {
     if (this.closed) return
     if (!this.corked) {
-      const tcp = (this.connection.websocket as NodeWebSocketLike)._socket
+      const tcp = this.websocket._socket
       if (tcp?.cork && tcp.uncork) {
         this.corked = true
         tcp.cork()
@@ -345,7 +374,7 @@ export class RpcSocket implements RpcConnectionInfo {
    * without bound.
    */
   private async drain() {
-    const websocket = this.connection.websocket as NodeWebSocketLike
+    const websocket = this.websocket
     while (!this.closed && (websocket.bufferedAmount ?? 0) > this.limits.maxBufferedBytes) {
       await new Promise(resolve => setTimeout(resolve, 10))
     }
