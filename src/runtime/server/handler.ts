@@ -152,9 +152,11 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     if (!isOriginAllowed(origin, request.url, allowedOrigins)) {
       return { refusal: { status: 403, closeCode: RpcCloseCode.PolicyViolation, reason: toCloseReason(`Origin ${origin} is not allowed`) } }
     }
-    if (!createContext) return { context: {} }
+    // `socket` is set in `open`; listed here so it is stored in the object itself (no extra property store
+    // per connection).
+    if (!createContext) return { context: {}, socket: undefined }
     try {
-      return { context: await createContext(contextInputFromUpgrade(request)) ?? {} }
+      return { context: await createContext(contextInputFromUpgrade(request)) ?? {}, socket: undefined }
     }
     catch (error) {
       return { refusal: refusalFromError(error) }
