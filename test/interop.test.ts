@@ -48,6 +48,24 @@ const pairs: Array<[string, () => TestClient, 'stock' | 'nuxt-orpc']> = [
   ['nuxt-orpc\'s client -> nuxt-orpc\'s route', () => nuxtOrpcClient('/_orpc'), 'nuxt-orpc'],
 ]
 
+/** Sends frames on a plain socket and collects every frame back until `expected` have come (or 3 s). */
+async function exchange(path: string, frames: Array<string | Buffer>, expected: number, settleMs = 100): Promise<Array<string | Buffer>> {
+  const socket = new WebSocket(wsUrl(path))
+  cleanups.push(() => socket.terminate())
+  const received: Array<string | Buffer> = []
+  socket.on('message', (data: Buffer, isBinary) => {
+    const frame = isBinary ? data : data.toString()
+    // nuxt-orpc's heartbeat (an abort for call -1) is not an answer.
+    if (frame !== '{"i":-1,"t":4}') received.push(frame)
+  })
+  await new Promise(resolve => socket.once('open', resolve))
+  for (const frame of frames) socket.send(frame)
+  await waitFor(() => received.length >= expected, { timeout: 3000 }).catch(() => undefined)
+  // Then a little longer: a frame too many would show.
+  await new Promise(resolve => setTimeout(resolve, settleMs))
+  return received
+}
+
 let keys = 0
 const freshKey = () => `key-${++keys}-${Math.random().toString(36).slice(2)}`
 
@@ -157,24 +175,6 @@ describe('the wire, frame by frame', () => {
   const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
   const body = (input: unknown) => serializer.serialize(input)
 
-  /** Sends frames on a plain socket and collects every frame back until `expected` have come (or 3 s). */
-  async function exchange(path: string, frames: Array<string | Buffer>, expected: number, settleMs = 100): Promise<Array<string | Buffer>> {
-    const socket = new WebSocket(wsUrl(path))
-    cleanups.push(() => socket.terminate())
-    const received: Array<string | Buffer> = []
-    socket.on('message', (data: Buffer, isBinary) => {
-      const frame = isBinary ? data : data.toString()
-      // nuxt-orpc's heartbeat (an abort for call -1) is not an answer.
-      if (frame !== '{"i":-1,"t":4}') received.push(frame)
-    })
-    await new Promise(resolve => socket.once('open', resolve))
-    for (const frame of frames) socket.send(frame)
-    await waitFor(() => received.length >= expected, { timeout: 3000 }).catch(() => undefined)
-    // Then a little longer: a frame too many would show.
-    await new Promise(resolve => setTimeout(resolve, settleMs))
-    return received
-  }
-
   /**
    * Frames of one exchange, grouped by call id in arrival order (calls answer in any order). A binary frame
    * (JSON, 0xFF, then a multipart body) is shown as latin1 with its random multipart boundary replaced.
@@ -224,5 +224,23 @@ describe('the wire, frame by frame', () => {
     const stock = await exchange('/stock', [slow, slow], 1, 400)
     expect(ours).toEqual(['{"i":"dup","p":{"b":{"json":"done"}}}'])
     expect(ours).toEqual(stock)
+  })
+})
+
+describe('oRPC handler options on nuxt-orpc\'s handler', () => {
+  const ping = JSON.stringify({ i: 'a', p: { u: '/ping' } })
+
+  it('runs handler interceptors (those calls take oRPC\'s stock path) and client interceptors', async () => {
+    const [reply] = await exchange('/intercepted', [ping], 1)
+    expect(JSON.parse(reply as string)).toEqual({ i: 'a', p: { h: { 'x-intercepted': 'yes' }, b: { json: 'pong (client interceptor)' } } })
+    const rpc = nuxtOrpcClient('/intercepted')
+    expect(await rpc.ping()).toBe('pong (client interceptor)')
+    expect(await rejectionOf(rpc.greet({ name: '' }))).toMatchObject({ code: 'BAD_REQUEST' })
+  })
+
+  it('runs client interceptors on the hot path', async () => {
+    const [reply] = await exchange('/client-intercepted', [ping], 1)
+    expect(JSON.parse(reply as string)).toEqual({ i: 'a', p: { b: { json: 'pong (client interceptor)' } } })
+    expect(await stockClient('/client-intercepted').ping()).toBe('pong (client interceptor)')
   })
 })
