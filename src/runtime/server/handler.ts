@@ -251,7 +251,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     },
     message(peer, message) {
       // Handed over before any await: frames of one socket are decoded in order.
-      stateOf(peer)?.socket?.receive(message)
+      stateOf(peer)?.socket?.receive(typeof message.rawData === 'string' ? message.rawData : message.uint8Array())
     },
     close(peer) {
       forget(peer)
