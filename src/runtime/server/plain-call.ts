@@ -107,5 +107,7 @@ export class PlainCallHandler {
 
 /** A response body that only oRPC's stock encoder and peer can send: an event stream, a file, a form. */
 export function needsStockEncoding(body: unknown): boolean {
+  // What the serializer makes of plain data (`{ json, meta }`) is answered first, without the class checks.
+  if (typeof body !== 'object' || body === null || Object.getPrototypeOf(body) === Object.prototype) return false
   return isAsyncIteratorObject(body) || body instanceof ReadableStream || body instanceof FormData || body instanceof Blob
 }
