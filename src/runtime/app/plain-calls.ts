@@ -1,12 +1,13 @@
 import { createORPCErrorFromJson, isORPCErrorJson, isORPCErrorStatus, ORPCError } from '@orpc/client'
 import { getMalformedResponseErrorCode, StandardRPCJsonSerializer, StandardRPCSerializer, toHttpPath } from '@orpc/client/standard'
-import { AsyncIdQueue, isAsyncIteratorObject } from '@orpc/shared'
+import { AsyncIdQueue, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
 import type { StandardResponse } from '@orpc/standard-server'
 import { isEventIteratorHeaders } from '@orpc/standard-server'
 import type { EventIteratorPayload } from '@orpc/standard-server-peer'
-import { decodeResponseMessage, deserializeResponseMessage, MessageType, toEventIterator } from '@orpc/standard-server-peer'
+import { decodeResponseMessage, deserializeResponseMessage, MessageType, serializeRequestMessage, toEventIterator } from '@orpc/standard-server-peer'
 
 const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
+const textDecoder = new TextDecoder()
 
 /** The JSON-and-bytes separator of oRPC's binary frames (files, forms). */
 const binaryDelimiter = 0xFF
@@ -59,14 +60,15 @@ export class PlainCallClient {
         // As oRPC's client does: tell the server, and reject with the signal's reason.
         call.onAbort = () => {
           this.settle(id, call)
-          this.send(`{"i":${JSON.stringify(id)},"t":${MessageType.ABORT_SIGNAL}}`)
+          this.sendAbort(id)
           if (this.streams.isOpen(id)) this.streams.close({ id, reason: signal.reason })
           else reject(signal.reason)
         }
         signal.addEventListener('abort', call.onAbort, { once: true })
       }
       this.pending.set(id, call)
-      this.send(JSON.stringify({ i: id, p: { u: toHttpPath(path), b: body } }))
+      // oRPC's request message, written out: its serializer wants a URL object per call.
+      this.send(stringifyJSON({ i: id, p: { u: toHttpPath(path), b: body } }))
     })
   }
 
@@ -90,7 +92,7 @@ export class PlainCallClient {
     // A file or a form: JSON, 0xFF, bytes. oRPC's decoder reads it; the id is in the JSON part.
     const bytes = new Uint8Array(data)
     const end = bytes.indexOf(binaryDelimiter)
-    const head = new TextDecoder().decode(end === -1 ? bytes : bytes.subarray(0, end))
+    const head = textDecoder.decode(end === -1 ? bytes : bytes.subarray(0, end))
     if (!head.includes(`"${idPrefix}`)) return false
     try {
       const id = (JSON.parse(head) as { i?: unknown }).i
@@ -134,10 +136,15 @@ export class PlainCallClient {
     this.streams.open(id)
     const iterator = toEventIterator(this.streams, id, async (reason) => {
       if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort)
-      if (reason !== 'next' && this.streams.isOpen(id)) this.send(`{"i":${JSON.stringify(id)},"t":${MessageType.ABORT_SIGNAL}}`)
+      if (reason !== 'next' && this.streams.isOpen(id)) this.sendAbort(id)
       this.streams.close({ id })
     }, { signal: call.signal })
     this.decode(response.status, iterator).then(call.resolve, call.reject)
+  }
+
+  /** oRPC's abort message: the server stops the call (and its stream). */
+  private sendAbort(id: string) {
+    this.send(stringifyJSON(serializeRequestMessage(id, MessageType.ABORT_SIGNAL, undefined)))
   }
 
   private settle(id: string, call: PendingCall) {

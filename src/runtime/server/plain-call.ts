@@ -3,7 +3,7 @@ import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/s
 import type { AnyProcedure, AnyRouter, Context } from '@orpc/server'
 import { createProcedureClient } from '@orpc/server'
 import type { StandardRPCHandlerOptions } from '@orpc/server/standard'
-import { StandardRPCMatcher } from '@orpc/server/standard'
+import { StandardRPCCodec, StandardRPCMatcher } from '@orpc/server/standard'
 import { isAsyncIteratorObject, toArray } from '@orpc/shared'
 import type { StandardResponse } from '@orpc/standard-server'
 
@@ -36,6 +36,11 @@ const notFound: StandardResponse = { status: 404, headers: {}, body: 'No procedu
 
 type ProcedureClient = (input: unknown, options: { context: Context, signal: AbortSignal }) => Promise<unknown>
 
+interface MatchedProcedure {
+  procedure: AnyProcedure
+  client: ProcedureClient
+}
+
 /**
  * Runs plain calls the way oRPC's `StandardRPCHandler` does (same matcher, procedure client, serializer and
  * error mapping, so middleware, validation, context and typed errors behave the same) without the layers a
@@ -47,15 +52,18 @@ type ProcedureClient = (input: unknown, options: { context: Context, signal: Abo
  */
 export class PlainCallHandler {
   readonly enabled: boolean
-  readonly serializer: StandardRPCSerializer
+  private readonly serializer: StandardRPCSerializer
+  /** oRPC's own response encoder of the RPC protocol (values, streams, errors). */
+  private readonly codec: StandardRPCCodec
   private readonly matcher: StandardRPCMatcher
   private readonly clientInterceptors: StandardRPCHandlerOptions<Context>['clientInterceptors']
-  private readonly clients = new Map<string, ProcedureClient>()
+  private readonly procedures = new Map<string, MatchedProcedure>()
 
   /** `options` must be the object oRPC's handler was built with: its plugins have added their interceptors to it. */
   constructor(router: AnyRouter, options: StandardRPCHandlerOptions<Context>) {
     this.enabled = toArray(options.interceptors).length === 0 && toArray(options.rootInterceptors).length === 0
     this.serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer(options))
+    this.codec = new StandardRPCCodec(this.serializer)
     this.matcher = new StandardRPCMatcher(options)
     this.matcher.init(router)
     this.clientInterceptors = options.clientInterceptors
@@ -67,15 +75,19 @@ export class PlainCallHandler {
    */
   async call(url: string, body: unknown, context: Context, signal: AbortSignal): Promise<StandardResponse> {
     try {
-      const client = this.clients.get(url) ?? await this.resolve(url)
-      if (!client) return notFound
-      const output = await client(this.decode(body), { context, signal })
-      return { status: 200, headers: {}, body: output instanceof ReadableStream ? output : this.serializer.serialize(output) }
+      const matched = this.procedures.get(url) ?? await this.resolve(url)
+      if (!matched) return notFound
+      const output = await matched.client(this.decode(body), { context, signal })
+      return this.codec.encode(output, matched.procedure)
     }
     catch (error) {
-      const orpcError = toORPCError(error)
-      return { status: orpcError.status, headers: {}, body: this.serializer.serialize(orpcError.toJSON()) }
+      return this.encodeError(error)
     }
+  }
+
+  /** The response oRPC sends for `error` (anything thrown becomes an ORPCError, as oRPC's handler does). */
+  encodeError(error: unknown): StandardResponse {
+    return this.codec.encodeError(toORPCError(error))
   }
 
   private decode(body: unknown): unknown {
@@ -91,23 +103,28 @@ export class PlainCallHandler {
     }
   }
 
-  private async resolve(url: string): Promise<ProcedureClient | undefined> {
+  private async resolve(url: string): Promise<MatchedProcedure | undefined> {
     const match = await this.matcher.match('POST', `/${url.replace(/^\/|\/$/g, '')}`)
     if (!match) return
-    // Only matched paths are kept, so the cache is bounded by the router, not by what clients send.
-    const client = createProcedureClient(match.procedure as AnyProcedure, {
+    const procedure = match.procedure as AnyProcedure
+    const client = createProcedureClient(procedure, {
       context: (clientContext: Context) => clientContext,
       path: match.path,
       interceptors: this.clientInterceptors,
     }) as unknown as ProcedureClient
-    this.clients.set(url, client)
-    return client
+    // Only matched paths are kept, so the cache is bounded by the router, not by what clients send.
+    const matched = { procedure, client }
+    this.procedures.set(url, matched)
+    return matched
   }
 }
 
-/** A response body that only oRPC's stock encoder and peer can send: an event stream, a file, a form. */
+/**
+ * A response body that only oRPC's stock encoder and peer can send: an event stream (an iterator, or a
+ * ReadableStream the codec passes through) or a form (what the serializer makes of data holding files).
+ */
 export function needsStockEncoding(body: unknown): boolean {
   // What the serializer makes of plain data (`{ json, meta }`) is answered first, without the class checks.
   if (typeof body !== 'object' || body === null || Object.getPrototypeOf(body) === Object.prototype) return false
-  return isAsyncIteratorObject(body) || body instanceof ReadableStream || body instanceof FormData || body instanceof Blob
+  return isAsyncIteratorObject(body) || body instanceof ReadableStream || body instanceof FormData
 }

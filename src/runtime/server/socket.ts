@@ -1,10 +1,10 @@
 import { ORPCError } from '@orpc/client'
-import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/standard'
 import type { StandardHandler } from '@orpc/server/standard'
 import { createServerPeerHandleRequestFn } from '@orpc/server/standard-peer'
 import type { DecodedRequestMessage, EncodedMessage } from '@orpc/standard-server-peer'
-import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType } from '@orpc/standard-server-peer'
-import { AbortError } from '@orpc/shared'
+import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType, serializeResponseMessage } from '@orpc/standard-server-peer'
+import { AbortError, stringifyJSON } from '@orpc/shared'
+import type { StandardResponse } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
@@ -45,8 +45,6 @@ export interface RpcConnectionInfo {
   readonly context: RpcContext
   readonly remoteAddress: string | undefined
 }
-
-const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
 
 /** Every open connection of this process, for `closeRpcConnections` and shutdown. */
 export const liveSockets = new Set<RpcSocket>()
@@ -156,11 +154,6 @@ export class RpcSocket implements RpcConnectionInfo {
 
   get remoteAddress() {
     return this.connection.remoteAddress
-  }
-
-  /** Calls running on this socket right now. */
-  get inFlight() {
-    return this.callsById?.size ?? 0
   }
 
   /** Whether a call on this socket still waits for its response. */
@@ -291,7 +284,7 @@ export class RpcSocket implements RpcConnectionInfo {
       if (controller.signal.aborted || this.closed) return
       if (!needsStockEncoding(response.body)) {
         this.unanswered.delete(id)
-        this.send(JSON.stringify({ i: id, p: { s: response.status === 200 ? undefined : response.status, b: response.body } }))
+        this.sendResponse(id, response)
         return
       }
       // A stream, a file or a form: oRPC's peer encodes and sends it, and runs the stream. From here on the
@@ -313,20 +306,20 @@ export class RpcSocket implements RpcConnectionInfo {
   /** Refuses a new call over the connection's limits with TOO_MANY_REQUESTS; true when it did. */
   private refused(id: string): boolean {
     if (this.calls.size >= this.limits.maxCallsInFlight) {
-      void this.refuseCall(id, new ORPCError('TOO_MANY_REQUESTS', {
+      this.sendResponse(id, this.plainCalls.encodeError(new ORPCError('TOO_MANY_REQUESTS', {
         status: 429,
         message: `Too many calls in flight on this connection (limit ${this.limits.maxCallsInFlight}); wait for some to finish.`,
         data: { limit: 'maxCallsInFlight', max: this.limits.maxCallsInFlight },
-      }))
+      })))
       return true
     }
     if (this.budget && !this.budget.take()) {
       const { max, windowMs } = this.limits.rateLimit as { max: number, windowMs: number }
-      void this.refuseCall(id, new ORPCError('TOO_MANY_REQUESTS', {
+      this.sendResponse(id, this.plainCalls.encodeError(new ORPCError('TOO_MANY_REQUESTS', {
         status: 429,
         message: `Rate limit exceeded on this connection (${max} calls per ${windowMs} ms); slow down.`,
         data: { limit: 'rateLimit', max, windowMs },
-      }))
+      })))
       return true
     }
     return false
@@ -352,9 +345,9 @@ export class RpcSocket implements RpcConnectionInfo {
     }
   }
 
-  private async refuseCall(id: string, error: ORPCError<string, unknown>) {
-    const body = serializer.serialize(error.toJSON())
-    this.send(await encodeResponseMessage(id, MessageType.RESPONSE, { status: error.status, headers: {}, body }))
+  /** A response whose body is plain JSON, in oRPC's message format. */
+  private sendResponse(id: string, response: StandardResponse) {
+    this.send(stringifyJSON(serializeResponseMessage(id, MessageType.RESPONSE, response)))
   }
 
   /**
