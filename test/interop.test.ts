@@ -140,6 +140,24 @@ describe.each(pairs)('%s', (_name, makeClient, server) => {
     await waitFor(async () => await rpc.outcome({ key }) === 'aborted')
   })
 
+  it('stops a stream when the call\'s signal aborts: iterating rejects, the generator sees the abort', async () => {
+    const rpc = makeClient()
+    const key = freshKey()
+    const controller = new AbortController()
+    const seen: number[] = []
+    const error = await rejectionOf((async () => {
+      for await (const tick of await rpc.ticks({ key }, { signal: controller.signal })) {
+        seen.push(tick)
+        if (seen.length === 3) controller.abort()
+      }
+    })())
+    expect(seen).toEqual([0, 1, 2])
+    // The rejection is the same on every pair, oRPC's own RPCLink included: the next pull finds the aborted
+    // stream's queue closed.
+    expect(error.message).toMatch(/not open or aborted/)
+    await waitFor(async () => await rpc.outcome({ key }) === 'aborted')
+  })
+
   it('passes a typed error thrown inside a stream', async () => {
     const received: number[] = []
     const error = await rejectionOf((async () => {
