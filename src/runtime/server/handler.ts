@@ -8,8 +8,8 @@ import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types
 import type { RpcRefusal } from './context'
 import { PlainCallHandler } from './plain-call'
 import { contextInputFromUpgrade, refusalFromError, toCloseReason } from './context'
-import type { RpcSocketLimits } from './socket'
-import { isShuttingDown, liveSockets, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
+import type { RpcRoute, RpcSocketLimits } from './socket'
+import { isShuttingDown, liveSockets, remoteAddressOf, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
 
 export { RpcCloseCode }
 
@@ -48,10 +48,19 @@ export interface RpcWebSocketHandlerOptions extends Partial<RpcServerLimits> {
   handlerOptions?: StandardRPCHandlerOptions<object>
 }
 
-/** What the upgrade decided for a connection, kept on the crossws peer context. */
-type ConnectionState
-  = | { context: object, refusal?: undefined, socket?: RpcSocket }
-    | { context?: undefined, refusal: RpcRefusal, socket?: undefined }
+/** What the upgrade decided for a connection (`context` undefined: no context function, `{}` made on use). */
+type Decision
+  = | { context: object | undefined, refusal?: undefined }
+    | { context?: undefined, refusal: RpcRefusal }
+
+/**
+ * What the crossws peer context holds for a connection: the upgrade's decision, replaced by the connection
+ * itself once it is open (the decision is then garbage: an idle connection keeps no extra object).
+ */
+type ConnectionState = Decision | RpcSocket
+
+/** The decision of every accepted upgrade when there is no context function. */
+const acceptedWithoutContext: Decision = { context: undefined }
 
 const connectionStateKey = Symbol.for('nuxt-orpc.connection')
 
@@ -134,17 +143,21 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   // One options object for both: oRPC's handler lets its plugins add interceptors to it, and the plain-call
   // path must see them (it steps aside when there are any).
   const handlerOptions: StandardRPCHandlerOptions<object> = { ...options.handlerOptions }
-  const standardHandler = new StandardRPCHandler(options.router, handlerOptions)
-  const plainCalls = new PlainCallHandler(options.router, handlerOptions)
+  const route: RpcRoute = {
+    standardHandler: new StandardRPCHandler(options.router, handlerOptions),
+    plainCalls: new PlainCallHandler(options.router, handlerOptions),
+    limits,
+  }
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const createContext = options.createContext
-  const connectionsPerIp = new Map<string, number>()
+  // Per address, its open connections; the entry's `address` is the one string every connection from there keeps.
+  const connectionsPerIp = new Map<string, { address: string, count: number }>()
   // A small burst (a tenth of a second's worth), so no one-second window sees much more than the cap.
   const handshakes = new TokenBucket(Math.max(1, Math.ceil(limits.maxHandshakesPerSecond / 10)), 1000, limits.maxHandshakesPerSecond)
   const sockets = new Set<RpcSocket>()
   let heartbeat: ReturnType<typeof setInterval> | undefined
 
-  async function decide(request: UpgradeRequest): Promise<ConnectionState> {
+  async function decide(request: UpgradeRequest): Promise<Decision> {
     // On Node the raw header: crossws builds a `Headers` on first access and keeps it for the connection's
     // life (about 0.4 KB per idle connection).
     const rawOrigin = request._req ? request._req.headers.origin : undefined
@@ -152,11 +165,9 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     if (!isOriginAllowed(origin, request.url, allowedOrigins)) {
       return { refusal: { status: 403, closeCode: RpcCloseCode.PolicyViolation, reason: toCloseReason(`Origin ${origin} is not allowed`) } }
     }
-    // `socket` is set in `open`; listed here so it is stored in the object itself (no extra property store
-    // per connection).
-    if (!createContext) return { context: {}, socket: undefined }
+    if (!createContext) return acceptedWithoutContext
     try {
-      return { context: await createContext(contextInputFromUpgrade(request)) ?? {}, socket: undefined }
+      return { context: await createContext(contextInputFromUpgrade(request)) ?? {} }
     }
     catch (error) {
       return { refusal: refusalFromError(error) }
@@ -164,14 +175,14 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   }
 
   /** Connection caps, checked synchronously in `open` so concurrent handshakes cannot overshoot them. */
-  function capRefusal(remoteAddress: string | undefined): RpcRefusal | undefined {
+  function capRefusal(fromAddress: number): RpcRefusal | undefined {
     if (isShuttingDown()) {
       return { status: 503, closeCode: RpcCloseCode.GoingAway, reason: 'Server shutting down' }
     }
     if (sockets.size >= limits.maxConnections) {
       return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections' }
     }
-    if (remoteAddress && (connectionsPerIp.get(remoteAddress) ?? 0) >= limits.maxConnectionsPerIp) {
+    if (fromAddress >= limits.maxConnectionsPerIp) {
       return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
     }
     // Last, so refused sockets do not use up the budget: a reconnect storm is let in at a steady rate.
@@ -202,15 +213,12 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   }
 
   function forget(peer: Peer) {
-    const socket = stateOf(peer)?.socket
-    if (!socket || !sockets.delete(socket)) return
+    const socket = stateOf(peer)
+    if (!(socket instanceof RpcSocket) || !sockets.delete(socket)) return
     socket.dispose()
     const address = socket.remoteAddress
-    if (address) {
-      const count = (connectionsPerIp.get(address) ?? 1) - 1
-      if (count > 0) connectionsPerIp.set(address, count)
-      else connectionsPerIp.delete(address)
-    }
+    const entry = address === undefined ? undefined : connectionsPerIp.get(address)
+    if (entry && --entry.count === 0) connectionsPerIp.delete(entry.address)
     if (sockets.size === 0 && heartbeat) {
       clearInterval(heartbeat)
       heartbeat = undefined
@@ -224,22 +232,24 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     },
     open(peer) {
       const state = stateOf(peer)
-      if (!state?.context) {
-        const refusal = state?.refusal
+      if (!state || state instanceof RpcSocket || state.refusal) {
+        const refusal = state instanceof RpcSocket ? undefined : state?.refusal
         peer.close(refusal?.closeCode ?? RpcCloseCode.InternalError, refusal?.reason ?? 'No connection state')
         return
       }
-      const capped = capRefusal(peer.remoteAddress)
+      const address = remoteAddressOf(peer)
+      let entry = address === undefined ? undefined : connectionsPerIp.get(address)
+      const capped = capRefusal(entry?.count ?? 0)
       if (capped) {
         peer.close(capped.closeCode, capped.reason)
         return
       }
+      if (entry) entry.count++
+      else if (address !== undefined) connectionsPerIp.set(address, entry = { address, count: 1 })
       // The context function's result is what `RpcContext` describes (the generated declaration says so).
-      const socket = new RpcSocket(peer, state.context as RpcContext, standardHandler, plainCalls, limits)
-      state.socket = socket
+      const socket = new RpcSocket(peer, state.context as RpcContext | undefined, entry?.address, route)
+      ;(peer.context as PeerContext)[connectionStateKey] = socket
       sockets.add(socket)
-      const address = peer.remoteAddress
-      if (address) connectionsPerIp.set(address, (connectionsPerIp.get(address) ?? 0) + 1)
       const websocket = socket.websocket
       // Nitro's graceful shutdown destroys "idle" sockets at once, and an upgraded socket looks idle to it
       // (http-graceful-shutdown in nitropack/runtime). Marked busy, it waits for nuxt-orpc's own drain.
@@ -251,7 +261,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     },
     message(peer, message) {
       // Handed over before any await: frames of one socket are decoded in order.
-      stateOf(peer)?.socket?.receive(typeof message.rawData === 'string' ? message.rawData : message.uint8Array())
+      const socket = stateOf(peer)
+      if (socket instanceof RpcSocket) socket.receive(typeof message.rawData === 'string' ? message.rawData : message.uint8Array())
     },
     close(peer) {
       forget(peer)

@@ -30,11 +30,24 @@ export const RpcCloseCode = {
   Forbidden: 4403,
 } as const
 
+/**
+ * A call in flight: a plain call's abort controller, or for a call oRPC's peer runs, whether its response
+ * went out (a stream runs on after it). Every call but an answered one holds up a graceful shutdown.
+ */
+type CallInFlight = AbortController | 'unanswered' | 'answered'
+
 /** Per-connection limits, resolved from the module options. */
 export interface RpcSocketLimits {
   maxCallsInFlight: number
   rateLimit: { max: number, windowMs: number } | false
   maxBufferedBytes: number
+}
+
+/** What every connection of one route shares: oRPC's handler, the plain-call path and the limits. */
+export interface RpcRoute {
+  readonly standardHandler: StandardHandler<object>
+  readonly plainCalls: PlainCallHandler
+  readonly limits: RpcSocketLimits
 }
 
 /** What `closeRpcConnections` and other server code can see of a connection. */
@@ -91,6 +104,20 @@ function webSocketOf(peer: Peer): NodeWebSocket {
   return (peer as unknown as { _internal?: { ws?: NodeWebSocket } })._internal?.ws ?? peer.websocket as NodeWebSocket
 }
 
+/**
+ * The peer's IP address. On Node it is asked of the TCP handle, as Node's `socket.remoteAddress` does, but
+ * without Node's cache: that keeps an object with the address, family and port on the socket for the
+ * connection's life (about 0.1 KB), for an address nuxt-orpc reads once.
+ */
+export function remoteAddressOf(peer: Peer): string | undefined {
+  type PeerName = { address?: string }
+  const handle = (peer as unknown as { _internal?: { nodeReq?: { socket?: { _handle?: { getpeername?: (out: PeerName) => number } } } } })
+    ._internal?.nodeReq?.socket?._handle
+  if (!handle?.getpeername) return peer.remoteAddress
+  const name: PeerName = {}
+  return handle.getpeername(name) === 0 ? name.address : undefined
+}
+
 const textDecoder = new TextDecoder()
 
 /** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
@@ -108,34 +135,41 @@ const binaryDelimiter = 0xFF
  * oRPC's in both cases.
  */
 export class RpcSocket implements RpcConnectionInfo {
-  // oRPC's peer (four maps and queues) and its request handler are made on the first call that needs them.
-  private peerInstance: ServerPeerWithoutCodec | undefined
-  private handleRequest: ReturnType<typeof createServerPeerHandleRequestFn> | undefined
-  private readonly budget: TokenBucket | undefined
-  /**
-   * Every call in flight by id: the abort controller of a plain call, undefined for one the peer runs.
-   * Made on the first call, as the set below: an idle connection holds neither.
-   */
-  private callsById: Map<string, AbortController | undefined> | undefined
-  /** Calls not answered yet (a stream counts until its first response): what a graceful shutdown waits for. */
-  private unansweredIds: Set<string> | undefined
+  // Fields are `declare`d and assigned in the constructor: bundlers lower class fields to helper calls (Nitro's
+  // does), and V8 then sizes the object for about ten of them, keeping the rest in a second array (0.1 KB
+  // more per connection). Assigned here, they all sit in the object itself.
+  readonly declare connection: Peer
+  readonly declare websocket: NodeWebSocket
+  readonly declare remoteAddress: string | undefined
   /** The TCP socket's bytes read when the heartbeat last pinged it (-1: not pinged yet). */
-  bytesReadAtPing = -1
-  readonly websocket: NodeWebSocket
-  private closed = false
-  private corked = false
+  declare bytesReadAtPing: number
+  private readonly declare route: RpcRoute
+  /** The connection's context; `{}` is made on first use when the context function is off. */
+  private declare contextValue: RpcContext | undefined
+  private declare budget: TokenBucket | undefined
+  private declare closed: boolean
+  private declare corked: boolean
+  // oRPC's peer (four maps and queues) and its request handler are made on the first call that needs them.
+  private declare peerInstance: ServerPeerWithoutCodec | undefined
+  /** Every call in flight by id; made on the first call (an idle connection holds no map). */
+  private declare callsById: Map<string, CallInFlight> | undefined
   /** The decoding of the frame that later frames wait behind, if one is still being decoded. */
-  private decoding: Promise<void> | undefined
+  private declare decoding: Promise<void> | undefined
 
-  constructor(
-    readonly connection: Peer,
-    readonly context: RpcContext,
-    private readonly standardHandler: StandardHandler<object>,
-    private readonly plainCalls: PlainCallHandler,
-    private readonly limits: RpcSocketLimits,
-  ) {
-    this.budget = limits.rateLimit ? new TokenBucket(limits.rateLimit.max, limits.rateLimit.windowMs) : undefined
+  constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, route: RpcRoute) {
+    this.connection = connection
     this.websocket = webSocketOf(connection)
+    this.remoteAddress = remoteAddress
+    this.bytesReadAtPing = -1
+    this.route = route
+    this.contextValue = context
+    const { rateLimit } = route.limits
+    this.budget = rateLimit ? new TokenBucket(rateLimit.max, rateLimit.windowMs) : undefined
+    this.closed = false
+    this.corked = false
+    this.peerInstance = undefined
+    this.callsById = undefined
+    this.decoding = undefined
     liveSockets.add(this)
     // On Node, frames come straight from ws. crossws's own listener would, for every frame, have h3 resolve the
     // route again and build a Message, then call the hook a few microtask turns later (about 5% of the
@@ -144,7 +178,8 @@ export class RpcSocket implements RpcConnectionInfo {
     const { listeners, off, on } = this.websocket
     if (listeners && off && on) {
       for (const listener of listeners.call(this.websocket, 'message')) off.call(this.websocket, 'message', listener)
-      on.call(this.websocket, 'message', data => this.receive(data))
+      // Bound rather than a closure: no scope object kept per connection.
+      on.call(this.websocket, 'message', this.receive.bind(this))
     }
   }
 
@@ -152,21 +187,20 @@ export class RpcSocket implements RpcConnectionInfo {
     return this.connection.id
   }
 
-  get remoteAddress() {
-    return this.connection.remoteAddress
+  get context(): RpcContext {
+    return this.contextValue ??= {} as RpcContext
   }
 
   /** Whether a call on this socket still waits for its response. */
   get answering() {
-    return (this.unansweredIds?.size ?? 0) > 0
+    for (const call of this.callsById?.values() ?? []) {
+      if (call !== 'answered') return true
+    }
+    return false
   }
 
   private get calls() {
     return this.callsById ??= new Map()
-  }
-
-  private get unanswered() {
-    return this.unansweredIds ??= new Set()
   }
 
   /**
@@ -197,7 +231,7 @@ export class RpcSocket implements RpcConnectionInfo {
       this.close(RpcCloseCode.MalformedFrame, 'Malformed frame: not JSON')
       return
     }
-    const plainCall = this.plainCalls.enabled ? asPlainCall(frame) : undefined
+    const plainCall = this.route.plainCalls.enabled ? asPlainCall(frame) : undefined
     if (plainCall) {
       if (!this.calls.has(plainCall.id) && !this.refused(plainCall.id)) void this.runPlainCall(plainCall)
       return
@@ -227,7 +261,9 @@ export class RpcSocket implements RpcConnectionInfo {
     if (this.closed && !liveSockets.has(this)) return
     this.closed = true
     liveSockets.delete(this)
-    for (const controller of this.callsById?.values() ?? []) controller?.abort()
+    for (const call of this.callsById?.values() ?? []) {
+      if (typeof call === 'object') call.abort()
+    }
     this.peerInstance?.close()
   }
 
@@ -252,9 +288,9 @@ export class RpcSocket implements RpcConnectionInfo {
   private async accept(decoded: DecodedRequestMessage) {
     const [id, type] = decoded
     if (type === MessageType.ABORT_SIGNAL) {
-      const controller = this.calls.get(id)
-      if (controller) {
-        controller.abort(new AbortError('Client aborted the request'))
+      const call = this.calls.get(id)
+      if (typeof call === 'object') {
+        call.abort(new AbortError('Client aborted the request'))
         return
       }
     }
@@ -263,33 +299,29 @@ export class RpcSocket implements RpcConnectionInfo {
       return
     }
     if (this.calls.has(id) || this.refused(id)) return
-    this.calls.set(id, undefined)
-    this.unanswered.add(id)
+    this.calls.set(id, 'unanswered')
     try {
       await this.dispatch(decoded)
     }
     finally {
       this.calls.delete(id)
-      this.unanswered.delete(id)
     }
   }
 
   private async runPlainCall({ id, url, body }: PlainCallFrame) {
     const controller = new AbortController()
     this.calls.set(id, controller)
-    this.unanswered.add(id)
     try {
-      const response = await this.plainCalls.call(url, body, this.context, controller.signal)
+      const response = await this.route.plainCalls.call(url, body, this.context, controller.signal)
       // As oRPC's peer does: an aborted call gets no response (the client has stopped waiting for it).
       if (controller.signal.aborted || this.closed) return
       if (!needsStockEncoding(response.body)) {
-        this.unanswered.delete(id)
         this.sendResponse(id, response)
         return
       }
       // A stream, a file or a form: oRPC's peer encodes and sends it, and runs the stream. From here on the
       // call is the peer's; its abort (client abort, socket closed) reaches the procedure's signal.
-      this.calls.set(id, undefined)
+      this.calls.set(id, 'unanswered')
       const peerSignal = this.peer.open(id).signal
       peerSignal.addEventListener('abort', () => controller.abort(peerSignal.reason), { once: true })
       await this.peer.response(id, response)
@@ -299,23 +331,23 @@ export class RpcSocket implements RpcConnectionInfo {
     }
     finally {
       this.calls.delete(id)
-      this.unanswered.delete(id)
     }
   }
 
   /** Refuses a new call over the connection's limits with TOO_MANY_REQUESTS; true when it did. */
   private refused(id: string): boolean {
-    if (this.calls.size >= this.limits.maxCallsInFlight) {
-      this.sendResponse(id, this.plainCalls.encodeError(new ORPCError('TOO_MANY_REQUESTS', {
+    const { limits, plainCalls } = this.route
+    if (this.calls.size >= limits.maxCallsInFlight) {
+      this.sendResponse(id, plainCalls.encodeError(new ORPCError('TOO_MANY_REQUESTS', {
         status: 429,
-        message: `Too many calls in flight on this connection (limit ${this.limits.maxCallsInFlight}); wait for some to finish.`,
-        data: { limit: 'maxCallsInFlight', max: this.limits.maxCallsInFlight },
+        message: `Too many calls in flight on this connection (limit ${limits.maxCallsInFlight}); wait for some to finish.`,
+        data: { limit: 'maxCallsInFlight', max: limits.maxCallsInFlight },
       })))
       return true
     }
     if (this.budget && !this.budget.take()) {
-      const { max, windowMs } = this.limits.rateLimit as { max: number, windowMs: number }
-      this.sendResponse(id, this.plainCalls.encodeError(new ORPCError('TOO_MANY_REQUESTS', {
+      const { max, windowMs } = limits.rateLimit as { max: number, windowMs: number }
+      this.sendResponse(id, plainCalls.encodeError(new ORPCError('TOO_MANY_REQUESTS', {
         status: 429,
         message: `Rate limit exceeded on this connection (${max} calls per ${windowMs} ms); slow down.`,
         data: { limit: 'rateLimit', max, windowMs },
@@ -329,15 +361,15 @@ export class RpcSocket implements RpcConnectionInfo {
     return this.peerInstance ??= new ServerPeerWithoutCodec(async ([id, type, payload]) => {
       const encoded = await encodeResponseMessage(id, type, payload)
       if (type === MessageType.EVENT_ITERATOR) await this.drain()
-      else if (type === MessageType.RESPONSE) this.unanswered.delete(id)
+      else if (type === MessageType.RESPONSE && this.callsById?.has(id)) this.callsById.set(id, 'answered')
       this.send(encoded)
     })
   }
 
   private async dispatch(decoded: DecodedRequestMessage) {
-    this.handleRequest ??= createServerPeerHandleRequestFn(this.standardHandler, { context: this.context })
     try {
-      await this.peer.message(decoded, this.handleRequest)
+      // Made per call: this path is for files, headers and streamed input, where it is a small part of the cost.
+      await this.peer.message(decoded, createServerPeerHandleRequestFn(this.route.standardHandler, { context: this.context }))
     }
     catch (error) {
       // The call failed outside its procedure: the socket closed under it, or its output cannot be encoded.
@@ -378,7 +410,7 @@ export class RpcSocket implements RpcConnectionInfo {
    */
   private async drain() {
     const websocket = this.websocket
-    while (!this.closed && (websocket.bufferedAmount ?? 0) > this.limits.maxBufferedBytes) {
+    while (!this.closed && (websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) {
       await new Promise(resolve => setTimeout(resolve, 10))
     }
   }
