@@ -17,6 +17,8 @@ const binaryDelimiter = 0xFF
  * meet the ids of the oRPC link that shares the socket.
  */
 const idPrefix = '_'
+/** How a plain call's id starts in a frame's JSON: a frame without it answers none of them. */
+const quotedIdPrefix = `"${idPrefix}`
 
 /**
  * The queue oRPC's stream reader pulls from. `@orpc/standard-server-peer`'s declarations reach `@orpc/shared`
@@ -76,7 +78,7 @@ export class PlainCallClient {
   receive(data: unknown): boolean {
     if (this.pending.size === 0 && this.streams.length === 0) return false
     if (typeof data === 'string') {
-      if (!data.includes(`"${idPrefix}`)) return false
+      if (!data.includes(quotedIdPrefix)) return false
       let message: { i?: unknown, t?: unknown }
       try {
         message = JSON.parse(data)
@@ -93,7 +95,7 @@ export class PlainCallClient {
     const bytes = new Uint8Array(data)
     const end = bytes.indexOf(binaryDelimiter)
     const head = textDecoder.decode(end === -1 ? bytes : bytes.subarray(0, end))
-    if (!head.includes(`"${idPrefix}`)) return false
+    if (!head.includes(quotedIdPrefix)) return false
     try {
       const id = (JSON.parse(head) as { i?: unknown }).i
       if (typeof id !== 'string' || !id.startsWith(idPrefix)) return false
@@ -127,7 +129,15 @@ export class PlainCallClient {
     const response = payload as StandardResponse
     if (!isEventIteratorHeaders(response.headers)) {
       this.settle(id, call)
-      this.decode(response.status, response.body).then(call.resolve, call.reject)
+      let output: unknown
+      try {
+        output = this.decode(response.status, response.body)
+      }
+      catch (error) {
+        call.reject(error)
+        return
+      }
+      call.resolve(output)
       return
     }
     // An event stream: oRPC's reader pulls its events from a queue this client fills. The call's signal still
@@ -139,7 +149,12 @@ export class PlainCallClient {
       if (reason !== 'next' && this.streams.isOpen(id)) this.sendAbort(id)
       this.streams.close({ id })
     }, { signal: call.signal })
-    this.decode(response.status, iterator).then(call.resolve, call.reject)
+    try {
+      call.resolve(this.decode(response.status, iterator))
+    }
+    catch (error) {
+      call.reject(error)
+    }
   }
 
   /** oRPC's abort message: the server stops the call (and its stream). */
@@ -152,8 +167,8 @@ export class PlainCallClient {
     if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort)
   }
 
-  /** What oRPC's `StandardRPCLinkCodec.decode` does with a response. */
-  private async decode(status: number, body: unknown): Promise<unknown> {
+  /** What oRPC's `StandardRPCLinkCodec.decode` does with a response (synchronously: no await is needed). */
+  private decode(status: number, body: unknown): unknown {
     let deserialized: unknown
     try {
       deserialized = serializer.deserialize(body as Parameters<StandardRPCSerializer['deserialize']>[0])

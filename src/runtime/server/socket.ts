@@ -316,7 +316,8 @@ export class RpcSocket implements RpcConnectionInfo {
       // As oRPC's peer does: an aborted call gets no response (the client has stopped waiting for it).
       if (controller.signal.aborted || this.closed) return
       if (!needsStockEncoding(response.body)) {
-        this.sendResponse(id, response)
+        // The answer to the only call in flight: no other reply can join it in this tick.
+        this.sendResponse(id, response, this.calls.size === 1)
         return
       }
       // A stream, a file or a form: oRPC's peer encodes and sends it, and runs the stream. From here on the
@@ -378,18 +379,18 @@ export class RpcSocket implements RpcConnectionInfo {
   }
 
   /** A response whose body is plain JSON, in oRPC's message format. */
-  private sendResponse(id: string, response: StandardResponse) {
-    this.send(stringifyJSON(serializeResponseMessage(id, MessageType.RESPONSE, response)))
+  private sendResponse(id: string, response: StandardResponse, alone = false) {
+    this.send(stringifyJSON(serializeResponseMessage(id, MessageType.RESPONSE, response)), alone)
   }
 
   /**
    * Replies made in the same tick leave in one write: the first send of a tick corks the TCP socket and the
    * next tick uncorks it (ws writes every frame on its own otherwise, and that write is most of a reply's
-   * cost under load).
+   * cost under load). A frame known to be `alone` in its tick is written at once: corking would only add work.
    */
-  private send(encoded: EncodedMessage) {
+  private send(encoded: EncodedMessage, alone = false) {
     if (this.closed) return
-    if (!this.corked) {
+    if (!this.corked && !alone) {
       const tcp = this.websocket._socket
       if (tcp?.cork && tcp.uncork) {
         this.corked = true
