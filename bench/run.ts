@@ -53,7 +53,8 @@ if (options.help) {
   --targets a,b           only these: ${targets.map(target => target.key).join(', ')}
   --sustained-seconds N   length of the sustained pattern (default 20)
   --rebuild / --no-build  always / never build the fixture (default: when its sources changed)
-  --cpu-prof              write the fixture servers' V8 CPU profiles to bench/results/profiles/
+  --cpu-prof              write the fixture servers' V8 CPU profiles to bench/results/profiles/, the load
+                          process's to bench/results/profiles/load/
   --redis-url URL         the Redis the fanout pattern uses (default ${defaultRedisUrl}); without one it is
                           skipped, or fails under CI=true
   --out FILE              where the JSON goes (default bench/results/bench-<time>.json)
@@ -183,7 +184,7 @@ class LoadProcess {
   private async start(): Promise<ChildProcess> {
     const child = track(fork(join(benchDir, 'client.ts'), [], {
       cwd: rootDir,
-      execArgv: ['--expose-gc', '--import', 'jiti/register'],
+      execArgv: ['--expose-gc', '--import', 'jiti/register', ...(options['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles', 'load')}`] : [])],
       stdio: ['ignore', 2, 2, 'ipc'],
     }))
     await new Promise<void>((resolve, reject) => {
