@@ -148,15 +148,19 @@ describe('connection caps', () => {
     const overAll = raw('/capped', { localAddress: '127.0.0.3' })
     expect(await overAll.closed).toEqual({ code: 1013, reason: 'Too many connections' })
 
-    // Room frees up as sockets close.
-    fromOne[0]!.close()
-    await waitFor(async () => {
-      const again = new RawSocket(wsUrl('/capped'), {}, '127.0.0.3')
+    // Room frees up as sockets close, under both caps.
+    const answersPing = async (localAddress: string) => {
+      const again = new RawSocket(wsUrl('/capped'), {}, localAddress)
       await again.opened
       const answer = await Promise.race([again.request(1, 'ping'), again.closed])
       again.close()
+      await again.closed
       return (answer as { p?: { b?: { json: unknown } } }).p?.b?.json === 'pong'
-    })
+    }
+    fromOne[0]!.close()
+    await waitFor(() => answersPing('127.0.0.3'))
+    await waitFor(async () => (await stats()).connections === 11)
+    expect(await answersPing('127.0.0.1')).toBe(true)
   })
 })
 
@@ -385,6 +389,15 @@ describe('graceful shutdown (SIGTERM)', () => {
   it('finishes calls in flight, closes sockets with 1001, refuses new ones, exits', async () => {
     const { client: rpc, connection } = client()
     expect(await rpc.ping()).toBe('pong')
+    // Streams that have begun are answered: the drain waits for the slow call, not for them. One runs on the
+    // plain path (a string id), one on oRPC's peer (a number id).
+    const streaming = raw()
+    await streaming.opened
+    for (const id of ['s', 7]) {
+      const head = await streaming.request(id, 'numbered', { count: 10_000, intervalMs: 50 })
+      expect(head.p).toMatchObject({ h: { 'content-type': 'text/event-stream' } })
+    }
+    const streamClosed = streaming.closed.then(closed => ({ ...closed, at: Date.now() }))
     const slow = rpc.slow({ ms: 800 })
     await new Promise(resolve => setTimeout(resolve, 100))
     const exited = new Promise<number | null>(resolve => server.process.once('exit', code => resolve(code)))
@@ -397,7 +410,13 @@ describe('graceful shutdown (SIGTERM)', () => {
     })
     expect(['refused', 'closed 1001']).toContain(lateOutcome)
     expect(await slow).toBe('done')
+    const slowDoneAt = Date.now()
     await waitFor(() => connection.status.closeCode === 1001, { timeout: 5000 })
+    const { code, at } = await streamClosed
+    expect(code).toBe(1001)
+    // Right after the slow call, well before the fixture's shutdownTimeout (3 s), which the drain would wait
+    // out if the stream held it.
+    expect(at - slowDoneAt).toBeLessThan(1500)
     expect(await exited).toBe(0)
     await start(server.port)
   })

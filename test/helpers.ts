@@ -42,8 +42,8 @@ export class RawSocket {
   }
 
   /** Sends one oRPC request frame and resolves with the first frame answering it. */
-  request(id: number, path: string, input?: unknown) {
-    const answer = new Promise<{ i: number, t?: number, p: { s?: number, b?: { json: unknown } } }>((resolve) => {
+  request(id: number | string, path: string, input?: unknown) {
+    const answer = new Promise<{ i: number | string, t?: number, p: { s?: number, b?: { json: unknown } } }>((resolve) => {
       this.waiting.set(id, message => resolve(message as never))
     })
     this.socket.send(JSON.stringify({ i: id, p: { u: `/${path}`, b: input === undefined ? undefined : { json: input } } }))

@@ -1,10 +1,11 @@
 import { ORPCError } from '@orpc/client'
 import type { StandardHandler } from '@orpc/server/standard'
 import { createServerPeerHandleRequestFn } from '@orpc/server/standard-peer'
-import type { DecodedRequestMessage, EncodedMessage } from '@orpc/standard-server-peer'
+import type { DecodedRequestMessage, EncodedMessage, EventIteratorPayload } from '@orpc/standard-server-peer'
 import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType, serializeResponseMessage } from '@orpc/standard-server-peer'
-import { AbortError, stringifyJSON } from '@orpc/shared'
+import { AbortError, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
 import type { StandardResponse } from '@orpc/standard-server'
+import { ErrorEvent, getEventMeta, HibernationEventIterator } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
@@ -31,10 +32,14 @@ export const RpcCloseCode = {
 } as const
 
 /**
- * A call in flight: a plain call's abort controller, or for a call oRPC's peer runs, whether its response
- * went out (a stream runs on after it). Every call but an answered one holds up a graceful shutdown.
+ * A call in flight. A plain call: its abort controller, wrapped as `{ streaming }` once its response has gone
+ * out and its stream runs. A call oRPC's peer runs: whether its response went out. A call whose response has
+ * not gone out holds up a graceful shutdown; a stream that has begun does not.
  */
-type CallInFlight = AbortController | 'unanswered' | 'answered'
+type CallInFlight = AbortController | { streaming: AbortController } | 'unanswered' | 'answered'
+
+const controllerOf = (call: CallInFlight | undefined): AbortController | undefined =>
+  call instanceof AbortController ? call : typeof call === 'object' ? call.streaming : undefined
 
 /** Per-connection limits, resolved from the module options. */
 export interface RpcSocketLimits {
@@ -194,7 +199,7 @@ export class RpcSocket implements RpcConnectionInfo {
   /** Whether a call on this socket still waits for its response. */
   get answering() {
     for (const call of this.callsById?.values() ?? []) {
-      if (call !== 'answered') return true
+      if (call instanceof AbortController || call === 'unanswered') return true
     }
     return false
   }
@@ -261,9 +266,7 @@ export class RpcSocket implements RpcConnectionInfo {
     if (this.closed && !liveSockets.has(this)) return
     this.closed = true
     liveSockets.delete(this)
-    for (const call of this.callsById?.values() ?? []) {
-      if (typeof call === 'object') call.abort()
-    }
+    for (const call of this.callsById?.values() ?? []) controllerOf(call)?.abort()
     this.peerInstance?.close()
   }
 
@@ -288,9 +291,9 @@ export class RpcSocket implements RpcConnectionInfo {
   private async accept(decoded: DecodedRequestMessage) {
     const [id, type] = decoded
     if (type === MessageType.ABORT_SIGNAL) {
-      const call = this.calls.get(id)
-      if (typeof call === 'object') {
-        call.abort(new AbortError('Client aborted the request'))
+      const controller = controllerOf(this.calls.get(id))
+      if (controller) {
+        controller.abort(new AbortError('Client aborted the request'))
         return
       }
     }
@@ -320,8 +323,12 @@ export class RpcSocket implements RpcConnectionInfo {
         this.sendResponse(id, response, this.calls.size === 1)
         return
       }
-      // A stream, a file or a form: oRPC's peer encodes and sends it, and runs the stream. From here on the
-      // call is the peer's; its abort (client abort, socket closed) reaches the procedure's signal.
+      if (isAsyncIteratorObject(response.body) && !(response.body instanceof HibernationEventIterator)) {
+        await this.sendStream(id, response, response.body, controller)
+        return
+      }
+      // A file, a form or a ReadableStream: oRPC's peer encodes and sends it. From here on the call is the
+      // peer's; its abort (client abort, socket closed) reaches the procedure's signal.
       this.calls.set(id, 'unanswered')
       const peerSignal = this.peer.open(id).signal
       peerSignal.addEventListener('abort', () => controller.abort(peerSignal.reason), { once: true })
@@ -333,6 +340,48 @@ export class RpcSocket implements RpcConnectionInfo {
     finally {
       this.calls.delete(id)
     }
+  }
+
+  /**
+   * The event stream answering a plain call, sent as oRPC's server peer sends one: the response, then a
+   * `message` frame per event, then a `done` or an `error` frame; encoded by oRPC's own functions, without the
+   * peer's promise layers around every event. An abort (an abort frame, the socket closing) stops it and
+   * returns the iterator; nothing is sent after that, as with the peer.
+   */
+  private async sendStream(id: string, response: StandardResponse, iterator: AsyncIterator<unknown>, controller: AbortController) {
+    const { signal } = controller
+    const head = await encodeResponseMessage(id, MessageType.RESPONSE, response)
+    if (signal.aborted || this.closed) return
+    this.send(head)
+    this.calls.set(id, { streaming: controller })
+    while (true) {
+      let event: EventIteratorPayload
+      try {
+        const { done, value } = await iterator.next()
+        event = { event: done ? 'done' : 'message', data: value, meta: getEventMeta(value) }
+      }
+      catch (error) {
+        if (signal.aborted) return
+        // oRPC's serializer turns every error of a stream into an ErrorEvent; anything else is a failure of
+        // the stream itself, which the peer reports the same way.
+        if (!(error instanceof ErrorEvent)) {
+          this.sendEvent(id, { event: 'error', data: undefined })
+          throw error
+        }
+        event = { event: 'error', data: error.data, meta: getEventMeta(error) }
+      }
+      if (!signal.aborted && (this.websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) await this.drain()
+      if (signal.aborted) {
+        await iterator.return?.()
+        return
+      }
+      this.sendEvent(id, event)
+      if (event.event !== 'message') return
+    }
+  }
+
+  private sendEvent(id: string, event: EventIteratorPayload) {
+    this.send(stringifyJSON(serializeResponseMessage(id, MessageType.EVENT_ITERATOR, event)))
   }
 
   /** Refuses a new call over the connection's limits with TOO_MANY_REQUESTS; true when it did. */
