@@ -175,14 +175,14 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   }
 
   /** Connection caps, checked synchronously in `open` so concurrent handshakes cannot overshoot them. */
-  function capRefusal(fromAddress: number): RpcRefusal | undefined {
+  function capRefusal(openFromAddress: number): RpcRefusal | undefined {
     if (isShuttingDown()) {
       return { status: 503, closeCode: RpcCloseCode.GoingAway, reason: 'Server shutting down' }
     }
     if (sockets.size >= limits.maxConnections) {
       return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections' }
     }
-    if (fromAddress >= limits.maxConnectionsPerIp) {
+    if (openFromAddress >= limits.maxConnectionsPerIp) {
       return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
     }
     // Last, so refused sockets do not use up the budget: a reconnect storm is let in at a steady rate.

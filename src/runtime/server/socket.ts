@@ -154,7 +154,7 @@ export class RpcSocket implements RpcConnectionInfo {
   private declare budget: TokenBucket | undefined
   private declare closed: boolean
   private declare corked: boolean
-  // oRPC's peer (four maps and queues) and its request handler are made on the first call that needs them.
+  /** oRPC's peer (four maps and queues), made on the first call that needs it. */
   private declare peerInstance: ServerPeerWithoutCodec | undefined
   /** Every call in flight by id; made on the first call (an idle connection holds no map). */
   private declare callsById: Map<string, CallInFlight> | undefined
