@@ -327,26 +327,27 @@ describe('server killed mid-call (SIGKILL)', () => {
 })
 
 describe('backpressure', () => {
-  it('pauses a stream for a client that stops reading; server memory stays bounded', async () => {
+  // A string id takes nuxt-orpc's plain path, which sends the stream itself; a number id goes through oRPC's peer.
+  it.each([['the plain path', 'p1'], ['oRPC\'s peer', 1]] as const)('pauses a stream for a client that stops reading (%s); server memory stays bounded', async (_path, id) => {
     // Warm up with a reader that keeps up, so the baseline includes what streaming itself costs.
     const warm = raw()
     await warm.opened
-    warm.send(JSON.stringify({ i: 1, p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
-    await waitFor(() => (warm.responses.get(1)?.length ?? 0) > 2000, { timeout: 10_000 })
+    warm.send(JSON.stringify({ i: id, p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
+    await waitFor(() => (warm.responses.get(id)?.length ?? 0) > 2000, { timeout: 10_000 })
     warm.close()
     await waitFor(async () => (await stats()).connections === 0)
     const before = await stats()
     const socket = raw()
     await socket.opened
-    socket.send(JSON.stringify({ i: 1, p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
-    await waitFor(() => (socket.responses.get(1)?.length ?? 0) > 10)
+    socket.send(JSON.stringify({ i: id, p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
+    await waitFor(() => (socket.responses.get(id)?.length ?? 0) > 10)
     socket.socket.pause() // stop reading: TCP buffers fill, then ws's buffer
     await new Promise(resolve => setTimeout(resolve, 1500))
     const early = await stats()
     await new Promise(resolve => setTimeout(resolve, 1500))
     const late = await stats()
-    recordFigure('slow reader: server RSS growth (bytes)', late.rss - before.rss)
-    recordFigure('slow reader: server heap growth (bytes)', late.heapUsed - before.heapUsed)
+    recordFigure(`slow reader (${id}): server RSS growth (bytes)`, late.rss - before.rss)
+    recordFigure(`slow reader (${id}): server heap growth (bytes)`, late.heapUsed - before.heapUsed)
     expect(late.rss - before.rss).toBeLessThan(5 * MiB)
     expect(late.heapUsed - before.heapUsed).toBeLessThan(5 * MiB)
     // Bounded, not just slow: nothing more piles up once the buffer is full.
