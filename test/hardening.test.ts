@@ -65,6 +65,7 @@ interface ServerStats {
   retained: number
   connections: number
   peakOpensPerSecond: number
+  firehoseEvents: number
 }
 
 async function stats(forgetTracked = false): Promise<ServerStats> {
@@ -352,6 +353,26 @@ describe('backpressure', () => {
     expect(late.heapUsed - before.heapUsed).toBeLessThan(5 * MiB)
     // Bounded, not just slow: nothing more piles up once the buffer is full.
     expect(late.heapUsed - early.heapUsed).toBeLessThan(MiB)
+    // Paused, not ended: the stream goes on once the client reads again.
+    const received = socket.responses.get(id)!.length
+    socket.socket.resume()
+    await waitFor(() => socket.responses.get(id)!.length > received + 100)
+    socket.close()
+  })
+
+  it('stops a stream at once when the server closes its socket for a bad frame, even with nobody reading', async () => {
+    const socket = raw()
+    await socket.opened
+    socket.send(JSON.stringify({ i: 's', p: { u: '/firehose', b: { json: { size: 10_000 } } } }))
+    await waitFor(() => (socket.responses.get('s')?.length ?? 0) > 10)
+    // A reader that stopped never answers the closing handshake: the socket stays half closed for ws's 30 s.
+    socket.socket.pause()
+    await new Promise(resolve => setTimeout(resolve, 300))
+    socket.send('not json')
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const stopped = (await stats()).firehoseEvents
+    await new Promise(resolve => setTimeout(resolve, 500))
+    expect((await stats()).firehoseEvents).toBe(stopped)
     socket.close()
   })
 })

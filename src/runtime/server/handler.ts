@@ -238,16 +238,16 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
         return
       }
       const address = remoteAddressOf(peer)
-      let entry = address === undefined ? undefined : connectionsPerIp.get(address)
+      const entry = address === undefined ? undefined : connectionsPerIp.get(address)
       const capped = capRefusal(entry?.count ?? 0)
       if (capped) {
         peer.close(capped.closeCode, capped.reason)
         return
       }
-      if (entry) entry.count++
-      else if (address !== undefined) connectionsPerIp.set(address, entry = { address, count: 1 })
       // The context function's result is what `RpcContext` describes (the generated declaration says so).
-      const socket = new RpcSocket(peer, state.context as RpcContext | undefined, entry?.address, route)
+      const socket = new RpcSocket(peer, state.context as RpcContext | undefined, entry?.address ?? address, route)
+      if (entry) entry.count++
+      else if (address !== undefined) connectionsPerIp.set(address, { address, count: 1 })
       ;(peer.context as PeerContext)[connectionStateKey] = socket
       sockets.add(socket)
       const websocket = socket.websocket

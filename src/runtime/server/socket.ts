@@ -261,7 +261,7 @@ export class RpcSocket implements RpcConnectionInfo {
     if (decoded && !this.closed) void this.accept(decoded)
   }
 
-  /** Aborts every call still running; called when the socket closed. */
+  /** Aborts every call still running; called when the socket closes (or is being closed from here). */
   dispose() {
     if (this.closed && !liveSockets.has(this)) return
     this.closed = true
@@ -270,9 +270,10 @@ export class RpcSocket implements RpcConnectionInfo {
     this.peerInstance?.close()
   }
 
+  /** Closes the socket; its calls are aborted at once, not when the closing handshake ends. */
   close(code: number, reason: string) {
-    this.closed = true
     this.connection.close(code, reason)
+    this.dispose()
   }
 
   /** oRPC's decoder, for frames the plain path does not take; undefined (and the socket closed) when malformed. */
@@ -316,8 +317,12 @@ export class RpcSocket implements RpcConnectionInfo {
     this.calls.set(id, controller)
     try {
       const response = await this.route.plainCalls.call(url, body, this.context, controller.signal)
-      // As oRPC's peer does: an aborted call gets no response (the client has stopped waiting for it).
-      if (controller.signal.aborted || this.closed) return
+      // As oRPC's peer does: an aborted call gets no response (the client has stopped waiting for it). A
+      // stream that will not be read is ended here.
+      if (controller.signal.aborted || this.closed) {
+        if (isAsyncIteratorObject(response.body)) void response.body.return?.()?.catch(() => {})
+        return
+      }
       if (!needsStockEncoding(response.body)) {
         // The answer to the only call in flight: no other reply can join it in this tick.
         this.sendResponse(id, response, this.calls.size === 1)
@@ -350,33 +355,40 @@ export class RpcSocket implements RpcConnectionInfo {
    */
   private async sendStream(id: string, response: StandardResponse, iterator: AsyncIterator<unknown>, controller: AbortController) {
     const { signal } = controller
-    const head = await encodeResponseMessage(id, MessageType.RESPONSE, response)
-    if (signal.aborted || this.closed) return
-    this.send(head)
-    this.calls.set(id, { streaming: controller })
-    while (true) {
-      let event: EventIteratorPayload
-      try {
-        const { done, value } = await iterator.next()
-        event = { event: done ? 'done' : 'message', data: value, meta: getEventMeta(value) }
-      }
-      catch (error) {
-        if (signal.aborted) return
-        // oRPC's serializer turns every error of a stream into an ErrorEvent; anything else is a failure of
-        // the stream itself, which the peer reports the same way.
-        if (!(error instanceof ErrorEvent)) {
-          this.sendEvent(id, { event: 'error', data: undefined })
-          throw error
+    // Until the iterator has ended by itself, leaving this function (an abort, a closed socket, a failed send)
+    // returns it, so the procedure's generator runs its cleanup.
+    let ended = false
+    try {
+      const head = await encodeResponseMessage(id, MessageType.RESPONSE, response)
+      if (signal.aborted || this.closed) return
+      this.send(head)
+      this.calls.set(id, { streaming: controller })
+      while (true) {
+        let event: EventIteratorPayload
+        try {
+          const { done, value } = await iterator.next()
+          ended = done === true
+          event = { event: done ? 'done' : 'message', data: value, meta: getEventMeta(value) }
         }
-        event = { event: 'error', data: error.data, meta: getEventMeta(error) }
+        catch (error) {
+          ended = true
+          if (signal.aborted || this.closed) return
+          // oRPC's serializer turns every error of a stream into an ErrorEvent; anything else is a failure of
+          // the stream itself, which the peer reports the same way.
+          if (!(error instanceof ErrorEvent)) {
+            this.sendEvent(id, { event: 'error', data: undefined })
+            throw error
+          }
+          event = { event: 'error', data: error.data, meta: getEventMeta(error) }
+        }
+        if ((this.websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) await this.drain(signal)
+        if (signal.aborted || this.closed) return
+        this.sendEvent(id, event)
+        if (event.event !== 'message') return
       }
-      if (!signal.aborted && (this.websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) await this.drain()
-      if (signal.aborted) {
-        await iterator.return?.()
-        return
-      }
-      this.sendEvent(id, event)
-      if (event.event !== 'message') return
+    }
+    finally {
+      if (!ended) await iterator.return?.()
     }
   }
 
@@ -418,8 +430,12 @@ export class RpcSocket implements RpcConnectionInfo {
 
   private async dispatch(decoded: DecodedRequestMessage) {
     try {
-      // Made per call: this path is for files, headers and streamed input, where it is a small part of the cost.
-      await this.peer.message(decoded, createServerPeerHandleRequestFn(this.route.standardHandler, { context: this.context }))
+      // Made per request: this path is for files, headers and streamed input, where it is a small part of the
+      // cost. Aborts and input events need none.
+      const handleRequest = decoded[1] === MessageType.REQUEST
+        ? createServerPeerHandleRequestFn(this.route.standardHandler, { context: this.context })
+        : undefined
+      await this.peer.message(decoded, handleRequest)
     }
     catch (error) {
       // The call failed outside its procedure: the socket closed under it, or its output cannot be encoded.
@@ -456,11 +472,11 @@ export class RpcSocket implements RpcConnectionInfo {
   /**
    * Backpressure for streams: while the socket holds more than `maxBufferedBytes` unsent, the stream waits
    * (oRPC awaits this send before pulling the next event), so a slow reader cannot make the server buffer
-   * without bound.
+   * without bound. It stops waiting when the socket closes or the stream's `signal` aborts.
    */
-  private async drain() {
+  private async drain(signal?: AbortSignal) {
     const websocket = this.websocket
-    while (!this.closed && (websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) {
+    while (!this.closed && !signal?.aborted && (websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) {
       await new Promise(resolve => setTimeout(resolve, 10))
     }
   }
@@ -480,7 +496,6 @@ export function closeRpcConnections(
   for (const socket of [...liveSockets]) {
     if (filter && !filter(socket)) continue
     socket.close(code, reason)
-    socket.dispose()
     count++
   }
   return count
