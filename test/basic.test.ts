@@ -72,7 +72,8 @@ describe('calls over the socket', () => {
   it('builds the context from the upgrade request as an H3 event', async () => {
     const { client: rpc } = client()
     const info = await rpc.connection()
-    expect(info).toMatchObject({ isH3Event: true, transport: 'websocket' })
+    // Headers and address are read on demand from the upgrade request.
+    expect(info).toMatchObject({ isH3Event: true, transport: 'websocket', host: `127.0.0.1:${port}` })
     expect(info.remoteAddress).toMatch(/127\.0\.0\.1/)
   })
 })

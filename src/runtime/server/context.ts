@@ -72,11 +72,17 @@ export function contextInputFromUpgrade(request: RpcUpgradeRequest): RpcContextI
     // What Nitro's request hook sets up; `useRuntimeConfig(event)` (and session libraries) read it.
     event.context.nitro = { errors: [] }
   }
+  // Headers and address are read only if the context function asks: crossws keeps the `Headers` it builds,
+  // and Node the peer name it looks up, for the connection's life (about 0.5 KB per connection together).
   return {
     event,
     url: new URL(request.url),
-    headers: request.headers,
-    remoteAddress: nodeRequest?.socket?.remoteAddress,
+    get headers() {
+      return request.headers
+    },
+    get remoteAddress() {
+      return nodeRequest?.socket?.remoteAddress
+    },
     transport: 'websocket',
   }
 }
