@@ -461,6 +461,26 @@ describe('stream resume', () => {
     expect(seen).toEqual(Array.from({ length: 60 }, (_, n) => n))
   })
 
+  it('takes reads made while a stream resumes one at a time: none ends it early, none skips an event', async () => {
+    const { client: rpc, connection } = client()
+    const iterator = await rpc.numbered({ count: 15, intervalMs: 100 })
+    const seen: number[] = []
+    for (let read = 0; read < 5; read++) seen.push((await iterator.next()).value.n)
+    const port = server.port
+    await server.stop('SIGKILL')
+    await waitFor(() => connection.status.state === 'reconnecting')
+    // Two reads at once on a stream whose socket is gone: the first resumes it, the second must wait for that
+    // instead of reading the old, ended stream.
+    const both = Promise.all([iterator.next(), iterator.next()])
+    await start(port)
+    for (const result of await both) {
+      expect(result.done).toBe(false)
+      seen.push(result.value.n)
+    }
+    for await (const event of iterator) seen.push(event.n)
+    expect(seen).toEqual(Array.from({ length: 15 }, (_, n) => n))
+  })
+
   it('ends a stream without ids with CONNECTION_CLOSED when its socket drops', async () => {
     const { client: rpc } = client()
     const iterator = await rpc.firehose({ size: 10 })

@@ -1,7 +1,7 @@
 import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
-import { AsyncIteratorClass, isAsyncIteratorObject } from '@orpc/shared'
+import { isAsyncIteratorObject } from '@orpc/shared'
 import { PlainCallClient } from './plain-calls'
 
 /** Where the browser's socket is in its life. */
@@ -196,6 +196,100 @@ class Session {
   }
 }
 
+const ignore = () => {}
+
+/** `Symbol.asyncDispose`, or the symbol oRPC's iterators use where the runtime has none. */
+const asyncDispose: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose ?? Symbol.for('asyncDispose')
+
+/**
+ * The iterator `RpcConnection.resumableStream` returns. It reads the call's stream and notes event ids; when
+ * the stream fails, `resume` either gives a new stream that goes on after the last id (the socket dropped)
+ * or throws the error the caller gets. Written out instead of built on oRPC's `AsyncIteratorClass`: around a
+ * bare generator, that took 0.48 us per event and this takes 0.18 (Node 22), and the client spends about
+ * 4 us per event in all.
+ * Like it, the iterator takes `next` calls one at a time (one never reads a stream another is replacing), and
+ * it is done once its stream ends, fails or is returned.
+ */
+class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> {
+  private done = false
+  /** The read under way, until its stream has answered (or been replaced); a `next` meanwhile waits for it. */
+  private reading: Promise<IteratorResult<unknown>> | undefined
+
+  constructor(
+    private iterator: AsyncIterator<unknown>,
+    private lastEventId: string | undefined,
+    private readonly resume: (error: unknown, lastEventId: string | undefined) => Promise<AsyncIterator<unknown>>,
+  ) {}
+
+  next(): Promise<IteratorResult<unknown>> {
+    if (this.done) return Promise.resolve({ done: true, value: undefined })
+    if (this.reading) return this.reading.then(() => this.next(), () => this.next())
+    const reading = this.iterator.next().then(this.onResult, this.onError)
+    this.reading = reading
+    return reading
+  }
+
+  private readonly onResult = (result: IteratorResult<unknown>) => {
+    this.reading = undefined
+    if (result.done) {
+      this.done = true
+    }
+    else {
+      const id = getEventMeta(result.value)?.id
+      if (id !== undefined) this.lastEventId = id
+    }
+    return result
+  }
+
+  private readonly onError = (error: unknown): Promise<IteratorResult<unknown>> => {
+    if (this.done) {
+      // Returned meanwhile: the error is the stream's own ending.
+      this.reading = undefined
+      throw error
+    }
+    return this.resume(error, this.lastEventId).then((next) => {
+      this.iterator = next
+      this.reading = undefined
+      if (!this.done) return this.next()
+      // Returned while the new call was on its way: stop that one too.
+      void next.return?.()?.catch(ignore)
+      return { done: true, value: undefined }
+    }, (typed: unknown) => {
+      this.done = true
+      this.reading = undefined
+      throw typed
+    })
+  }
+
+  async return(value?: unknown): Promise<IteratorResult<unknown>> {
+    await this.end()
+    return { done: true, value }
+  }
+
+  async throw(error?: unknown): Promise<IteratorResult<unknown>> {
+    await this.end()
+    throw error
+  }
+
+  [Symbol.asyncIterator]() {
+    return this
+  }
+
+  /** Stops the stream (the server's procedure sees the abort), unless it has ended already. */
+  private async end() {
+    if (this.done) return
+    this.done = true
+    await this.iterator.return?.()
+  }
+}
+
+// `await using` support, as oRPC's iterators have it.
+Object.defineProperty(ResumableStream.prototype, asyncDispose, {
+  async value(this: ResumableStream) {
+    await this.return()
+  },
+})
+
 interface Waiter {
   resolve: (session: Session) => void
   reject: (error: unknown) => void
@@ -249,31 +343,17 @@ export class RpcConnection implements ClientLink<ClientContext> {
    */
   private resumableStream(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, firstSession: Session, firstIterator: AsyncIterator<unknown>) {
     let session = firstSession
-    let iterator = firstIterator
-    let lastEventId = options.lastEventId
-    return new AsyncIteratorClass(async () => {
-      while (true) {
-        try {
-          const result = await iterator.next()
-          const id = result.done ? undefined : getEventMeta(result.value)?.id
-          if (id !== undefined) lastEventId = id
-          return result
-        }
-        catch (error) {
-          const typed = await session.callError(error, options.signal)
-          const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
-          if (!resumable) throw typed
-          session = await this.ready(options.signal)
-          try {
-            iterator = await session.link.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
-          }
-          catch (callError) {
-            throw await session.callError(callError, options.signal)
-          }
-        }
+    return new ResumableStream(firstIterator, options.lastEventId, async (error, lastEventId) => {
+      const typed = await session.callError(error, options.signal)
+      const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
+      if (!resumable) throw typed
+      session = await this.ready(options.signal)
+      try {
+        return await session.link.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
       }
-    }, async (reason) => {
-      if (reason !== 'next') await iterator.return?.()
+      catch (callError) {
+        throw await session.callError(callError, options.signal)
+      }
     })
   }
 
