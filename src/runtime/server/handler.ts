@@ -160,8 +160,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   async function decide(request: UpgradeRequest): Promise<Decision> {
     // On Node the raw header: crossws builds a `Headers` on first access and keeps it for the connection's
     // life (about 0.4 KB per idle connection).
-    const rawOrigin = request._req ? request._req.headers.origin : undefined
-    const origin = request._req ? (rawOrigin ?? null) : request.headers.get('origin')
+    const origin = request._req ? (request._req.headers.origin ?? null) : request.headers.get('origin')
     if (!isOriginAllowed(origin, request.url, allowedOrigins)) {
       return { refusal: { status: 403, closeCode: RpcCloseCode.PolicyViolation, reason: toCloseReason(`Origin ${origin} is not allowed`) } }
     }

@@ -71,7 +71,7 @@ export class PlainCallHandler {
 
   /**
    * Calls the procedure at `url` with the serialized `body`. Never throws: a failure is the error response
-   * oRPC would send. The response body is serialized; it is plain JSON unless `needsStockEncoding` says not.
+   * oRPC would send. The response body is serialized; it is plain JSON unless `isPlainBody` says not.
    */
   async call(url: string, body: unknown, context: Context, signal: AbortSignal): Promise<StandardResponse> {
     try {
@@ -120,11 +120,12 @@ export class PlainCallHandler {
 }
 
 /**
- * A response body that only oRPC's stock encoder and peer can send: an event stream (an iterator, or a
- * ReadableStream the codec passes through) or a form (what the serializer makes of data holding files).
+ * Whether a serialized response body is plain JSON, sent as one frame. The others: an event stream (an
+ * iterator, which the socket streams, or a ReadableStream the codec passes through) or a form (what the
+ * serializer makes of data holding files), which oRPC's peer encodes.
  */
-export function needsStockEncoding(body: unknown): boolean {
+export function isPlainBody(body: unknown): boolean {
   // What the serializer makes of plain data (`{ json, meta }`) is answered first, without the class checks.
-  if (typeof body !== 'object' || body === null || Object.getPrototypeOf(body) === Object.prototype) return false
-  return isAsyncIteratorObject(body) || body instanceof ReadableStream || body instanceof FormData
+  if (typeof body !== 'object' || body === null || Object.getPrototypeOf(body) === Object.prototype) return true
+  return !(isAsyncIteratorObject(body) || body instanceof ReadableStream || body instanceof FormData)
 }

@@ -9,7 +9,7 @@ import { ErrorEvent, getEventMeta, HibernationEventIterator } from '@orpc/standa
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
-import { asPlainCall, needsStockEncoding } from './plain-call'
+import { asPlainCall, isPlainBody } from './plain-call'
 
 /** WebSocket close codes nuxt-orpc uses; clients map them to typed errors. */
 export const RpcCloseCode = {
@@ -134,10 +134,10 @@ const binaryDelimiter = 0xFF
  * procedure runs.
  *
  * A plain call (see `asPlainCall`) runs on `PlainCallHandler`: oRPC's own matcher, procedure client and
- * serializer with none of the per-call transport machinery. Everything else (streams in either direction,
- * files, forms, calls with headers, aborts of those) goes through oRPC's stock server peer. A plain call
- * whose output turns out to be a stream or a file is handed to the peer for its response. The wire format is
- * oRPC's in both cases.
+ * serializer with none of the per-call transport machinery. An event stream it returns is sent from here
+ * (`sendStream`); a file or a form it returns is handed to oRPC's stock server peer for its response.
+ * Everything else (streamed input, files and forms going in, calls with headers, aborts of those) goes
+ * through that peer. The wire format is oRPC's in every case.
  */
 export class RpcSocket implements RpcConnectionInfo {
   // Fields are `declare`d and assigned in the constructor: bundlers lower class fields to helper calls (Nitro's
@@ -323,7 +323,7 @@ export class RpcSocket implements RpcConnectionInfo {
         if (isAsyncIteratorObject(response.body)) void response.body.return?.()?.catch(() => {})
         return
       }
-      if (!needsStockEncoding(response.body)) {
+      if (isPlainBody(response.body)) {
         // The answer to the only call in flight: no other reply can join it in this tick.
         this.sendResponse(id, response, this.calls.size === 1)
         return
