@@ -63,6 +63,7 @@ interface ServerStats {
   heapUsed: number
   rss: number
   retained: number
+  upgradeRequestsRetained: number
   connections: number
   peakOpensPerSecond: number
   firehoseEvents: number
@@ -404,6 +405,26 @@ describe('leaks', () => {
     recordFigure('1,000 connections: heap after / before', `${(after!.heapUsed / before.heapUsed).toFixed(3)} (${before.heapUsed} -> ${after!.heapUsed})`)
     expect(after!.retained).toBe(0)
     expect(after!.heapUsed).toBeLessThan(before.heapUsed * 1.05)
+  })
+})
+
+describe('idle memory', () => {
+  it('keeps no upgrade request (Node\'s IncomingMessage) for an open connection; such connections still call and close', async () => {
+    await waitFor(async () => (await stats()).connections === 0)
+    await stats(true)
+    const opened = Array.from({ length: 20 }, () => client())
+    for (const { client: rpc } of opened) expect(await rpc.ping()).toBe('pong')
+    // A client that offers no subprotocol (as oRPC's RPCLink) gets the same.
+    const stock = raw()
+    await stock.opened
+    expect((await stock.request(1, 'ping')).p.b?.json).toBe('pong')
+    const open = await stats()
+    expect(open.connections).toBe(21)
+    expect(open.upgradeRequestsRetained).toBe(0)
+    // crossws resolves the route of the close hook from the URL the peer kept: every connection is let go.
+    for (const { connection } of opened) connection.close()
+    stock.close()
+    await waitFor(async () => (await stats()).connections === 0)
   })
 })
 

@@ -9,7 +9,7 @@ import type { RpcRefusal } from './context'
 import { PlainCallHandler } from './plain-call'
 import { contextInputFromUpgrade, refusalFromError, toCloseReason } from './context'
 import type { RpcRoute, RpcSocketLimits } from './socket'
-import { isShuttingDown, liveSockets, remoteAddressOf, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
+import { isShuttingDown, liveSockets, releaseUpgradeRequest, remoteAddressOf, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
 
 export { RpcCloseCode }
 
@@ -156,6 +156,9 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   const handshakes = new TokenBucket(Math.max(1, Math.ceil(limits.maxHandshakesPerSecond / 10)), 1000, limits.maxHandshakesPerSecond)
   const sockets = new Set<RpcSocket>()
   let heartbeat: ReturnType<typeof setInterval> | undefined
+  // The URL of the last connection opened: most connections to a route have the same one, kept once.
+  let lastUrl = ''
+  const sharedUrl = (url: string) => url === lastUrl ? lastUrl : (lastUrl = url)
 
   async function decide(request: UpgradeRequest): Promise<Decision> {
     // On Node the raw header: crossws builds a `Headers` on first access and keeps it for the connection's
@@ -248,6 +251,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       if (entry) entry.count++
       else if (address !== undefined) connectionsPerIp.set(address, { address, count: 1 })
       ;(peer.context as PeerContext)[connectionStateKey] = socket
+      releaseUpgradeRequest(peer, sharedUrl)
       sockets.add(socket)
       const websocket = socket.websocket
       // Nitro's graceful shutdown destroys "idle" sockets at once, and an upgraded socket looks idle to it

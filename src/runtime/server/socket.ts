@@ -123,6 +123,37 @@ export function remoteAddressOf(peer: Peer): string | undefined {
   return handle.getpeername(name) === 0 ? name.address : undefined
 }
 
+/** What crossws's Node adapter keeps on a peer (`_internal`) that comes from the upgrade request. */
+interface NodePeerInternals {
+  nodeReq?: { socket?: unknown, _context?: unknown }
+  request?: { url: string }
+}
+
+/** The upgrade request as an open peer keeps it once the IncomingMessage is let go: its URL, nothing else. */
+class OpenedUpgradeRequest {
+  constructor(readonly url: string) {}
+
+  get headers(): never {
+    throw new Error('[nuxt-orpc] The upgrade request\'s headers are read in the context function, not after the connection opens.')
+  }
+}
+
+/**
+ * Lets the upgrade's IncomingMessage go once the connection is open. crossws's Node adapter keeps it on the
+ * peer for the connection's life: its raw and parsed headers, its stream state, and two request proxies that
+ * each built the URL (about 1 KB per idle connection in all). After the upgrade crossws reads three things
+ * from it: the context (`nodeReq._context`), the TCP socket (`peer.remoteAddress`) and, through h3, the URL
+ * (every hook's route is resolved from `peer.request.url`). The peer keeps those three, and nothing else.
+ * `sharedUrl` is an equal string kept by an earlier connection, if there is one: it is kept once.
+ */
+export function releaseUpgradeRequest(peer: Peer, sharedUrl: (url: string) => string): void {
+  const internal = (peer as unknown as { _internal?: NodePeerInternals })._internal
+  const nodeReq = internal?.nodeReq
+  if (!internal || !nodeReq || !internal.request) return
+  internal.nodeReq = { socket: nodeReq.socket, _context: nodeReq._context }
+  internal.request = new OpenedUpgradeRequest(sharedUrl(internal.request.url))
+}
+
 const textDecoder = new TextDecoder()
 
 /** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
