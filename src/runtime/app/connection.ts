@@ -121,13 +121,20 @@ class Session {
   closed: { code: number, reason: string } | undefined
   private readonly closeListeners = new Set<SocketListener>()
 
-  constructor(readonly socket: WebSocket) {
+  /** `onFrame` hears of every frame that arrives, before it is handled. */
+  constructor(readonly socket: WebSocket, onFrame: () => void) {
     const closeListeners = this.closeListeners
     const plainCalls = this.plainCalls = new PlainCallClient((frame) => {
       if (socket.readyState === 1) socket.send(frame)
     })
-    // The link hears only the frames that are not answers to plain calls.
-    const messageListeners = new Map<SocketListener, SocketListener>()
+    // One listener on the socket for every frame: ws (on Node) decodes a text frame again and makes a new
+    // event for each listener. The link hears only the frames that are not answers to plain calls.
+    const messageListeners = new Set<SocketListener>()
+    socket.addEventListener('message', (event) => {
+      onFrame()
+      if (plainCalls.receive(event.data)) return
+      for (const listener of messageListeners) listener(event)
+    })
     const facade = {
       // Once past CONNECTING the link may always "send": a frame for a socket that is closing is dropped here,
       // and the call it belonged to rejects with CONNECTION_CLOSED when the session ends. Throwing instead
@@ -144,11 +151,7 @@ class Session {
           closeListeners.add(listener)
         }
         else if (type === 'message') {
-          const forward = (event: Event) => {
-            if (!plainCalls.receive((event as MessageEvent).data)) listener(event)
-          }
-          messageListeners.set(listener, forward)
-          socket.addEventListener(type, forward)
+          messageListeners.add(listener)
         }
         else {
           socket.addEventListener(type, listener)
@@ -156,7 +159,8 @@ class Session {
       },
       removeEventListener: (type: string, listener: SocketListener) => {
         if (type === 'close') closeListeners.delete(listener)
-        else socket.removeEventListener(type, messageListeners.get(listener) ?? listener)
+        else if (type === 'message') messageListeners.delete(listener)
+        else socket.removeEventListener(type, listener)
       },
     }
     this.link = new RPCLink({ websocket: facade as unknown as LinkSocket })
@@ -399,10 +403,6 @@ export class RpcConnection implements ClientLink<ClientContext> {
     const socket = new this.options.WebSocket(url, ['orpc', 'nuxt-orpc'])
     // ArrayBuffers arrive in order; Blobs would be read asynchronously and could overtake each other.
     socket.binaryType = 'arraybuffer'
-    const session = new Session(socket)
-    this.session = session
-    this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
-
     // A server that froze or vanished without closing sends nothing, not even heartbeats: replace the socket.
     let lastMessageAt = Date.now()
     let ready = false
@@ -413,10 +413,13 @@ export class RpcConnection implements ClientLink<ClientContext> {
       this.setStatus('open')
       for (const waiter of [...this.waiters]) waiter.resolve(session)
     }
-    socket.addEventListener('message', () => {
+    const session = new Session(socket, () => {
       lastMessageAt = Date.now()
-      onReady()
+      if (!ready) onReady()
     })
+    this.session = session
+    this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
+
     const watchdog = setInterval(() => {
       if (Date.now() - lastMessageAt <= this.options.heartbeatTimeout) return
       try {
