@@ -129,13 +129,13 @@ interface NodePeerInternals {
   request?: { url: string }
 }
 
-/** The upgrade request as an open peer keeps it once the IncomingMessage is let go: its URL, nothing else. */
+/**
+ * The upgrade request as an open peer keeps it once the IncomingMessage is let go: its URL, nothing else.
+ * crossws reads `peer.request?.headers?.get(...)` only in the `peer.websocket` proxy, which nuxt-orpc does not
+ * use on Node; without headers it answers an empty string there.
+ */
 class OpenedUpgradeRequest {
   constructor(readonly url: string) {}
-
-  get headers(): never {
-    throw new Error('[nuxt-orpc] The upgrade request\'s headers are read in the context function, not after the connection opens.')
-  }
 }
 
 /**
