@@ -131,11 +131,14 @@ interface NodePeerInternals {
 
 /**
  * The upgrade request as an open peer keeps it once the IncomingMessage is let go: its URL, nothing else.
- * crossws reads `peer.request?.headers?.get(...)` only in the `peer.websocket` proxy, which nuxt-orpc does not
- * use on Node; without headers it answers an empty string there.
+ * Code that still asks for its headers after the upgrade gets an empty `Headers`, made on each read.
  */
 class OpenedUpgradeRequest {
   constructor(readonly url: string) {}
+
+  get headers(): Headers {
+    return new Headers()
+  }
 }
 
 /**
