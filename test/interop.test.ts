@@ -236,6 +236,28 @@ describe('the wire, frame by frame', () => {
     expect(getServerLogs().join('\n')).not.toMatch(/unhandledRejection|uncaughtException/i)
   })
 
+  it('frames text of every length as oRPC\'s stock handler does (7- and 16-bit lengths, over 64 KiB, multi-byte)', async () => {
+    const greet = (id: string, name: string) => JSON.stringify({ i: id, p: { u: '/greet', b: body({ name }) } })
+    const [probe] = await exchange('/stock', [greet('z', 'a')], 1)
+    // The reply's bytes besides the name: the frame of a name of n bytes is n + overhead bytes long.
+    const overhead = Buffer.byteLength(probe as string) - 1
+    // A name of `bytes` UTF-8 bytes made of `unit` (padded with ASCII): its string length is not its byte length.
+    const nameOf = (bytes: number, unit: string) => {
+      const units = Math.floor(bytes / Buffer.byteLength(unit))
+      return unit.repeat(units) + 'a'.repeat(bytes - units * Buffer.byteLength(unit))
+    }
+    const lengths: Array<[id: string, frameBytes: number, unit: string]> = [
+      ['a', 125, 'a'], ['b', 126, 'a'], ['c', 127, 'a'], ['d', 65_535, 'a'], ['e', 65_536, 'a'], ['f', 70_000, 'a'],
+      ['g', 126, '\u{1F600}'], ['h', 65_535, 'é'], ['i', 65_536, 'é'],
+    ]
+    const frames = lengths.map(([id, frameBytes, unit]) => greet(id, nameOf(frameBytes - overhead, unit)))
+    const ours = await exchange('/_orpc', frames, frames.length)
+    const stock = await exchange('/stock', frames, frames.length)
+    expect(byCall(ours)).toEqual(byCall(stock))
+    const sizes = Object.fromEntries(ours.map(frame => [(JSON.parse(frame as string) as { i: string }).i, Buffer.byteLength(frame as string)]))
+    expect(sizes).toEqual(Object.fromEntries(lengths.map(([id, frameBytes]) => [id, frameBytes])))
+  })
+
   it('a duplicate id of a call in flight is ignored, as oRPC does', async () => {
     const slow = JSON.stringify({ i: 'dup', p: { u: '/slow', b: body({ key: freshKey(), ms: 200 }) } })
     const ours = await exchange('/_orpc', [slow, slow], 1, 400)

@@ -92,13 +92,16 @@ export class TokenBucket {
  */
 export interface NodeWebSocket {
   protocol?: string
+  readyState?: number
   bufferedAmount?: number
   ping?: () => void
   terminate?: () => void
   listeners?: (event: 'message') => Array<(...args: unknown[]) => void>
   off?: (event: 'message', listener: (...args: unknown[]) => void) => void
   on?: (event: 'message', listener: (data: Uint8Array | string) => void) => void
-  _socket?: { cork?: () => void, uncork?: () => void, bytesRead?: number, _isIdle?: boolean }
+  _socket?: { cork?: () => void, uncork?: () => void, write?: (chunk: Uint8Array) => boolean, bytesRead?: number, _isIdle?: boolean }
+  /** ws's frame writer: state 0 when nothing waits in its queue (it queues only while compressing or reading a Blob). */
+  _sender?: { _state?: number }
 }
 
 /**
@@ -107,6 +110,37 @@ export interface NodeWebSocket {
  */
 function webSocketOf(peer: Peer): NodeWebSocket {
   return (peer as unknown as { _internal?: { ws?: NodeWebSocket } })._internal?.ws ?? peer.websocket as NodeWebSocket
+}
+
+/** The largest payload `writeTextFrame` frames itself (a 16-bit length); longer frames are left to ws. */
+const maxOwnFramePayload = 0xFFFF
+
+/**
+ * Writes `text` to ws's TCP socket as one WebSocket text frame (RFC 6455 5.2: FIN, opcode 1, unmasked, a 7- or
+ * 16-bit length), in a single `write`. ws frames a message as a header buffer and a payload, written together
+ * with `writev` under a cork, and that JavaScript around the system call cost about a tenth of the server's
+ * CPU per reply under load (upstream item 10 in docs/benchmarks.md). It goes to the same socket as ws's own
+ * writes, so frames stay in order, and `bufferedAmount` counts it. False, and nothing written, when ws must
+ * write it: not on Node, socket not open, ws's queue in use, or a payload over 64 KiB.
+ */
+function writeTextFrame(websocket: NodeWebSocket, text: string): boolean {
+  const tcp = websocket._socket
+  if (!tcp?.write || websocket.readyState !== 1 || websocket._sender?._state !== 0) return false
+  const length = Buffer.byteLength(text)
+  if (length > maxOwnFramePayload) return false
+  const headerLength = length < 126 ? 2 : 4
+  const frame = Buffer.allocUnsafe(headerLength + length)
+  frame[0] = 0x81
+  if (headerLength === 2) {
+    frame[1] = length
+  }
+  else {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  }
+  frame.write(text, headerLength)
+  tcp.write(frame)
+  return true
 }
 
 /**
@@ -486,6 +520,7 @@ export class RpcSocket implements RpcConnectionInfo {
    * Replies made in the same tick leave in one write: the first send of a tick corks the TCP socket and the
    * next tick uncorks it (ws writes every frame on its own otherwise, and that write is most of a reply's
    * cost under load). A frame known to be `alone` in its tick is written at once: corking would only add work.
+   * A text frame is framed here, in one buffer (`writeTextFrame`); ws writes the others.
    */
   private send(encoded: EncodedMessage, alone = false) {
     if (this.closed) return
@@ -500,7 +535,7 @@ export class RpcSocket implements RpcConnectionInfo {
         })
       }
     }
-    this.connection.send(encoded)
+    if (typeof encoded !== 'string' || !writeTextFrame(this.websocket, encoded)) this.connection.send(encoded)
   }
 
   /**
