@@ -3,6 +3,7 @@ import { H3Event, getRequestURL, isError } from 'h3'
 import type { IncomingMessage } from 'node:http'
 import { ServerResponse } from 'node:http'
 import type { RpcContextFunction, RpcContextInput, RpcUpgradeRequest } from '../types'
+import { peerAddressOf } from './socket'
 
 /** Why a connection (or an SSR call) was refused: a WebSocket close code and a reason. */
 export interface RpcRefusal {
@@ -72,8 +73,7 @@ export function contextInputFromUpgrade(request: RpcUpgradeRequest): RpcContextI
     // What Nitro's request hook sets up; `useRuntimeConfig(event)` (and session libraries) read it.
     event.context.nitro = { errors: [] }
   }
-  // Headers and address are built only if the context function asks: a `Headers` object, and a peer-name
-  // lookup that Node caches on the socket for the connection's life.
+  // Headers and address are built only if the context function asks; the address without Node's cache.
   return {
     event,
     url: new URL(request.url),
@@ -81,7 +81,7 @@ export function contextInputFromUpgrade(request: RpcUpgradeRequest): RpcContextI
       return request.headers
     },
     get remoteAddress() {
-      return nodeRequest?.socket?.remoteAddress
+      return nodeRequest ? peerAddressOf(nodeRequest.socket) : undefined
     },
     transport: 'websocket',
   }

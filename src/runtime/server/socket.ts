@@ -144,17 +144,22 @@ function writeTextFrame(websocket: NodeWebSocket, text: string): boolean {
 }
 
 /**
- * The peer's IP address. On Node it is asked of the TCP handle, as Node's `socket.remoteAddress` does, but
- * without Node's cache: that keeps an object with the address, family and port on the socket for the
- * connection's life (about 0.1 KB), for an address nuxt-orpc reads once.
+ * A TCP socket's peer address, asked of its handle as Node's `socket.remoteAddress` does, but without Node's
+ * cache: that keeps an object with the address, family and port on the socket for the connection's life
+ * (about 0.1 KB), for an address read once. Undefined when the socket is closed.
  */
-export function remoteAddressOf(peer: Peer): string | undefined {
+export function peerAddressOf(socket: unknown): string | undefined {
   type PeerName = { address?: string }
-  const handle = (peer as unknown as { _internal?: { nodeReq?: { socket?: { _handle?: { getpeername?: (out: PeerName) => number } } } } })
-    ._internal?.nodeReq?.socket?._handle
-  if (!handle?.getpeername) return peer.remoteAddress
+  const tcp = socket as { _handle?: { getpeername?: (out: PeerName) => number }, remoteAddress?: string } | undefined
+  if (!tcp?._handle?.getpeername) return tcp?.remoteAddress
   const name: PeerName = {}
-  return handle.getpeername(name) === 0 ? name.address : undefined
+  return tcp._handle.getpeername(name) === 0 ? name.address : undefined
+}
+
+/** The peer's IP address: on Node from the TCP socket (`peerAddressOf`), elsewhere crossws's. */
+export function remoteAddressOf(peer: Peer): string | undefined {
+  const socket = (peer as unknown as { _internal?: { nodeReq?: { socket?: unknown } } })._internal?.nodeReq?.socket
+  return socket ? peerAddressOf(socket) : peer.remoteAddress
 }
 
 /** What crossws's Node adapter keeps on a peer (`_internal`) that comes from the upgrade request. */
