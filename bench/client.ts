@@ -9,7 +9,7 @@ import type { RouterClient } from '@orpc/server'
 import { io } from 'socket.io-client'
 import WebSocket from 'ws'
 import type { RpcConnectionOptions } from '../src/runtime/app/connection'
-import { createRpcConnection } from '../src/runtime/app/connection'
+import { createRpcClient, createRpcConnection } from '../src/runtime/app/connection'
 import type { router } from './fixture/server/rpc'
 import type { ColdResult, FromClient, IdleResult, Job, PatternSpec, ServerStats, Target, ThroughputResult, ToClient } from './shared'
 
@@ -102,7 +102,7 @@ async function connectOrpc(url: string, origin: string): Promise<BenchConnection
 }
 
 /**
- * nuxt-orpc's browser client (`createRpcConnection`), on ws's WebSocket. Against the bare oRPC route it offers
+ * nuxt-orpc's browser client (`createRpcConnection` and `createRpcClient`, as useRpc() makes it), on ws's WebSocket. Against the bare oRPC route it offers
  * only `orpc`: nuxt-orpc's plugin makes every WebSocket route of the app pick `nuxt-orpc` when offered, and the
  * bare route never sends the ready frame that protocol promises. A stock oRPC server (ws takes the first
  * offer) would agree on `orpc`, which is what this reproduces.
@@ -114,7 +114,8 @@ async function connectNuxt(url: string, origin: string, plainOrpc: boolean): Pro
     }
   }
   const connection = createRpcConnection({ url, WebSocket: BenchWebSocket as unknown as RpcConnectionOptions['WebSocket'] })
-  const client = createORPCClient<BenchClient>(connection)
+  // What useRpc() returns.
+  const client = createRpcClient<BenchClient>(connection)
   // The connection opens on its first call.
   await client.echo(payload)
   return fromOrpcClient(client, () => connection.close())

@@ -6,7 +6,9 @@ import wsAdapter from 'crossws/adapters/node'
 import { getRandomPort } from 'get-port-please'
 import { afterEach, describe, expect, it } from 'vitest'
 import { z } from 'zod'
-import { reconnectDelay } from '../src/runtime/app/connection'
+import type { ClientContext, ClientLink } from '@orpc/client'
+import { createORPCClient } from '@orpc/client'
+import { createRpcClient, reconnectDelay } from '../src/runtime/app/connection'
 import { createClient, rejectionOf, waitFor } from './helpers'
 
 /** A real oRPC crossws server (oRPC's stock handler, no nuxt-orpc code) that records every frame it gets. */
@@ -102,6 +104,69 @@ describe('reconnectDelay', () => {
   })
 })
 
+describe('createRpcClient', () => {
+  it('makes each path\'s client once and hands the link one frozen path array per procedure', async () => {
+    const server = await stockServer()
+    const { connection } = client(server.url)
+    const paths: Array<readonly string[]> = []
+    const link: ClientLink<ClientContext> = {
+      call: (path, input, options) => {
+        paths.push(path)
+        return connection.call(path, input, options)
+      },
+    }
+    const rpc = createRpcClient<any>(link)
+    expect(rpc.count).toBe(rpc.count)
+    expect(rpc.a.b).toBe(rpc.a.b)
+    expect(rpc.a.b).not.toBe(rpc.a.c)
+    expect(await rpc.count({ key: 'x' })).toBe(1)
+    expect(await rpc.count({ key: 'x' })).toBe(2)
+    expect(paths).toHaveLength(2)
+    expect(paths[0]).toEqual(['count'])
+    expect(paths[1]).toBe(paths[0])
+    expect(Object.isFrozen(paths[0])).toBe(true)
+    // A path no procedure has is the server's NOT_FOUND, as with oRPC's client.
+    expect((await rejectionOf(rpc.a.b())).code).toBe('NOT_FOUND')
+  })
+
+  it.each([
+    ['createRpcClient', (link: ClientLink<ClientContext>): any => createRpcClient(link)],
+    ['oRPC\'s createORPCClient', (link: ClientLink<ClientContext>): any => createORPCClient(link)],
+  ] as const)('keeps oRPC\'s proxy rules (%s): unwrap keys, `await client`, a procedure named then', async (_, create) => {
+    const calls: Array<{ path: readonly string[], input: unknown, context: unknown }> = []
+    const link: ClientLink<ClientContext> = {
+      call: async (path, input, options) => {
+        calls.push({ path: [...path], input, context: options.context })
+        return 'ok'
+      },
+    }
+    const rpc = create(link)
+    expect(rpc.toString).toBe(Function.prototype.toString)
+    expect(typeof rpc.users.bind).toBe('function')
+    // Awaiting a client gives a client, not a call to a procedure named `then`.
+    const awaited = await rpc.users
+    expect(await awaited.list()).toBe('ok')
+    expect(await rpc.then({ a: 1 })).toBe('ok')
+    expect(await rpc.users.list(undefined, { context: { tenant: 't' } })).toBe('ok')
+    expect(calls).toEqual([
+      { path: ['users', 'list'], input: undefined, context: {} },
+      { path: ['then'], input: { a: 1 }, context: {} },
+      { path: ['users', 'list'], input: undefined, context: { tenant: 't' } },
+    ])
+  })
+
+  it('turns a link that throws into a rejected call, as an async procedure would', async () => {
+    const rpc = createRpcClient<any>({
+      call: () => {
+        throw new TypeError('link broke')
+      },
+    })
+    let result: Promise<unknown> | undefined
+    expect(() => result = rpc.ping()).not.toThrow()
+    await expect(result).rejects.toThrow('link broke')
+  })
+})
+
 describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
   it('calls, streams and reports typed errors', async () => {
     const server = await stockServer()
@@ -128,18 +193,21 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
     const { client: rpc, connection } = client(server.url)
     expect(await rpc.count({ key: 'before' })).toBe(1)
 
-    const inFlight = rejectionOf(rpc.hang())
-    await waitFor(() => server.frames.length === 2)
+    const inFlight = [rejectionOf(rpc.hang()), rejectionOf(rpc.hang())]
+    await waitFor(() => server.frames.length === 3)
     const droppedAt = Date.now()
     server.dropAll()
-    const error = await inFlight
+    const [error, other] = await Promise.all(inFlight)
     expect(Date.now() - droppedAt).toBeLessThan(1000)
     expect(error).toMatchObject({ code: 'CONNECTION_CLOSED', data: { closeCode: 1006 } })
+    expect(other).toMatchObject({ code: 'CONNECTION_CLOSED', data: { closeCode: 1006 } })
+    // Each call gets an error of its own.
+    expect(other).not.toBe(error)
 
     await waitFor(() => connection.status.state === 'open')
     expect(await rpc.count({ key: 'after' })).toBe(1)
-    // Three calls, three request frames: nothing was sent twice after the reconnect.
-    expect(server.frames.filter(frame => frame.t === undefined).map(frame => frame.i)).toHaveLength(3)
+    // Four calls, four request frames: nothing was sent twice after the reconnect.
+    expect(server.frames.filter(frame => frame.t === undefined).map(frame => frame.i)).toHaveLength(4)
     expect(server.executions.get('before')).toBe(1)
   })
 

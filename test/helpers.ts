@@ -1,8 +1,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs'
-import { createORPCClient } from '@orpc/client'
 import WebSocket from 'ws'
 import type { RpcConnectionOptions } from '../src/runtime/app/connection'
-import { createRpcConnection } from '../src/runtime/app/connection'
+import { createRpcClient, createRpcConnection } from '../src/runtime/app/connection'
 
 export interface Closed {
   code: number
@@ -61,7 +60,7 @@ export type TestClient = any
 /** nuxt-orpc's own client connection, driven by Node 22's WebSocket. */
 export function createClient(options: RpcConnectionOptions) {
   const connection = createRpcConnection(options)
-  return { connection, client: createORPCClient(connection) as unknown as TestClient }
+  return { connection, client: createRpcClient(connection) as unknown as TestClient }
 }
 
 export async function waitFor<T>(check: () => T | Promise<T>, { timeout = 5000, interval = 20 } = {}): Promise<T> {

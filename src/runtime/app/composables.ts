@@ -1,5 +1,4 @@
 import type { RouterClient } from '@orpc/server'
-import { createORPCClient } from '@orpc/client'
 import { shallowReadonly, shallowRef } from 'vue'
 import type { Ref } from 'vue'
 import { joinURL } from 'ufo'
@@ -7,7 +6,7 @@ import { useNuxtApp, useRequestEvent, useRuntimeConfig } from '#imports'
 import type { RpcRouter } from '../types'
 import { useRpcCaller } from '../shared/caller'
 import type { RpcConnectionStatus } from './connection'
-import { createRpcConnection } from './connection'
+import { createRpcClient, createRpcConnection } from './connection'
 
 interface RpcAppState {
   client: RouterClient<RpcRouter>
@@ -39,7 +38,7 @@ function useRpcAppState(): RpcAppState {
         status.value = next
       },
     })
-    client = createORPCClient(connection)
+    client = createRpcClient(connection)
   }
   return nuxtApp[stateKey] = { client, status }
 }

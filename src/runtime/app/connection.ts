@@ -2,6 +2,7 @@ import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
+import type { StreamWrapper } from './plain-calls'
 import { PlainCallClient } from './plain-calls'
 
 /** Where the browser's socket is in its life. */
@@ -122,11 +123,11 @@ class Session {
   private readonly closeListeners = new Set<SocketListener>()
 
   /** `onFrame` hears of every frame that arrives, before it is handled. */
-  constructor(readonly socket: WebSocket, onFrame: () => void) {
+  constructor(readonly socket: WebSocket, onFrame: () => void, wrapStream: StreamWrapper) {
     const closeListeners = this.closeListeners
     const plainCalls = this.plainCalls = new PlainCallClient((frame) => {
       if (socket.readyState === 1) socket.send(frame)
-    })
+    }, wrapStream)
     // One listener on the socket for every frame: ws (on Node) decodes a text frame again and makes a new
     // event for each listener. The link hears only the frames that are not answers to plain calls.
     const messageListeners = new Set<SocketListener>()
@@ -169,7 +170,7 @@ class Session {
   end(code: number, reason: string) {
     if (this.closed) return false
     this.closed = { code, reason }
-    this.plainCalls.close(new Error(`The WebSocket closed (code ${code}).`))
+    this.plainCalls.close(() => errorForClose(code, reason))
     const event = new Event('close')
     for (const listener of this.closeListeners) listener(event)
     this.closeListeners.clear()
@@ -324,14 +325,25 @@ export class RpcConnection implements ClientLink<ClientContext> {
     }
   }
 
-  async call(path: readonly string[], input: unknown, callOptions: ClientOptions<ClientContext>): Promise<unknown> {
+  call(path: readonly string[], input: unknown, callOptions: ClientOptions<ClientContext>): Promise<unknown> {
     const options = takeAmbientCallOptions(callOptions)
+    // The common case, a plain call on an open socket: the caller gets the plain call's own promise, with no
+    // layer around it (it settles with the final output or typed error itself).
+    if (this.status.state === 'open' && this.session && options.lastEventId === undefined) {
+      const plainCall = this.session.plainCalls.call(path, input, options)
+      if (plainCall) return plainCall
+    }
+    return this.callWhenReady(path, input, options)
+  }
+
+  private async callWhenReady(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     const session = this.status.state === 'open' && this.session ? this.session : await this.ready(options.signal)
+    // A resumed stream carries `last-event-id` as a header: the link sends it.
+    const plainCall = options.lastEventId === undefined ? session.plainCalls.call(path, input, options) : undefined
+    if (plainCall) return plainCall
     let output: unknown
     try {
-      // A resumed stream carries `last-event-id` as a header: the link sends it.
-      const plainCall = options.lastEventId === undefined ? session.plainCalls.call(path, input, options.signal) : undefined
-      output = await (plainCall ?? session.link.call(path, input, options))
+      output = await session.link.call(path, input, options)
     }
     catch (error) {
       throw await session.callError(error, options.signal)
@@ -413,10 +425,10 @@ export class RpcConnection implements ClientLink<ClientContext> {
       this.setStatus('open')
       for (const waiter of [...this.waiters]) waiter.resolve(session)
     }
-    const session = new Session(socket, () => {
+    const session: Session = new Session(socket, () => {
       lastMessageAt = Date.now()
       if (!ready) onReady()
-    })
+    }, (iterator, path, input, options) => this.resumableStream(path, input, options, session, iterator))
     this.session = session
     this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
 
@@ -460,7 +472,9 @@ export class RpcConnection implements ClientLink<ClientContext> {
   }
 }
 
-/** A connection to `url` as an oRPC link; give it to `createORPCClient`. */
+export { createRpcClient } from './client'
+
+/** A connection to `url` as an oRPC link; give it to `createRpcClient` (or oRPC's `createORPCClient`). */
 export function createRpcConnection(options: RpcConnectionOptions): RpcConnection {
   return new RpcConnection(options)
 }

@@ -1,3 +1,4 @@
+import type { ClientContext, ClientOptions } from '@orpc/client'
 import { createORPCErrorFromJson, isORPCErrorJson, isORPCErrorStatus, ORPCError } from '@orpc/client'
 import { getMalformedResponseErrorCode, StandardRPCJsonSerializer, StandardRPCSerializer, toHttpPath } from '@orpc/client/standard'
 import { AsyncIdQueue, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
@@ -21,6 +22,19 @@ const idPrefix = '_'
 const quotedIdPrefix = `"${idPrefix}`
 
 /**
+ * A path's URL path, kept per path array when the array is frozen: nuxt-orpc's client (`createRpcClient`) hands
+ * the link the same frozen array for every call to a procedure.
+ */
+const httpPaths = new WeakMap<readonly string[], string>()
+
+function httpPathOf(path: readonly string[]): string {
+  if (!Object.isFrozen(path)) return toHttpPath(path)
+  let httpPath = httpPaths.get(path)
+  if (httpPath === undefined) httpPaths.set(path, httpPath = toHttpPath(path))
+  return httpPath
+}
+
+/**
  * The queue oRPC's stream reader pulls from. `@orpc/standard-server-peer`'s declarations reach `@orpc/shared`
  * through its CommonJS typings and this file through its ESM ones: one class at runtime, two declarations.
  */
@@ -29,9 +43,14 @@ type EventQueue = Parameters<typeof toEventIterator>[0]
 interface PendingCall {
   resolve: (output: unknown) => void
   reject: (error: unknown) => void
-  signal: AbortSignal | undefined
+  path: readonly string[]
+  input: unknown
+  options: ClientOptions<ClientContext>
   onAbort: (() => void) | undefined
 }
+
+/** What becomes of a call's event stream before the caller gets it (the connection makes it resumable). */
+export type StreamWrapper = (iterator: AsyncIterator<unknown>, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>) => unknown
 
 /**
  * The browser side of nuxt-orpc's hot path: a call whose input serializes to plain JSON is sent and answered
@@ -41,23 +60,27 @@ interface PendingCall {
  *
  * Calls with files, forms or streamed input, and calls resuming a stream (`lastEventId`), go through oRPC's
  * `RPCLink` on the same socket instead; `call` returns undefined for them.
+ *
+ * The promise `call` returns is the caller's own: it settles with the output (an event stream passed through
+ * `wrapStream`), the server's typed error, the signal's reason, or the error `close` makes.
  */
 export class PlainCallClient {
   private lastId = 0
   private readonly pending = new Map<string, PendingCall>()
   private readonly streams = new AsyncIdQueue<EventIteratorPayload>() as unknown as EventQueue
-  private closedWith: Error | undefined
+  private closedWith: (() => Error) | undefined
 
-  constructor(private readonly send: (frame: string) => void) {}
+  constructor(private readonly send: (frame: string) => void, private readonly wrapStream: StreamWrapper) {}
 
-  call(path: readonly string[], input: unknown, signal: AbortSignal | undefined): Promise<unknown> | undefined {
+  call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> | undefined {
     const body = serializer.serialize(input)
     if (body instanceof FormData || isAsyncIteratorObject(body)) return undefined
+    const signal = options.signal
     if (signal?.aborted) return Promise.reject(signal.reason)
-    if (this.closedWith) return Promise.reject(this.closedWith)
+    if (this.closedWith) return Promise.reject(this.closedWith())
     const id = `${idPrefix}${(++this.lastId).toString(36)}`
     return new Promise((resolve, reject) => {
-      const call: PendingCall = { resolve, reject, signal, onAbort: undefined }
+      const call: PendingCall = { resolve, reject, path, input, options, onAbort: undefined }
       if (signal) {
         // As oRPC's client does: tell the server, and reject with the signal's reason.
         call.onAbort = () => {
@@ -70,7 +93,7 @@ export class PlainCallClient {
       }
       this.pending.set(id, call)
       // oRPC's request message, written out: its serializer wants a URL object per call.
-      this.send(stringifyJSON({ i: id, p: { u: toHttpPath(path), b: body } }))
+      this.send(stringifyJSON({ i: id, p: { u: httpPathOf(path), b: body } }))
     })
   }
 
@@ -107,14 +130,14 @@ export class PlainCallClient {
     return true
   }
 
-  /** The socket closed: every call in flight and every stream fails with `error` (made typed by the caller). */
-  close(error: Error) {
-    this.closedWith = error
+  /** The socket closed: every call in flight, every stream and every later call fails with an error of `makeError`. */
+  close(makeError: () => Error) {
+    this.closedWith = makeError
     for (const [id, call] of this.pending) {
       this.settle(id, call)
-      call.reject(error)
+      call.reject(makeError())
     }
-    this.streams.close({ reason: error })
+    this.streams.close({ reason: makeError() })
   }
 
   private take([id, type, payload]: ReturnType<typeof deserializeResponseMessage>) {
@@ -144,13 +167,15 @@ export class PlainCallClient {
     // stops it, until the stream ends.
     this.pending.delete(id)
     this.streams.open(id)
+    const signal = call.options.signal
     const iterator = toEventIterator(this.streams, id, async (reason) => {
-      if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort)
+      if (call.onAbort) signal?.removeEventListener('abort', call.onAbort)
       if (reason !== 'next' && this.streams.isOpen(id)) this.sendAbort(id)
       this.streams.close({ id })
-    }, { signal: call.signal })
+    }, { signal })
     try {
-      call.resolve(this.decode(response.status, iterator))
+      const output = this.decode(response.status, iterator)
+      call.resolve(isAsyncIteratorObject(output) ? this.wrapStream(output as AsyncIterator<unknown>, call.path, call.input, call.options) : output)
     }
     catch (error) {
       call.reject(error)
@@ -164,7 +189,7 @@ export class PlainCallClient {
 
   private settle(id: string, call: PendingCall) {
     this.pending.delete(id)
-    if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort)
+    if (call.onAbort) call.options.signal?.removeEventListener('abort', call.onAbort)
   }
 
   /** What oRPC's `StandardRPCLinkCodec.decode` does with a response (synchronously: no await is needed). */
