@@ -244,6 +244,8 @@ async function measured(serverUrl: string, body: () => Promise<{ operations: num
     perSecond: operations / seconds,
     ...(recorder ? recorder.percentiles() : { p50: null, p99: null }),
     serverCpuUs: serverCpu / operations,
+    serverUserUs: (serverAfter.cpu.user - serverBefore.cpu.user) / operations,
+    serverSleepsPerCall: (serverAfter.sleeps - serverBefore.sleeps) / operations,
     clientCpuUs: clientCpu / operations,
     errors: recorder ? recorder.errors : errors,
   }

@@ -292,7 +292,7 @@ async function runJob(load: LoadProcess, pattern: Pattern, target: Target, share
 function describeResult(result: JobResult): string {
   switch (result.kind) {
     case 'throughput':
-      return `${Math.round(result.perSecond)}/s, server ${result.serverCpuUs.toFixed(1)} us, client ${result.clientCpuUs.toFixed(1)} us${result.errors ? `, ${result.errors} errors` : ''}`
+      return `${Math.round(result.perSecond)}/s, server ${result.serverCpuUs.toFixed(1)} us (user ${result.serverUserUs?.toFixed(1)}, ${result.serverSleepsPerCall?.toFixed(2)} sleeps/call), client ${result.clientCpuUs.toFixed(1)} us${result.errors ? `, ${result.errors} errors` : ''}`
     case 'idle':
       return `${result.held}/${result.requested} held, heap ${(result.heapPerConnection / 1024).toFixed(1)} KB, rss ${(result.rssPerConnection / 1024).toFixed(1)} KB per connection`
     case 'cold':

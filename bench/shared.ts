@@ -137,6 +137,8 @@ export interface Job {
 
 export interface ServerStats {
   cpu: { user: number, system: number }
+  /** Voluntary context switches of the server process so far: how often it slept waiting for work. */
+  sleeps: number
   memory: { rss: number, heapUsed: number, heapTotal: number, external: number }
   /** Open TCP sockets of the server process. */
   sockets: number
@@ -153,6 +155,10 @@ export interface ThroughputResult {
   p99: number | null
   /** CPU time of the whole server process (user + system) during the run, per operation. */
   serverCpuUs: number
+  /** The user-mode part of it (absent in results recorded before it was). */
+  serverUserUs?: number
+  /** How often the server process slept waiting for work, per operation (absent in older results). */
+  serverSleepsPerCall?: number
   /** CPU time of the load process during the run, per operation. */
   clientCpuUs: number
   errors: number

@@ -13,6 +13,7 @@ function stats(url) {
   }
   return {
     cpu: process.cpuUsage(),
+    sleeps: process.resourceUsage().voluntaryContextSwitches,
     memory: process.memoryUsage(),
     sockets: process.getActiveResourcesInfo().filter(resource => resource === 'TCPSocketWrap').length,
   }

@@ -8,9 +8,10 @@ import { preventNativeAwait } from '@orpc/shared'
  * is made once and a call returns the link's own promise.
  *
  * `createORPCClient` makes a new client (a path array, an options object, a closure and two proxies) on every
- * property access, so `client.chat.send(...)` allocates two of them per call, and its procedure is an `async`
- * function around `link.call`: one more promise and two more microtask turns per call. Together they were
- * about 5% of nuxt-orpc's client CPU per call (bench/client-cost.ts, see docs/benchmarks.md).
+ * property access, so `client.chat.send(...)` makes two of them per call, and its procedure is an `async`
+ * function around `link.call`: one more promise and more microtask turns per call. With the connection
+ * handing out the plain call's own promise, that was 6% of the client's CPU per call in the bench's sustained
+ * pattern (docs/benchmarks.md).
  */
 export function createRpcClient<T extends NestedClient<ClientContext>>(link: ClientLink<ClientContext>): T {
   return clientAt(link, []) as T
