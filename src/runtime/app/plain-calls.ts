@@ -5,6 +5,7 @@ import { AsyncIdQueue, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared
 import type { StandardResponse } from '@orpc/standard-server'
 import { isEventIteratorHeaders } from '@orpc/standard-server'
 import type { EventIteratorPayload } from '@orpc/standard-server-peer'
+import { isPlainJson } from '../shared/plain-json'
 import { decodeResponseMessage, deserializeResponseMessage, MessageType, serializeRequestMessage, toEventIterator } from '@orpc/standard-server-peer'
 
 const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
@@ -73,7 +74,7 @@ export class PlainCallClient {
   constructor(private readonly send: (frame: string) => void, private readonly wrapStream: StreamWrapper) {}
 
   call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> | undefined {
-    const body = serializer.serialize(input)
+    const body = isPlainJson(input) ? { json: input } : serializer.serialize(input)
     if (body instanceof FormData || isAsyncIteratorObject(body)) return undefined
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(signal.reason)

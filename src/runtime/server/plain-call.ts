@@ -6,6 +6,7 @@ import type { StandardRPCHandlerOptions } from '@orpc/server/standard'
 import { StandardRPCCodec, StandardRPCMatcher } from '@orpc/server/standard'
 import { isAsyncIteratorObject, toArray } from '@orpc/shared'
 import type { StandardResponse } from '@orpc/standard-server'
+import { isPlainJson } from '../shared/plain-json'
 
 /**
  * A request frame that needs none of oRPC's transport machinery: a POST (the default method) with a JSON
@@ -52,6 +53,11 @@ interface MatchedProcedure {
  */
 export class PlainCallHandler {
   readonly enabled: boolean
+  /**
+   * Without custom JSON serializers, plain output (`isPlainJson`) is answered as `{ json: output }`: what the
+   * codec makes of it, without the serializer's copy.
+   */
+  private readonly plainOutput: boolean
   private readonly serializer: StandardRPCSerializer
   /** oRPC's own response encoder of the RPC protocol (values, streams, errors). */
   private readonly codec: StandardRPCCodec
@@ -62,6 +68,7 @@ export class PlainCallHandler {
   /** `options` must be the object oRPC's handler was built with: its plugins have added their interceptors to it. */
   constructor(router: AnyRouter, options: StandardRPCHandlerOptions<Context>) {
     this.enabled = toArray(options.interceptors).length === 0 && toArray(options.rootInterceptors).length === 0
+    this.plainOutput = toArray(options.customJsonSerializers).length === 0
     this.serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer(options))
     this.codec = new StandardRPCCodec(this.serializer)
     this.matcher = new StandardRPCMatcher(options)
@@ -78,6 +85,7 @@ export class PlainCallHandler {
       const matched = this.procedures.get(url) ?? await this.resolve(url)
       if (!matched) return notFound
       const output = await matched.client(this.decode(body), { context, signal })
+      if (this.plainOutput && isPlainJson(output)) return { status: 200, headers: {}, body: { json: output } }
       return this.codec.encode(output, matched.procedure)
     }
     catch (error) {
