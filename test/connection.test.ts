@@ -155,6 +155,19 @@ describe('createRpcClient', () => {
     ])
   })
 
+  it('rejects a call whose input cannot be serialized, on an open socket too, and keeps the socket', async () => {
+    const server = await stockServer()
+    const { client: rpc, connection } = client(server.url)
+    expect(await rpc.ping()).toBe('pong')
+    const cyclic: Record<string, unknown> = {}
+    cyclic.self = cyclic
+    let call: Promise<unknown> | undefined
+    expect(() => call = connection.call(['count'], cyclic, { context: {} })).not.toThrow()
+    await expect(call).rejects.toThrow(RangeError)
+    expect(await rpc.count({ key: 'after' })).toBe(1)
+    expect(connection.status.state).toBe('open')
+  })
+
   it('turns a link that throws into a rejected call, as an async procedure would', async () => {
     const rpc = createRpcClient<any>({
       call: () => {

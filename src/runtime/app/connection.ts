@@ -330,7 +330,14 @@ export class RpcConnection implements ClientLink<ClientContext> {
     // The common case, a plain call on an open socket: the caller gets the plain call's own promise, with no
     // layer around it (it settles with the final output or typed error itself).
     if (this.status.state === 'open' && this.session && options.lastEventId === undefined) {
-      const plainCall = this.session.plainCalls.call(path, input, options)
+      let plainCall: Promise<unknown> | undefined
+      try {
+        plainCall = this.session.plainCalls.call(path, input, options)
+      }
+      catch (error) {
+        // Input the serializer cannot take (a cycle, say): a call rejects, it never throws.
+        return Promise.reject(error)
+      }
       if (plainCall) return plainCall
     }
     return this.callWhenReady(path, input, options)

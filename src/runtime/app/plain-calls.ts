@@ -5,8 +5,8 @@ import { AsyncIdQueue, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared
 import type { StandardResponse } from '@orpc/standard-server'
 import { isEventIteratorHeaders } from '@orpc/standard-server'
 import type { EventIteratorPayload } from '@orpc/standard-server-peer'
-import { isPlainJson } from '../shared/plain-json'
 import { decodeResponseMessage, deserializeResponseMessage, MessageType, serializeRequestMessage, toEventIterator } from '@orpc/standard-server-peer'
+import { isPlainJson } from '../shared/plain-json'
 
 const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
 const textDecoder = new TextDecoder()

@@ -1,10 +1,11 @@
 /**
  * Whether `value` is data oRPC's RPC serializer would send as it is: undefined (no input or output), strings,
- * booleans, numbers other than NaN, null, arrays with no `undefined` (or hole) in them, and plain objects (prototype `Object.prototype` or null)
- * with no `toJSON` method, all the way down. For such a value `StandardRPCSerializer.serialize(value)` is a copy
- * of it with no meta, so `{ json: value }` is the same JSON text, made without the copy (the serializer builds a
- * result tuple and a path array per value, and checks six classes on each: 0.12 us for a two-field object,
- * against 0.01 us here).
+ * booleans, numbers other than NaN, null, arrays with no `undefined` (or hole) in them, and plain objects
+ * (prototype `Object.prototype` or null) with no `toJSON` method, all the way down. For such a value
+ * `StandardRPCSerializer.serialize(value)` is a copy of it with no meta, so `{ json: value }` is the same JSON
+ * text, made without the copy. The serializer builds a result tuple and a path array per value and checks six
+ * classes on each: 0.12 us for a two-field object and 7.9 us for 20 rows of five fields, against 0.03 and
+ * 0.8 us for this check.
  *
  * Anything else (a Date, a Map, a BigInt, a file, NaN, a class instance, `undefined` in an array) answers
  * false, and the caller uses oRPC's serializer. Like the serializer, a cyclic value overflows the stack.
