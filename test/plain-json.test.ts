@@ -29,6 +29,7 @@ const plain: Array<[string, unknown]> = [
   ['an undefined field', { a: undefined, b: 1 }],
   ['a null-prototype object', nullPrototype],
   ['a Vue reactive object', reactive({ room: 'general', filters: { since: 3, kinds: ['a'] } })],
+  ['data 64 levels deep', nested(64)],
 ]
 
 const notPlain: Array<[string, unknown]> = [
@@ -50,7 +51,19 @@ const notPlain: Array<[string, unknown]> = [
   ['a class instance', new Point(1, 2)],
   ['a function', () => 1],
   ['a symbol', Symbol('s')],
+  ['an array with its own toJSON', Object.assign([1, 2], { toJSON: () => 'x' })],
+  ['an object with a toJSON that is not enumerable', Object.defineProperty({ a: 1 }, 'toJSON', { value: () => 'y' })],
+  ['an own __proto__ key (from JSON.parse)', JSON.parse('{"__proto__":{"admin":true},"b":1}')],
+  ['an async iterator', Object.defineProperty({}, Symbol.asyncIterator, { value: async function* () {} })],
+  ['data deeper than 64 levels', nested(65)],
 ]
+
+/** `{ a: { a: ... { a: 1 } } }`, `levels` objects deep. */
+function nested(levels: number): unknown {
+  let value: unknown = 1
+  for (let level = 0; level < levels; level++) value = { a: value }
+  return value
+}
 
 describe('isPlainJson', () => {
   it.each(plain)('takes %s, and `{ json }` is the JSON oRPC\'s serializer makes of it', (_, value) => {
@@ -63,6 +76,18 @@ describe('isPlainJson', () => {
   it.each(notPlain)('leaves %s to oRPC\'s serializer', (_, value) => {
     expect(isPlainJson(value)).toBe(false)
   })
+
+  it('leaves an object to the serializer when Object.prototype has an enumerable key (it copies inherited keys)', () => {
+    const prototype = Object.prototype as Record<string, unknown>
+    prototype.polluted = 1
+    try {
+      expect(isPlainJson({ a: 1 })).toBe(false)
+    }
+    finally {
+      delete prototype.polluted
+    }
+    expect(isPlainJson({ a: 1 })).toBe(true)
+  })
 })
 
 describe('PlainCallHandler output', () => {
@@ -70,16 +95,24 @@ describe('PlainCallHandler output', () => {
     echo: os.handler(({ input }) => input),
     money: os.handler(() => ({ price: { cents: 250 } })),
     when: os.handler(() => ({ at: new Date(0) })),
+    deep: os.handler(() => nested(20_000)),
   }
   const signal = new AbortController().signal
 
   it('answers plain output as `{ json }`, and other output through the serializer (meta included)', async () => {
     const handler = new PlainCallHandler(router, {})
     const echoed = await handler.call('/echo', { json: { a: [1, 'b'] } }, {}, signal)
-    expect(echoed).toEqual({ status: 200, headers: {}, body: { json: { a: [1, 'b'] } } })
+    expect(echoed).toStrictEqual({ status: 200, headers: {}, body: { json: { a: [1, 'b'] } } })
     const dated = await handler.call('/when', undefined, {}, signal)
     expect(JSON.stringify(dated.body)).toBe(JSON.stringify(serializer.serialize({ at: new Date(0) })))
     expect((dated.body as { meta?: unknown[] }).meta).toEqual([[1, 'at']])
+  })
+
+  it('answers output too deep to serialize with a typed error, not a throw', async () => {
+    const handler = new PlainCallHandler(router, {})
+    const answer = await handler.call('/deep', undefined, {}, signal)
+    expect(answer.status).toBe(500)
+    expect(answer.body).toMatchObject({ json: { code: 'INTERNAL_SERVER_ERROR' } })
   })
 
   it('leaves every output to the serializer when the handler has custom JSON serializers', async () => {

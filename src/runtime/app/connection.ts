@@ -326,21 +326,19 @@ export class RpcConnection implements ClientLink<ClientContext> {
   }
 
   call(path: readonly string[], input: unknown, callOptions: ClientOptions<ClientContext>): Promise<unknown> {
-    const options = takeAmbientCallOptions(callOptions)
-    // The common case, a plain call on an open socket: the caller gets the plain call's own promise, with no
-    // layer around it (it settles with the final output or typed error itself).
-    if (this.status.state === 'open' && this.session && options.lastEventId === undefined) {
-      let plainCall: Promise<unknown> | undefined
-      try {
-        plainCall = this.session.plainCalls.call(path, input, options)
-      }
-      catch (error) {
-        // Input the serializer cannot take (a cycle, say): a call rejects, it never throws.
-        return Promise.reject(error)
-      }
-      if (plainCall) return plainCall
+    try {
+      const options = takeAmbientCallOptions(callOptions)
+      // The common case, a plain call on an open socket: the caller gets the plain call's own promise, with no
+      // layer around it (it settles with the final output or typed error itself).
+      const plainCall = this.status.state === 'open' && this.session && options.lastEventId === undefined
+        ? this.session.plainCalls.call(path, input, options)
+        : undefined
+      return plainCall ?? this.callWhenReady(path, input, options)
     }
-    return this.callWhenReady(path, input, options)
+    catch (error) {
+      // Input the serializer cannot take (a cycle, say): a call rejects, it never throws.
+      return Promise.reject(error)
+    }
   }
 
   private async callWhenReady(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {

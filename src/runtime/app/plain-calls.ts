@@ -80,6 +80,9 @@ export class PlainCallClient {
     if (signal?.aborted) return Promise.reject(signal.reason)
     if (this.closedWith) return Promise.reject(this.closedWith())
     const id = `${idPrefix}${(++this.lastId).toString(36)}`
+    // oRPC's request message, written out: its serializer wants a URL object per call. Made before the call is
+    // registered: if it throws, nothing is left behind.
+    const frame = stringifyJSON({ i: id, p: { u: httpPathOf(path), b: body } })
     return new Promise((resolve, reject) => {
       const call: PendingCall = { resolve, reject, path, input, options, onAbort: undefined }
       if (signal) {
@@ -93,8 +96,7 @@ export class PlainCallClient {
         signal.addEventListener('abort', call.onAbort, { once: true })
       }
       this.pending.set(id, call)
-      // oRPC's request message, written out: its serializer wants a URL object per call.
-      this.send(stringifyJSON({ i: id, p: { u: httpPathOf(path), b: body } }))
+      this.send(frame)
     })
   }
 

@@ -398,7 +398,14 @@ export class RpcSocket implements RpcConnectionInfo {
       }
       if (isPlainBody(response.body)) {
         // The answer to the only call in flight: no other reply can join it in this tick.
-        this.sendResponse(id, response, this.calls.size === 1)
+        const alone = this.calls.size === 1
+        try {
+          this.sendResponse(id, response, alone)
+        }
+        catch (error) {
+          // Output JSON.stringify cannot take (too deep, say): the caller gets oRPC's typed error, not silence.
+          this.sendResponse(id, this.route.plainCalls.encodeError(error), alone)
+        }
         return
       }
       if (isAsyncIteratorObject(response.body) && !(response.body instanceof HibernationEventIterator)) {
