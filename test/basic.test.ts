@@ -63,6 +63,14 @@ describe('calls over the socket', () => {
     expect(error).toMatchObject({ code: 'CONFLICT', status: 409, message: 'Always conflicts', data: { reason: 'test' } })
   })
 
+  it('answers output that cannot be written as JSON with INTERNAL_SERVER_ERROR, and the socket goes on', async () => {
+    const { client: rpc } = client()
+    const error = await rejectionOf(rpc.unencodable())
+    expect(error).toMatchObject({ code: 'INTERNAL_SERVER_ERROR', status: 500 })
+    expect(await rpc.ping()).toBe('pong')
+    expectNoUnhandledRejection()
+  })
+
   it('multiplexes concurrent calls on one socket', async () => {
     const { client: rpc } = client()
     const results = await Promise.all(Array.from({ length: 50 }, (_, index) => rpc.greet({ name: `n${index}` })))

@@ -328,12 +328,10 @@ export class RpcConnection implements ClientLink<ClientContext> {
   call(path: readonly string[], input: unknown, callOptions: ClientOptions<ClientContext>): Promise<unknown> {
     try {
       const options = takeAmbientCallOptions(callOptions)
-      // The common case, a plain call on an open socket: the caller gets the plain call's own promise, with no
-      // layer around it (it settles with the final output or typed error itself).
-      const plainCall = this.status.state === 'open' && this.session && options.lastEventId === undefined
-        ? this.session.plainCalls.call(path, input, options)
-        : undefined
-      return plainCall ?? this.callWhenReady(path, input, options)
+      const session = this.status.state === 'open' ? this.session : undefined
+      return session
+        ? this.callOn(session, path, input, options)
+        : this.ready(options.signal).then(ready => this.callOn(ready, path, input, options))
     }
     catch (error) {
       // Input the serializer cannot take (a cycle, say): a call rejects, it never throws.
@@ -341,11 +339,17 @@ export class RpcConnection implements ClientLink<ClientContext> {
     }
   }
 
-  private async callWhenReady(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
-    const session = this.status.state === 'open' && this.session ? this.session : await this.ready(options.signal)
+  /**
+   * A plain call returns its own promise, with no layer around it (it settles with the final output or typed
+   * error itself); the others go through oRPC's link on the same socket.
+   */
+  private callOn(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     // A resumed stream carries `last-event-id` as a header: the link sends it.
     const plainCall = options.lastEventId === undefined ? session.plainCalls.call(path, input, options) : undefined
-    if (plainCall) return plainCall
+    return plainCall ?? this.callOnLink(session, path, input, options)
+  }
+
+  private async callOnLink(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     let output: unknown
     try {
       output = await session.link.call(path, input, options)

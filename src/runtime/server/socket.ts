@@ -403,7 +403,8 @@ export class RpcSocket implements RpcConnectionInfo {
           this.sendResponse(id, response, alone)
         }
         catch (error) {
-          // Output JSON.stringify cannot take (too deep, say): the caller gets oRPC's typed error, not silence.
+          // Output JSON.stringify cannot take (a getter that turns into a BigInt, say): the caller gets oRPC's
+          // typed error, not silence.
           this.sendResponse(id, this.route.plainCalls.encodeError(error), alone)
         }
         return
