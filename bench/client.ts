@@ -278,7 +278,10 @@ async function runThroughput(job: Job, spec: Exclude<PatternSpec, { kind: 'idle'
         await callers(spec.warmupCallsEach)
         const recorder = new Recorder(spec.callers * spec.callsEach)
         return await measured(serverUrl, async () => {
-          await callers(spec.callsEach, recorder)
+          // The whole block (every caller done) again and again, at least once, until `repeatForMs` have passed.
+          const start = performance.now()
+          do await callers(spec.callsEach, recorder)
+          while (performance.now() - start < spec.repeatForMs)
           return { operations: recorder.calls, recorder }
         })
       }

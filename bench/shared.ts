@@ -31,7 +31,7 @@ export const idleTargetKeys = ['a', 'b-orpc', 'c-nuxt', 'e']
 
 export type PatternSpec
   = | { kind: 'sequential', calls: number, warmupCalls: number }
-    | { kind: 'concurrent', callers: number, callsEach: number, sockets: number, warmupCallsEach: number }
+    | { kind: 'concurrent', callers: number, callsEach: number, sockets: number, warmupCallsEach: number, repeatForMs: number }
     | { kind: 'sustained', clients: number, durationMs: number, warmupMs: number }
     | { kind: 'paced', sockets: number, rate: number, durationMs: number, warmupMs: number }
     | { kind: 'stream', events: number, warmupEvents: number }
@@ -53,6 +53,9 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
   const calls = quick ? 200 : 5000
   const callers = quick ? 10 : 100
   const callsEach = quick ? 10 : 50
+  // One block of 100 callers x 50 calls lasts 0.1 to 0.5 s here: too short to time against this machine's noise
+  // (per-round ratios spread from 0.6 to 2.1 in two runs). A job repeats the block back to back for this long.
+  const repeatForMs = quick ? 0 : 2000
   const clients = quick ? 8 : 64
   const durationMs = quick ? 500 : sustainedSeconds * 1000
   const events = quick ? 2000 : 100_000
@@ -70,14 +73,14 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
     },
     {
       id: 'concurrent-1',
-      title: `${callers} callers x ${callsEach} calls, 1 socket`,
-      spec: { kind: 'concurrent', callers, callsEach, sockets: 1, warmupCallsEach: Math.ceil(callsEach / 10) },
+      title: `${callers} callers x ${callsEach} calls, 1 socket${repeatForMs ? `, repeated for ${repeatForMs / 1000} s` : ''}`,
+      spec: { kind: 'concurrent', callers, callsEach, sockets: 1, warmupCallsEach: Math.ceil(callsEach / 10), repeatForMs },
       targetKeys: allKeys,
     },
     {
       id: 'concurrent-many',
-      title: `${callers} callers x ${callsEach} calls, ${callers} sockets`,
-      spec: { kind: 'concurrent', callers, callsEach, sockets: callers, warmupCallsEach: Math.ceil(callsEach / 10) },
+      title: `${callers} callers x ${callsEach} calls, ${callers} sockets${repeatForMs ? `, repeated for ${repeatForMs / 1000} s` : ''}`,
+      spec: { kind: 'concurrent', callers, callsEach, sockets: callers, warmupCallsEach: Math.ceil(callsEach / 10), repeatForMs },
       targetKeys: allKeys,
     },
     {
