@@ -1,6 +1,6 @@
 // Reads a V8 CPU profile (from `npm run bench -- --cpu-prof`) and prints where the server's time went: by
 // package (or Node internals, GC, idle) and the functions with the most self time.
-// Usage: jiti bench/profile.ts bench/results/profiles/CPU.<...>.cpuprofile [top]
+// Usage: jiti bench/profile.ts bench/results/profiles/CPU.<...>.cpuprofile... [top]
 import { readFile } from 'node:fs/promises'
 
 interface ProfileNode {
@@ -30,26 +30,30 @@ function areaOf(node: ProfileNode): string {
   return url
 }
 
-const [file, topArgument] = process.argv.slice(2)
-if (!file) {
-  console.error('usage: jiti bench/profile.ts <file.cpuprofile> [top]')
+// Node writes one profile per thread that ran JavaScript, so a glob may match several files: their times add up.
+const files = process.argv.slice(2).filter(argument => !/^\d+$/.test(argument))
+const topArgument = process.argv.slice(2).find(argument => /^\d+$/.test(argument))
+if (files.length === 0) {
+  console.error('usage: jiti bench/profile.ts <file.cpuprofile>... [top]')
   process.exit(1)
 }
-const profile = JSON.parse(await readFile(file, 'utf8')) as CpuProfile
-const byId = new Map(profile.nodes.map(node => [node.id, node]))
-const selfTime = new Map<number, number>()
-profile.samples.forEach((id, index) => selfTime.set(id, (selfTime.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0)))
-
-const total = [...selfTime.entries()].filter(([id]) => byId.get(id)!.callFrame.functionName !== '(idle)').reduce((sum, [, time]) => sum + time, 0)
 const areas = new Map<string, number>()
 const functions = new Map<string, number>()
-for (const [id, time] of selfTime) {
-  const node = byId.get(id)!
-  if (node.callFrame.functionName === '(idle)') continue
-  const area = areaOf(node)
-  areas.set(area, (areas.get(area) ?? 0) + time)
-  const name = `${node.callFrame.functionName || '(anonymous)'}  [${area}${node.callFrame.url ? `:${node.callFrame.lineNumber + 1}` : ''}]`
-  functions.set(name, (functions.get(name) ?? 0) + time)
+let total = 0
+for (const file of files) {
+  const profile = JSON.parse(await readFile(file, 'utf8')) as CpuProfile
+  const byId = new Map(profile.nodes.map(node => [node.id, node]))
+  const selfTime = new Map<number, number>()
+  profile.samples.forEach((id, index) => selfTime.set(id, (selfTime.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0)))
+  for (const [id, time] of selfTime) {
+    const node = byId.get(id)!
+    if (node.callFrame.functionName === '(idle)') continue
+    total += time
+    const area = areaOf(node)
+    areas.set(area, (areas.get(area) ?? 0) + time)
+    const name = `${node.callFrame.functionName || '(anonymous)'}  [${area}${node.callFrame.url ? `:${node.callFrame.lineNumber + 1}` : ''}]`
+    functions.set(name, (functions.get(name) ?? 0) + time)
+  }
 }
 
 const percent = (time: number) => `${(100 * time / total).toFixed(1).padStart(5)}%`
