@@ -7,51 +7,22 @@
 // (the client column shows how closely).
 // Prints server CPU per call (user + system, and user), sleeps per call, and the medians of a/b and c/b.
 // Usage: jiti bench/echo-at-rpclink-pace.ts [rounds, default 5] [seconds per round, default 5]
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import { createORPCClient } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import WebSocket from 'ws'
+import { median } from './report'
 import type { ServerStats } from './shared'
+import { startFixtureServer } from './standalone'
 
 const rounds = Number(process.argv[2] ?? 5)
 const seconds = Number(process.argv[3] ?? 5)
 const sockets = 64
-const serverEntry = fileURLToPath(new URL('fixture/.output/server/index.mjs', import.meta.url))
-if (!existsSync(serverEntry)) {
-  console.error('bench/fixture is not built: run `npm run bench -- --quick` (or `nuxi build bench/fixture`) first.')
-  process.exit(1)
-}
-
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
-const median = (values: number[]) => {
-  const sorted = [...values].sort((left, right) => left - right)
-  return (sorted[(sorted.length - 1) >> 1]! + sorted[sorted.length >> 1]!) / 2
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-const port = await freePort()
-const base = `http://127.0.0.1:${port}`
-const server = spawn(process.execPath, [serverEntry], {
-  env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
-  stdio: ['ignore', 'ignore', 'inherit'],
-})
+const { port, base, process: server } = await startFixtureServer()
 
 type Call = () => Promise<unknown>
 interface Result { perSecond: number, serverUs: number, userUs: number, sleeps: number, clientUs: number }
 
 try {
-  while (!(await fetch(`${base}/_bench/stats`).then(response => response.ok, () => false))) await sleep(50)
   const data = { id: 42, text: 'hello from the bench' }
 
   async function open(path: string): Promise<WebSocket> {
@@ -142,7 +113,7 @@ try {
   }
   for (const key of ['a', 'c'] as const) {
     const list = ratios[key]
-    console.log(`${key}/b server CPU per call: median ${median(list).toFixed(2)} (rounds ${Math.min(...list).toFixed(2)} to ${Math.max(...list).toFixed(2)})`)
+    console.log(`${key}/b server CPU per call: median ${median(list)!.toFixed(2)} (rounds ${Math.min(...list).toFixed(2)} to ${Math.max(...list).toFixed(2)})`)
   }
 }
 finally {

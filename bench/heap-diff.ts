@@ -2,32 +2,13 @@
 // to nuxt-orpc (c) in another, takes a heap snapshot of each, and prints per connection the object kinds by
 // which the two differ (self sizes). Needs the bench fixture built (`npm run bench` builds it).
 // Usage: jiti bench/heap-diff.ts [connections, default 2000]
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
+import { sleep, startFixtureServer } from './standalone'
 
 const connections = Number(process.argv[2] ?? 2000)
-const serverEntry = fileURLToPath(new URL('fixture/.output/server/index.mjs', import.meta.url))
-if (!existsSync(serverEntry)) {
-  console.error('bench/fixture is not built: run `npm run bench -- --quick` (or `nuxi build bench/fixture`) first.')
-  process.exit(1)
-}
-
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 interface Totals {
   /** Self size and count per `type:name` (strings cut to 40 characters). */
@@ -63,14 +44,9 @@ function totalsOf(snapshot: HeapSnapshot): Totals {
 /** Opens `connections` idle connections the way the bench's idle pattern does, then snapshots the server's heap. */
 async function snapshotWithIdleConnections(target: 'b' | 'c'): Promise<Totals> {
   const directory = await mkdtemp(join(tmpdir(), 'nuxt-orpc-heap-'))
-  const port = await freePort()
-  const server = spawn(process.execPath, ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${directory}`, serverEntry], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
+  const { port, process: server } = await startFixtureServer(['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${directory}`])
   const sockets: WebSocket[] = []
   try {
-    while (!(await fetch(`http://127.0.0.1:${port}/_bench/stats`).then(response => response.ok, () => false))) await sleep(50)
     const url = `ws://127.0.0.1:${port}${target === 'c' ? '/_orpc' : '/orpc-bare'}`
     // nuxt-orpc's client offers its subprotocol and waits for the ready frame; oRPC's RPCLink offers none.
     const open = () => new Promise<WebSocket>((resolve, reject) => {

@@ -3,45 +3,16 @@
 // client costs the same, which the sustained pattern cannot show (there each target has its own client).
 // Rounds alternate a and c; prints calls/s and server and client CPU per call, then the median a/c.
 // Usage: jiti bench/minimal-clients.ts [rounds, default 10] [seconds per round, default 4]
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
+import { median } from './report'
+import { startFixtureServer } from './standalone'
 
 const rounds = Number(process.argv[2] ?? 10)
 const seconds = Number(process.argv[3] ?? 4)
 const sockets = 64
-const serverEntry = fileURLToPath(new URL('fixture/.output/server/index.mjs', import.meta.url))
-if (!existsSync(serverEntry)) {
-  console.error('bench/fixture is not built: run `npm run bench -- --quick` (or `nuxi build bench/fixture`) first.')
-  process.exit(1)
-}
-
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
-const median = (values: number[]) => {
-  const sorted = [...values].sort((left, right) => left - right)
-  return (sorted[(sorted.length - 1) >> 1]! + sorted[sorted.length >> 1]!) / 2
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-const port = await freePort()
-const base = `http://127.0.0.1:${port}`
-const server = spawn(process.execPath, [serverEntry], {
-  env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
-  stdio: ['ignore', 'ignore', 'inherit'],
-})
+const { port, base, process: server } = await startFixtureServer()
 
 try {
-  while (!(await fetch(`${base}/_bench/stats`).then(response => response.ok, () => false))) await sleep(50)
   const data = { id: 42, text: 'hello from the bench' }
 
   /** One socket and a call function: the echo's `{ id, data }` or oRPC's request message, nothing else. */
@@ -96,10 +67,10 @@ try {
   }
   for (const target of ['a', 'c'] as const) {
     const list = results[target]
-    console.log(`${target}: median ${Math.round(median(list.map(result => result.perSecond)))}/s, server ${median(list.map(result => result.serverUs)).toFixed(1)} us/call, client ${median(list.map(result => result.clientUs)).toFixed(1)} us/call`)
+    console.log(`${target}: median ${Math.round(median(list.map(result => result.perSecond))!)}/s, server ${median(list.map(result => result.serverUs))!.toFixed(1)} us/call, client ${median(list.map(result => result.clientUs))!.toFixed(1)} us/call`)
   }
   const ratios = results.a.map((result, index) => result.serverUs / results.c[index]!.serverUs)
-  console.log(`a/c server CPU per call: median ${median(ratios).toFixed(2)} (rounds ${Math.min(...ratios).toFixed(2)} to ${Math.max(...ratios).toFixed(2)})`)
+  console.log(`a/c server CPU per call: median ${median(ratios)!.toFixed(2)} (rounds ${Math.min(...ratios).toFixed(2)} to ${Math.max(...ratios).toFixed(2)})`)
 }
 finally {
   server.kill()

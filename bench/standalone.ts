@@ -1,0 +1,38 @@
+// What the bench's stand-alone scripts (minimal-clients, heap-diff, echo-at-rpclink-pace) share: the built
+// fixture server, started on a free loopback port and answering its stats route.
+import type { ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { getRandomPort } from 'get-port-please'
+
+export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+export interface FixtureServer {
+  port: number
+  /** `http://127.0.0.1:<port>` */
+  base: string
+  process: ChildProcess
+}
+
+/** Starts the built fixture server (`node [execArgv] index.mjs`) and waits until it answers; exits if it is not built. */
+export async function startFixtureServer(execArgv: string[] = []): Promise<FixtureServer> {
+  const serverEntry = fileURLToPath(new URL('fixture/.output/server/index.mjs', import.meta.url))
+  if (!existsSync(serverEntry)) {
+    console.error('bench/fixture is not built: run `npm run bench -- --quick` (or `nuxi build bench/fixture`) first.')
+    process.exit(1)
+  }
+  const port = await getRandomPort('127.0.0.1')
+  const base = `http://127.0.0.1:${port}`
+  const child = spawn(process.execPath, [...execArgv, serverEntry], {
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  let exited = false
+  child.once('exit', () => exited = true)
+  while (!(await fetch(`${base}/_bench/stats`).then(response => response.ok, () => false))) {
+    if (exited) throw new Error(`the fixture server exited with ${child.exitCode} before it answered`)
+    await sleep(50)
+  }
+  return { port, base, process: child }
+}
