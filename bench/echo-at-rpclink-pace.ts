@@ -1,12 +1,14 @@
 // What bounds "(c) <= 2/3 of bare oRPC's (b) server CPU per call" when oRPC's `RPCLink` drives the calls. In the
 // closed-loop patterns with many sockets, `RPCLink`'s own CPU sets the pace, and a server faster than that pace
 // waits between calls; on a VM each wait costs the server kernel time and cold caches. This script shows what
-// that pace costs a server that does nothing but echo: per round, 64 `RPCLink` sockets call bare oRPC (b) in a
-// loop, then nuxt-orpc's route (c), then 64 sockets of a minimal raw client call the raw echo (a) with a busy
-// wait after each answer, sized so that the raw client's CPU per call matches what `RPCLink` spent in that round
-// (the client column shows how closely).
-// Prints server CPU per call (user + system, and user), sleeps per call, and the medians of a/b and c/b.
-// Usage: jiti bench/echo-at-rpclink-pace.ts [rounds, default 5] [seconds per round, default 5]
+// that pace costs a server that does nothing but echo. Per round: 64 `RPCLink` sockets call bare oRPC (b) in a
+// loop, then nuxt-orpc's route (c); then 64 sockets of a minimal raw client call the raw echo (a) twice, with a
+// busy wait after each answer sized so that the raw client's CPU per call matches what `RPCLink` spent against
+// (b), then against (c), in that round (`RPCLink` costs more per call against the faster route). The client
+// column shows how closely each pace was matched.
+// Prints server CPU per call (user + system, and user) and sleeps per call, then the medians of a/b at (b)'s
+// pace and c/a at (c)'s pace.
+// Usage: jiti bench/echo-at-rpclink-pace.ts [rounds, default 8] [seconds per round, default 5]
 import { createORPCClient } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import WebSocket from 'ws'
@@ -14,8 +16,12 @@ import { median } from './report'
 import type { ServerStats } from './shared'
 import { startFixtureServer } from './standalone'
 
-const rounds = Number(process.argv[2] ?? 5)
+const rounds = Number(process.argv[2] ?? 8)
 const seconds = Number(process.argv[3] ?? 5)
+if (!(Number.isInteger(rounds) && rounds >= 1 && seconds > 0)) {
+  console.error('usage: jiti bench/echo-at-rpclink-pace.ts [rounds >= 1] [seconds > 0]')
+  process.exit(1)
+}
 const sockets = 64
 const { port, base, process: server } = await startFixtureServer()
 
@@ -90,7 +96,8 @@ try {
   await run(nuxt)
   const rawClientUs = (await run(raw)).clientUs
   // A paced raw client costs more per call than the unpaced one plus its busy wait (the wait's caches, the
-  // timer reads): learned from each round's overshoot, starting with one round that is not recorded.
+  // timer reads): the sum of every paced run's overshoot so far is taken off the next wait. One paced run
+  // before round 1 is not recorded.
   let overshootUs = 0
   const paced = async (rpcLinkClientUs: number) => {
     const result = await run(raw, Math.max(0, rpcLinkClientUs - rawClientUs - overshootUs))
@@ -100,20 +107,22 @@ try {
   await paced((await run(bare)).clientUs)
 
   const print = (round: number, label: string, result: Result) => console.log(`round ${round} ${label}: ${Math.round(result.perSecond)}/s, server ${result.serverUs.toFixed(1)} us/call (user ${result.userUs.toFixed(1)}), ${result.sleeps.toFixed(2)} sleeps/call, client ${result.clientUs.toFixed(1)} us/call`)
-  const ratios = { a: [] as number[], c: [] as number[] }
+  const ratios = { 'a/b at (b)\'s pace': [] as number[], 'c/a at (c)\'s pace': [] as number[], 'c/b': [] as number[] }
   for (let round = 1; round <= rounds; round++) {
     const b = await run(bare)
     print(round, 'b, RPCLink', b)
     const c = await run(nuxt)
     print(round, 'c, RPCLink', c)
-    const a = await paced(b.clientUs)
-    print(round, 'a, raw client at RPCLink\'s pace', a)
-    ratios.a.push(a.serverUs / b.serverUs)
-    ratios.c.push(c.serverUs / b.serverUs)
+    const aAtB = await paced(b.clientUs)
+    print(round, 'a, raw client at RPCLink\'s pace against b', aAtB)
+    const aAtC = await paced(c.clientUs)
+    print(round, 'a, raw client at RPCLink\'s pace against c', aAtC)
+    ratios['a/b at (b)\'s pace'].push(aAtB.serverUs / b.serverUs)
+    ratios['c/a at (c)\'s pace'].push(c.serverUs / aAtC.serverUs)
+    ratios['c/b'].push(c.serverUs / b.serverUs)
   }
-  for (const key of ['a', 'c'] as const) {
-    const list = ratios[key]
-    console.log(`${key}/b server CPU per call: median ${median(list)!.toFixed(2)} (rounds ${Math.min(...list).toFixed(2)} to ${Math.max(...list).toFixed(2)})`)
+  for (const [label, list] of Object.entries(ratios)) {
+    console.log(`${label}, server CPU per call: median ${median(list)!.toFixed(2)} (rounds ${Math.min(...list).toFixed(2)} to ${Math.max(...list).toFixed(2)})`)
   }
 }
 finally {

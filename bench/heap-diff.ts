@@ -6,6 +6,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
+import type { FixtureServer } from './standalone'
 import { sleep, startFixtureServer } from './standalone'
 
 const connections = Number(process.argv[2] ?? 2000)
@@ -44,9 +45,12 @@ function totalsOf(snapshot: HeapSnapshot): Totals {
 /** Opens `connections` idle connections the way the bench's idle pattern does, then snapshots the server's heap. */
 async function snapshotWithIdleConnections(target: 'b' | 'c'): Promise<Totals> {
   const directory = await mkdtemp(join(tmpdir(), 'nuxt-orpc-heap-'))
-  const { port, process: server } = await startFixtureServer(['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${directory}`])
+  let server: FixtureServer['process'] | undefined
   const sockets: WebSocket[] = []
   try {
+    const fixture = await startFixtureServer(['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${directory}`])
+    server = fixture.process
+    const port = fixture.port
     const url = `ws://127.0.0.1:${port}${target === 'c' ? '/_orpc' : '/orpc-bare'}`
     // nuxt-orpc's client offers its subprotocol and waits for the ready frame; oRPC's RPCLink offers none.
     const open = () => new Promise<WebSocket>((resolve, reject) => {
@@ -77,7 +81,7 @@ async function snapshotWithIdleConnections(target: 'b' | 'c'): Promise<Totals> {
   }
   finally {
     for (const socket of sockets) socket.terminate()
-    server.kill()
+    server?.kill()
     await rm(directory, { recursive: true, force: true })
   }
 }

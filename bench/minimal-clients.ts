@@ -9,6 +9,10 @@ import { startFixtureServer } from './standalone'
 
 const rounds = Number(process.argv[2] ?? 10)
 const seconds = Number(process.argv[3] ?? 4)
+if (!(Number.isInteger(rounds) && rounds >= 1 && seconds > 0)) {
+  console.error('usage: jiti bench/minimal-clients.ts [rounds >= 1] [seconds > 0]')
+  process.exit(1)
+}
 const sockets = 64
 const { port, base, process: server } = await startFixtureServer()
 

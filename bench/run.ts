@@ -481,6 +481,13 @@ async function main() {
         records.push({ ...record, round: renumbered.get(record.round)! })
       }
     }
+    // A pattern's title says what one job did (counts, durations, repeats): jobs that differ are not one pattern.
+    const titles = new Map<string, string>()
+    for (const record of records) {
+      const title = titles.get(record.pattern) ?? record.title
+      if (title !== record.title) throw new Error(`--merge: pattern ${record.pattern} ran as "${title}" in one file and as "${record.title}" in another; merge only runs of the same jobs`)
+      titles.set(record.pattern, title)
+    }
     report = {
       ...runs[0]!,
       finishedAt: runs.at(-1)!.finishedAt,

@@ -53,8 +53,9 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
   const calls = quick ? 200 : 5000
   const callers = quick ? 10 : 100
   const callsEach = quick ? 10 : 50
-  // One block of 100 callers x 50 calls lasts 0.1 to 0.5 s here: too short to time against this machine's noise
-  // (per-round ratios spread from 0.6 to 2.1 in two runs). A job repeats the block back to back for this long.
+  // One block of 100 callers x 50 calls lasts 0.1 to 0.7 s over WebSockets here: too short to time against this
+  // machine's noise (per-round ratios spread from 0.59 to 2.3 in two runs). A job repeats the block back to back
+  // for this long.
   const repeatForMs = quick ? 0 : 2000
   const clients = quick ? 8 : 64
   const durationMs = quick ? 500 : sustainedSeconds * 1000

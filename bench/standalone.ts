@@ -15,7 +15,10 @@ export interface FixtureServer {
   process: ChildProcess
 }
 
-/** Starts the built fixture server (`node [execArgv] index.mjs`) and waits until it answers; exits if it is not built. */
+/**
+ * Starts the built fixture server (`node [execArgv] index.mjs`) and waits until it answers (at most 30 s, then it
+ * is killed); exits the process if the fixture is not built.
+ */
 export async function startFixtureServer(execArgv: string[] = []): Promise<FixtureServer> {
   const serverEntry = fileURLToPath(new URL('fixture/.output/server/index.mjs', import.meta.url))
   if (!existsSync(serverEntry)) {
@@ -30,8 +33,13 @@ export async function startFixtureServer(execArgv: string[] = []): Promise<Fixtu
   })
   let exited = false
   child.once('exit', () => exited = true)
+  const deadline = Date.now() + 30_000
   while (!(await fetch(`${base}/_bench/stats`).then(response => response.ok, () => false))) {
     if (exited) throw new Error(`the fixture server exited with ${child.exitCode} before it answered`)
+    if (Date.now() > deadline) {
+      child.kill()
+      throw new Error('the fixture server did not answer within 30 s')
+    }
     await sleep(50)
   }
   return { port, base, process: child }
