@@ -14,14 +14,9 @@ import { RPCLink } from '@orpc/client/websocket'
 import WebSocket from 'ws'
 import { median } from './report'
 import type { ServerStats } from './shared'
-import { startFixtureServer } from './standalone'
+import { roundsAndSeconds, startFixtureServer } from './standalone'
 
-const rounds = Number(process.argv[2] ?? 8)
-const seconds = Number(process.argv[3] ?? 5)
-if (!(Number.isInteger(rounds) && rounds >= 1 && seconds > 0)) {
-  console.error('usage: jiti bench/echo-at-rpclink-pace.ts [rounds >= 1] [seconds > 0]')
-  process.exit(1)
-}
+const { rounds, seconds } = roundsAndSeconds('echo-at-rpclink-pace.ts', 8, 5)
 const sockets = 64
 const { port, base, process: server } = await startFixtureServer()
 

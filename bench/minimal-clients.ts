@@ -5,14 +5,9 @@
 // Usage: jiti bench/minimal-clients.ts [rounds, default 10] [seconds per round, default 4]
 import WebSocket from 'ws'
 import { median } from './report'
-import { startFixtureServer } from './standalone'
+import { roundsAndSeconds, startFixtureServer } from './standalone'
 
-const rounds = Number(process.argv[2] ?? 10)
-const seconds = Number(process.argv[3] ?? 4)
-if (!(Number.isInteger(rounds) && rounds >= 1 && seconds > 0)) {
-  console.error('usage: jiti bench/minimal-clients.ts [rounds >= 1] [seconds > 0]')
-  process.exit(1)
-}
+const { rounds, seconds } = roundsAndSeconds('minimal-clients.ts', 10, 4)
 const sockets = 64
 const { port, base, process: server } = await startFixtureServer()
 

@@ -8,6 +8,17 @@ import { getRandomPort } from 'get-port-please'
 
 export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 
+/** The `[rounds] [seconds per round]` arguments of a script that alternates timed rounds; exits on bad ones. */
+export function roundsAndSeconds(script: string, defaultRounds: number, defaultSeconds: number): { rounds: number, seconds: number } {
+  const rounds = Number(process.argv[2] ?? defaultRounds)
+  const seconds = Number(process.argv[3] ?? defaultSeconds)
+  if (!(Number.isInteger(rounds) && rounds >= 1 && seconds > 0)) {
+    console.error(`usage: jiti bench/${script} [rounds >= 1, default ${defaultRounds}] [seconds per round > 0, default ${defaultSeconds}]`)
+    process.exit(1)
+  }
+  return { rounds, seconds }
+}
+
 export interface FixtureServer {
   port: number
   /** `http://127.0.0.1:<port>` */
