@@ -103,9 +103,8 @@ async function connectOrpc(url: string, origin: string): Promise<BenchConnection
 
 /**
  * nuxt-orpc's browser client (`createRpcConnection` and `createRpcClient`, as useRpc() makes it), on ws's
- * WebSocket. Against the bare oRPC route it offers only `orpc`: nuxt-orpc's plugin makes every WebSocket route of the app pick `nuxt-orpc` when offered, and the
- * bare route never sends the ready frame that protocol promises. A stock oRPC server (ws takes the first
- * offer) would agree on `orpc`, which is what this reproduces.
+ * WebSocket. Against the bare oRPC route it offers only `orpc`, the subprotocol it agrees on with any stock oRPC
+ * server: the bare route never sends the ready frame that the `nuxt-orpc` subprotocol promises.
  */
 async function connectNuxt(url: string, origin: string, plainOrpc: boolean): Promise<BenchConnection> {
   class BenchWebSocket extends WebSocket {
