@@ -2,15 +2,16 @@ import { getEventMeta, ORPCError, withEventMeta } from '@orpc/server'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { RpcSubscriptionStatus } from '../src/runtime/app/resumable'
 import { isRetryableSubscriptionError, startResumableSubscription } from '../src/runtime/app/resumable'
-import type { RpcPublisher } from '../src/runtime/server/publisher/core'
-import { compareEventIds, createEventIdGenerator, publisherDefaults } from '../src/runtime/server/publisher/core'
+import type { CatchUpPage, PublishedEvent, RpcPublisher } from '../src/runtime/server/publisher/core'
+import { compareEventIds, createEventIdGenerator, publisherDefaults, Subscriber } from '../src/runtime/server/publisher/core'
+import type { MemoryChannel } from '../src/runtime/server/publisher/memory'
 import { createMemoryPublisher } from '../src/runtime/server/publisher/memory'
 import { rejectionOf, waitFor } from './helpers'
 
 const publishers: RpcPublisher[] = []
 
-function memory(config: Partial<typeof publisherDefaults> = {}) {
-  const publisher = createMemoryPublisher({ ...publisherDefaults, ...config })
+function memory(config: Partial<typeof publisherDefaults> = {}, channels?: Map<string, MemoryChannel>) {
+  const publisher = createMemoryPublisher({ ...publisherDefaults, ...config }, channels)
   publishers.push(publisher)
   return publisher
 }
@@ -149,6 +150,142 @@ describe('memory publisher', () => {
     const publisher = memory()
     await expect(publisher.publish('a', 'text' as never)).rejects.toThrow(/must be an object/)
     expect(() => publisher.subscribe('a', { lastEventId: 'abc' })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }))
+  })
+
+  it('refuses lastEventIds outside the range of stream ids with BAD_REQUEST', async () => {
+    const publisher = memory()
+    const { id } = await publisher.publish('a', { n: 1 })
+    for (const lastEventId of ['1-99999999999999999999999', '18446744073709551616-0', '18446744073709551615-18446744073709551615']) {
+      expect(() => publisher.subscribe('a', { lastEventId })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST', message: expect.stringContaining('2^64') }))
+    }
+    // The largest ids that Redis can still read after are accepted (and are after every event).
+    publisher.subscribe('a', { lastEventId: '18446744073709551615-0' })
+    const resumed = publisher.subscribe('a', { lastEventId: id.replace(/-\d+$/, '-18446744073709551614') })
+    await publisher.publish('a', { n: 2 })
+    expect((await take(resumed, 1)).map(event => event.value.n)).toEqual([2])
+  })
+
+  it('deletes a channel with its last subscriber: subscribe-and-abort with names from input leaves nothing', async () => {
+    const channels = new Map<string, MemoryChannel>()
+    const publisher = memory({}, channels)
+    const live = publisher.subscribe('kept')
+    for (let n = 0; n < 20_000; n++) {
+      const controller = new AbortController()
+      const room = `chat:${String(n).padStart(200, 'x')}`
+      const iterator = publisher.subscribe(room, { signal: controller.signal, history: n % 2 === 0 })
+      if (n % 3 === 0) void iterator.next()
+      controller.abort()
+    }
+    await new Promise(resolve => setTimeout(resolve, 0))
+    expect([...channels.keys()]).toEqual(['kept'])
+
+    // Without retention, publishing to channels nobody listens to keeps nothing either.
+    const unretained = new Map<string, MemoryChannel>()
+    const noRetention = memory({ retention: 0 }, unretained)
+    for (let n = 0; n < 1000; n++) await noRetention.publish(`chat:${n}`, { n })
+    expect(unretained.size).toBe(0)
+
+    // A channel that still retains events stays for subscribers that resume, and the one still subscribed works.
+    await publisher.publish('retained', { n: 1 })
+    const controller = new AbortController()
+    publisher.subscribe('retained', { signal: controller.signal })
+    controller.abort()
+    expect([...channels.keys()].sort()).toEqual(['kept', 'retained'])
+    await publisher.publish('kept', { n: 2 })
+    expect((await take(live, 1)).map(event => event.value.n)).toEqual([2])
+  })
+
+  it('refuses channel names longer than maxChannelNameLength with BAD_REQUEST', async () => {
+    const publisher = memory({ maxChannelNameLength: 10 })
+    const error = await rejectionOf(publisher.publish('x'.repeat(11), { n: 1 }))
+    expect(error).toBeInstanceOf(ORPCError)
+    expect(error).toMatchObject({ code: 'BAD_REQUEST', status: 400, message: expect.stringContaining('at most 10 characters') })
+    expect(() => publisher.subscribe('x'.repeat(11))).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }))
+    const atLimit = publisher.subscribe('x'.repeat(10))
+    await publisher.publish('x'.repeat(10), { n: 1 })
+    expect((await take(atLimit, 1)).map(event => event.value.n)).toEqual([1])
+
+    // A config without the field (an app whose runtime config predates it) gets the default.
+    const { maxChannelNameLength: _, ...withoutLimit } = publisherDefaults
+    const fallback = createMemoryPublisher(withoutLimit as typeof publisherDefaults)
+    publishers.push(fallback)
+    expect(() => fallback.subscribe('x'.repeat(publisherDefaults.maxChannelNameLength + 1))).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }))
+    fallback.subscribe('x'.repeat(publisherDefaults.maxChannelNameLength))
+    expect(publisherDefaults.maxChannelNameLength).toBe(256)
+  })
+})
+
+describe('paged catch-up (what the Redis driver runs)', () => {
+  const eventAt = (n: number): PublishedEvent => ({ id: `${1000 + n}-0`, payload: { n } })
+
+  /** Serves `retained` events a page of `size` at a time, as XRANGE does, and counts the reads. */
+  function pagedSource(retained: PublishedEvent[], size: number) {
+    const reads: string[] = []
+    const read = async (after: string): Promise<CatchUpPage> => {
+      reads.push(after)
+      const start = retained.findIndex(event => compareEventIds(event.id, after) > 0)
+      const page = start === -1 ? [] : retained.slice(start, start + size)
+      return { events: page, next: page.length === size ? page.at(-1)!.id : undefined }
+    }
+    return { read, reads }
+  }
+
+  it('holds at most one page for a subscriber that reads slowly, then delivers all, then live events, once each', async () => {
+    const retained = Array.from({ length: 1000 }, (_, n) => eventAt(n))
+    const { read, reads } = pagedSource(retained, 100)
+    const subscriber = new Subscriber(50, '0-0')
+    subscriber.startPagedCatchUp(read, '0-0')
+    const iterator = subscriber.iterator<{ n: number }>(undefined)
+    await new Promise(resolve => setTimeout(resolve, 10))
+    // Nothing is read before the procedure pulls.
+    expect(reads).toEqual([])
+    expect(subscriber.queuedCount).toBe(0)
+
+    // Live events during the catch-up wait aside; one of them is also the last retained event.
+    subscriber.push(eventAt(999))
+    subscriber.push(eventAt(1000))
+    const received = await take(iterator, 1)
+    expect(reads).toHaveLength(1)
+    expect(subscriber.queuedCount).toBe(99 + 2)
+
+    let mostQueued = 0
+    while (received.length < 1001) {
+      received.push(...await take(iterator, 1))
+      mostQueued = Math.max(mostQueued, subscriber.queuedCount)
+    }
+    subscriber.push(eventAt(1001))
+    received.push(...await take(iterator, 1))
+    expect(received.map(event => event.value.n)).toEqual(Array.from({ length: 1002 }, (_, n) => n))
+    expect(received.map(event => event.id)).toEqual(Array.from({ length: 1002 }, (_, n) => eventAt(n).id))
+    expect(mostQueued).toBeLessThanOrEqual(100 + 2)
+    // Ten full pages and the empty one that ends the catch-up.
+    expect(reads).toHaveLength(11)
+  })
+
+  it('fails with SUBSCRIBER_OVERFLOW when more than maxBufferedEvents live events arrive during the catch-up', async () => {
+    const { read } = pagedSource(Array.from({ length: 300 }, (_, n) => eventAt(n)), 100)
+    const subscriber = new Subscriber(3, '0-0')
+    subscriber.startPagedCatchUp(read, '0-0')
+    const iterator = subscriber.iterator<{ n: number }>(undefined)
+    await take(iterator, 1)
+    for (let n = 300; n < 304; n++) subscriber.push(eventAt(n))
+    expect(subscriber.queuedCount).toBe(0)
+    expect(await rejectionOf(iterator.next())).toMatchObject({ code: 'SUBSCRIBER_OVERFLOW' })
+  })
+
+  it('stops reading pages when the subscription ends', async () => {
+    const { read, reads } = pagedSource(Array.from({ length: 300 }, (_, n) => eventAt(n)), 100)
+    const controller = new AbortController()
+    const subscriber = new Subscriber(10, '0-0')
+    subscriber.startPagedCatchUp(read, '0-0')
+    const iterator = subscriber.iterator<{ n: number }>(controller.signal)
+    await take(iterator, 1)
+    controller.abort()
+    // What was already queued may still drain; nothing more is read.
+    const rest = await take(iterator, 1000)
+    expect(rest.length).toBeLessThanOrEqual(99)
+    expect(await iterator.next()).toEqual({ done: true, value: undefined })
+    expect(reads).toHaveLength(1)
   })
 })
 

@@ -1,7 +1,8 @@
 import { AsyncIteratorClass, ORPCError, withEventMeta } from '@orpc/server'
 import type { RpcPublisherConfig } from './defaults'
+import { publisherDefaults } from './defaults'
 
-export { publisherDefaults } from './defaults'
+export { publisherDefaults }
 export type { RpcPublisherConfig }
 
 export interface RpcSubscribeOptions {
@@ -56,11 +57,14 @@ export const RpcPublisherErrorCode = {
   SubscriberOverflow: 'SUBSCRIBER_OVERFLOW',
 } as const
 
-export function publisherUnavailable(reason: string, cause?: unknown) {
+/**
+ * The error a caller gets when Redis cannot take a command. Deliberately generic: Redis's own messages name
+ * hosts, ports and internals, so the driver logs them and callers get only what they can act on.
+ */
+export function publisherUnavailable() {
   return new ORPCError(RpcPublisherErrorCode.Unavailable, {
     status: 503,
-    message: `The publisher is unavailable (${reason}); the event was most likely not published. Try again shortly.`,
-    cause,
+    message: 'The publisher is unavailable; the event was most likely not published. Try again shortly.',
   })
 }
 
@@ -87,14 +91,40 @@ export function compareEventIds(a: string, b: string): number {
 /** The id before every event. */
 const originId = '0-0'
 
+/** Both parts of a Redis stream id are unsigned 64-bit integers. */
+const maxIdPart = 2n ** 64n - 1n
+
+/**
+ * Whether Redis can read after `id`: each part fits in 64 bits, and it is not the largest id, after which
+ * Redis refuses to read. Redis answers any other id with an error that retrying cannot fix.
+ */
+function isReadableId(id: string) {
+  const [, ms, seq] = eventIdPattern.exec(id)!
+  const msValue = BigInt(ms!)
+  const seqValue = BigInt(seq!)
+  return msValue <= maxIdPart && seqValue <= maxIdPart && !(msValue === maxIdPart && seqValue === maxIdPart)
+}
+
 /** The id to resume after, or undefined to start live; an id this publisher never makes is a BAD_REQUEST. */
 export function resumeIdOf({ lastEventId, history }: RpcSubscribeOptions, retention: number): string | undefined {
   if (retention <= 0) return undefined
   if (lastEventId === undefined || lastEventId === '') return history ? originId : undefined
-  if (!eventIdPattern.test(lastEventId)) {
-    throw new ORPCError('BAD_REQUEST', { message: `lastEventId "${lastEventId.slice(0, 40)}" is not an event id of this publisher (<ms>-<seq>).` })
+  if (!eventIdPattern.test(lastEventId) || !isReadableId(lastEventId)) {
+    throw new ORPCError('BAD_REQUEST', { message: `lastEventId "${lastEventId.slice(0, 40)}" is not an event id of this publisher (<ms>-<seq>, each part below 2^64).` })
   }
   return lastEventId
+}
+
+/**
+ * Refuses a channel name longer than `maxLength`: names often come from input (`chat:${input.room}`), and
+ * each one costs memory (and a Redis key) for as long as the channel lives.
+ */
+export function assertChannelName(name: string, maxLength: number = publisherDefaults.maxChannelNameLength) {
+  if (typeof name !== 'string' || name.length > maxLength) {
+    throw new ORPCError('BAD_REQUEST', {
+      message: `A channel name may have at most ${maxLength} characters. Use a short id or a hash of the input as the name, or raise orpc.publisher.maxChannelNameLength.`,
+    })
+  }
 }
 
 /**
@@ -118,6 +148,15 @@ export function assertPayload(payload: unknown): asserts payload is object {
   }
 }
 
+/** One page of retained events; `next` is the id to read the following page after, undefined after the last page. */
+export interface CatchUpPage {
+  events: PublishedEvent[]
+  next: string | undefined
+}
+
+/** Reads the page of retained events after `after`; undefined when the subscription ended meanwhile. */
+export type CatchUpReader = (after: string) => Promise<CatchUpPage | undefined>
+
 /**
  * One subscription: a queue between the driver, which pushes events, and the procedure, which pulls them.
  * Events at or before the last one queued are dropped, so a catch-up read that overlaps live delivery
@@ -130,6 +169,8 @@ export class Subscriber {
   private lastId: string | undefined
   /** Catch-up events still queued: they do not count against `maxBufferedEvents`. */
   private catchUpQueued = 0
+  /** Where a paged catch-up goes on; a page is read only once the queue is empty and the procedure pulls. */
+  private pager: { read: CatchUpReader, after: string, reading: boolean } | undefined
   private failure: unknown
   private ended = false
   private readonly endListeners: Array<() => void> = []
@@ -140,6 +181,11 @@ export class Subscriber {
 
   get isEnded() {
     return this.ended
+  }
+
+  /** Events waiting to be pulled, held live events included: what this subscription holds in memory. */
+  get queuedCount() {
+    return this.queue.length + (this.held?.length ?? 0)
   }
 
   /** Holds live events aside until {@link finishCatchUp}. */
@@ -153,6 +199,15 @@ export class Subscriber {
     const held = this.held ?? []
     this.held = undefined
     for (const event of held) this.push(event)
+  }
+
+  /**
+   * Catches up from `after` a page at a time, as the procedure pulls: a subscriber that does not read holds
+   * at most one page, however much is retained. Live events wait aside until the last page.
+   */
+  startPagedCatchUp(read: CatchUpReader, after: string) {
+    this.startCatchUp()
+    this.pager = { read, after, reading: false }
   }
 
   /** A live event. */
@@ -176,6 +231,7 @@ export class Subscriber {
     if (this.ended) return
     this.ended = true
     this.held = undefined
+    this.pager = undefined
     this.wake()
     for (const listener of this.endListeners.splice(0)) listener()
   }
@@ -194,6 +250,7 @@ export class Subscriber {
 
     return new AsyncIteratorClass<T>(async () => {
       while (!this.queue.length && !this.ended) {
+        this.readNextPage()
         await new Promise<void>((resolve) => {
           this.waiting = { resolve }
         })
@@ -206,6 +263,26 @@ export class Subscriber {
     }, async () => {
       this.end()
     })
+  }
+
+  private readNextPage() {
+    const pager = this.pager
+    if (!pager || pager.reading) return
+    pager.reading = true
+    pager.read(pager.after).then((page) => {
+      if (this.ended || !page) return
+      pager.reading = false
+      if (page.next === undefined) {
+        this.pager = undefined
+        this.finishCatchUp(page.events)
+      }
+      else {
+        pager.after = page.next
+        for (const event of page.events) this.enqueue(event, true)
+      }
+      // A page whose entries were all skipped queues nothing: the pull loop must still go on to the next.
+      this.wake()
+    }, error => this.fail(error))
   }
 
   private enqueue(event: PublishedEvent, catchUp: boolean) {

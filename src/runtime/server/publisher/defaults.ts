@@ -11,6 +11,12 @@ export interface RpcPublisherConfig {
   maxEventsPerChannel: number
   /** Most events waiting for one slow subscriber before its stream fails with SUBSCRIBER_OVERFLOW. */
   maxBufferedEvents: number
+  /**
+   * Longest channel name `publish` and `subscribe` accept, in characters (UTF-16 code units); longer names
+   * are refused with BAD_REQUEST. Channel names often come from input, and each costs memory while it lives.
+   * @default 256
+   */
+  maxChannelNameLength: number
 }
 
 /** Shared by the build-time options (src/nitro.ts) and the runtime, so the two cannot drift apart. */
@@ -21,4 +27,5 @@ export const publisherDefaults: RpcPublisherConfig = {
   retention: 300,
   maxEventsPerChannel: 1000,
   maxBufferedEvents: 1000,
+  maxChannelNameLength: 256,
 }

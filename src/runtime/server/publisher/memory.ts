@@ -1,11 +1,11 @@
 import type { PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
+import { assertChannelName, assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
 
 interface RetainedEvent extends PublishedEvent {
   publishedAt: number
 }
 
-interface MemoryChannel {
+export interface MemoryChannel {
   retained: RetainedEvent[]
   subscribers: Set<Subscriber>
 }
@@ -13,9 +13,9 @@ interface MemoryChannel {
 /**
  * The one-process driver: events go straight to this process's subscribers, and the last events of each
  * channel stay in memory (bounded by count and age) for subscribers that resume with `lastEventId`.
+ * `channels` is the channel table, passed in only by tests that check what it keeps.
  */
-export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher {
-  const channels = new Map<string, MemoryChannel>()
+export function createMemoryPublisher(config: RpcPublisherConfig, channels = new Map<string, MemoryChannel>()): RpcPublisher {
   const nextId = createEventIdGenerator()
   const retentionMs = config.retention * 1000
 
@@ -23,6 +23,11 @@ export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher 
     let channel = channels.get(name)
     if (!channel) channels.set(name, channel = { retained: [], subscribers: new Set() })
     return channel
+  }
+
+  // Channel names often come from input: an entry that nothing uses must go at once, not at the next sweep.
+  const dropIfUnused = (name: string, channel: MemoryChannel) => {
+    if (!channel.retained.length && !channel.subscribers.size && channels.get(name) === channel) channels.delete(name)
   }
 
   const trim = (channel: MemoryChannel, now: number) => {
@@ -37,16 +42,19 @@ export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher 
     const now = Date.now()
     for (const [name, channel] of channels) {
       trim(channel, now)
-      if (!channel.retained.length && !channel.subscribers.size) channels.delete(name)
+      dropIfUnused(name, channel)
     }
   }, Math.max(retentionMs, 10_000))
   sweep.unref?.()
 
   return {
     async publish(name, payload) {
+      assertChannelName(name, config.maxChannelNameLength)
       assertPayload(payload)
-      const channel = channelOf(name)
       const event: RetainedEvent = { id: nextId(), payload, publishedAt: Date.now() }
+      // Without retention, a channel nobody listens to needs no entry.
+      const channel = retentionMs > 0 ? channelOf(name) : channels.get(name)
+      if (!channel) return { id: event.id }
       if (retentionMs > 0) {
         channel.retained.push(event)
         trim(channel, event.publishedAt)
@@ -56,6 +64,7 @@ export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher 
     },
 
     subscribe(name, options = {}) {
+      assertChannelName(name, config.maxChannelNameLength)
       const resumeAfter = resumeIdOf(options, config.retention)
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
@@ -65,7 +74,10 @@ export function createMemoryPublisher(config: RpcPublisherConfig): RpcPublisher 
         subscriber.finishCatchUp(channel.retained)
       }
       channel.subscribers.add(subscriber)
-      subscriber.onEnd(() => channel.subscribers.delete(subscriber))
+      subscriber.onEnd(() => {
+        channel.subscribers.delete(subscriber)
+        dropIfUnused(name, channel)
+      })
       return subscriber.iterator(options.signal)
     },
 

@@ -4,15 +4,20 @@
 // already depends on, so apps keep one copy of it too.
 import type { Redis, RedisOptions } from 'ioredis'
 import { StandardRPCJsonSerializer } from '@orpc/client/standard'
-import type { PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { assertPayload, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
+import type { CatchUpReader, PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
+import { assertChannelName, assertPayload, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
 
 /** How long a publish waits for a Redis connection that is (re)connecting before it rejects. */
 const publishWaitMs = 1000
 /** XREAD blocks at most this long, so a half-open connection or a missed wake-up costs at most this. */
 const readBlockMs = 5000
-/** Entries one XREAD or XRANGE returns at most. */
+/** Entries one XREAD returns at most. */
 const pageSize = 500
+/**
+ * Entries one catch-up XRANGE returns at most. A resuming subscriber holds at most one such page, so this is
+ * smaller than the shared reader's page: there is one catch-up per resuming subscriber, not one per process.
+ */
+export const catchUpPageSize = 100
 
 interface RedisChannel {
   key: string
@@ -22,6 +27,8 @@ interface RedisChannel {
   ready: Promise<void>
   setReady: () => void
   subscribers: Set<Subscriber>
+  /** Events decoded for catch-ups, by id, while any subscriber still holds them. */
+  decoded: Map<string, WeakRef<PublishedEvent>>
 }
 
 const serializer = new StandardRPCJsonSerializer()
@@ -42,6 +49,23 @@ function decodeEntry(id: string, fields: string[]): PublishedEvent | undefined {
     console.warn(`[nuxt-orpc] Skipped stream entry ${id}: it is not an event nuxt-orpc wrote.`, error)
     return undefined
   }
+}
+
+// Forgets a shared decoded event once no subscriber holds it.
+const decodedEvents = new FinalizationRegistry<{ channel: RedisChannel, id: string }>(({ channel, id }) => {
+  if (!channel.decoded.get(id)?.deref()) channel.decoded.delete(id)
+})
+
+/** Decodes a catch-up entry, or reuses the copy another resuming subscriber of the channel still holds. */
+function decodeShared(channel: RedisChannel, id: string, fields: string[]): PublishedEvent | undefined {
+  const shared = channel.decoded.get(id)?.deref()
+  if (shared) return shared
+  const event = decodeEntry(id, fields)
+  if (event) {
+    channel.decoded.set(id, new WeakRef(event))
+    decodedEvents.register(event, { channel, id })
+  }
+  return event
 }
 
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
@@ -73,6 +97,14 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     if (outage !== undefined) console.info('[nuxt-orpc] Redis publisher: connected again.')
     outage = undefined
   }
+  // Redis's answer to a failed publish stays in the server log: callers get a generic PUBLISHER_UNAVAILABLE.
+  // Logged once per distinct error until a publish succeeds, so a failing Redis does not log every publish.
+  let publishError: string | undefined
+  const reportPublishError = (error: unknown) => {
+    const reason = error instanceof Error ? error.message : String(error)
+    if (reason !== publishError) console.error(`[nuxt-orpc] Redis publisher: a publish failed (PUBLISHER_UNAVAILABLE): ${reason}`)
+    publishError = reason
+  }
 
   const connectionOptions: RedisOptions = {
     lazyConnect: true,
@@ -102,7 +134,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
   async function readyCommandClient(): Promise<Redis> {
     const client = await commandClient
     if (client.status === 'ready') return client
-    if (closed || client.status === 'end') throw publisherUnavailable('closed')
+    if (closed || client.status === 'end') throw publisherUnavailable()
     await new Promise<void>((resolve, reject) => {
       const onReady = () => {
         clearTimeout(timeout)
@@ -110,7 +142,8 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       }
       const timeout = setTimeout(() => {
         client.off('ready', onReady)
-        reject(publisherUnavailable(outage ? `Redis: ${outage}` : `Redis is ${client.status}`))
+        // What went wrong is logged by reportDown when the connection fails.
+        reject(publisherUnavailable())
       }, publishWaitMs)
       client.once('ready', onReady)
     })
@@ -215,7 +248,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     const ready = new Promise<void>((resolve) => {
       setReady = resolve
     })
-    const channel: RedisChannel = { key, cursor: undefined, ready, setReady, subscribers: new Set() }
+    const channel: RedisChannel = { key, cursor: undefined, ready, setReady, subscribers: new Set(), decoded: new Map() }
     channels.set(key, channel)
     // The cursor starts at the newest entry: a subscriber gets what is published from now on.
     void retrying(() => !closed && channels.get(key) === channel, async () => {
@@ -228,27 +261,29 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     return channel
   }
 
-  /** Reads what a resuming subscriber missed, after the shared reader's cursor is set (so nothing falls between). */
-  async function catchUp(channel: RedisChannel, subscriber: Subscriber, after: string) {
+  /**
+   * Reads what a resuming subscriber missed, a page at a time as it pulls. Reading starts once the shared
+   * reader's cursor is set, so nothing falls between the catch-up and live delivery.
+   */
+  function catchUpReader(channel: RedisChannel, subscriber: Subscriber): CatchUpReader {
     const alive = () => !closed && !subscriber.isEnded
     const ended = new Promise<void>(resolve => subscriber.onEnd(resolve))
-    await Promise.race([channel.ready, ended])
-    const missed: PublishedEvent[] = []
-    let from = after
-    for (let more = true; more && alive();) {
-      const page = await retrying(alive, async () => (await readyCommandClient()).xrange(channel.key, `(${from}`, '+', 'COUNT', pageSize))
-      for (const [id, fields] of page ?? []) {
-        from = id
-        const event = decodeEntry(id, fields)
-        if (event) missed.push(event)
+    return async (after) => {
+      await Promise.race([channel.ready, ended])
+      const entries = await retrying(alive, async () => (await readyCommandClient()).xrange(channel.key, `(${after}`, '+', 'COUNT', catchUpPageSize))
+      if (!entries || !alive()) return undefined
+      const events: PublishedEvent[] = []
+      for (const [id, fields] of entries) {
+        const event = decodeShared(channel, id, fields)
+        if (event) events.push(event)
       }
-      more = page?.length === pageSize
+      return { events, next: entries.length === catchUpPageSize ? entries.at(-1)![0] : undefined }
     }
-    subscriber.finishCatchUp(missed)
   }
 
   return {
     async publish(name, payload) {
+      assertChannelName(name, config.maxChannelNameLength)
       assertPayload(payload)
       const data = encodePayload(payload)
       const client = await readyCommandClient()
@@ -262,16 +297,21 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         results = await transaction.exec()
       }
       catch (error) {
-        // ioredis's own wording for a dropped connection ("Stream isn't writeable...") means nothing to a caller.
-        const reason = client.status === 'ready' && error instanceof Error ? error.message : `not connected (${client.status})`
-        throw publisherUnavailable(`Redis: ${reason}`, error)
+        if (client.status === 'ready') reportPublishError(error)
+        else reportDown(error)
+        throw publisherUnavailable()
       }
       const [error, id] = results?.[0] ?? [new Error('the transaction was aborted'), undefined]
-      if (error || typeof id !== 'string') throw publisherUnavailable(`Redis: ${error?.message ?? 'no id'}`, error)
+      if (error || typeof id !== 'string') {
+        reportPublishError(error ?? new Error('XADD answered without an id'))
+        throw publisherUnavailable()
+      }
+      publishError = undefined
       return { id }
     },
 
     subscribe(name, options = {}) {
+      assertChannelName(name, config.maxChannelNameLength)
       const resumeAfter = resumeIdOf(options, config.retention)
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
@@ -280,10 +320,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         channel.subscribers.delete(subscriber)
         if (!channel.subscribers.size && channels.get(channel.key) === channel) channels.delete(channel.key)
       })
-      if (resumeAfter !== undefined) {
-        subscriber.startCatchUp()
-        void catchUp(channel, subscriber, resumeAfter)
-      }
+      if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber), resumeAfter)
       return subscriber.iterator(options.signal)
     },
 
