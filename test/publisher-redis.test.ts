@@ -1,0 +1,141 @@
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import { getEventMeta, ORPCError } from '@orpc/server'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+import type { RpcPublisher } from '../src/runtime/server/publisher/core'
+import { publisherDefaults, Subscriber } from '../src/runtime/server/publisher/core'
+import { catchUpPageSize, createRedisPublisher } from '../src/runtime/server/publisher/redis'
+import { rejectionOf } from './helpers'
+import { redisAnswers } from './pubsub'
+
+// The driver against a real Redis: this machine kind runs one at 127.0.0.1:6379. Without it these tests are
+// skipped, except in CI, where they must run (and fail).
+const redisUrl = 'redis://127.0.0.1:6379'
+const skipRedis = !(await redisAnswers(6379)) && !process.env.CI
+if (skipRedis) {
+  console.warn('[publisher-redis.test] Redis does not answer at 127.0.0.1:6379: the Redis driver tests are SKIPPED. Start redis-server (or set CI to make them fail instead).')
+}
+
+/** Keys of this run apart from every other run against the shared Redis; deleted after the run. */
+const prefix = `nuxt-orpc-test:publisher:${process.pid}:${Date.now()}:`
+
+const publishers: RpcPublisher[] = []
+
+function redisPublisher(config: Partial<typeof publisherDefaults> = {}) {
+  const publisher = createRedisPublisher({ ...publisherDefaults, driver: 'redis', url: redisUrl, prefix, ...config })
+  publishers.push(publisher)
+  return publisher
+}
+
+afterEach(async () => {
+  vi.restoreAllMocks()
+  await Promise.all(publishers.splice(0).map(publisher => publisher.close()))
+})
+
+afterAll(async () => {
+  if (skipRedis) return
+  const redis = new Redis(redisUrl)
+  const keys = await redis.keys(`${prefix}*`)
+  if (keys.length) await redis.del(...keys)
+  redis.disconnect()
+})
+
+/** Pulls `count` events from an iterator, with their ids. */
+async function take(iterator: AsyncIterator<object>, count: number) {
+  const events: Array<{ id: string | undefined, value: any }> = []
+  while (events.length < count) {
+    const result = await iterator.next()
+    if (result.done) break
+    events.push({ id: getEventMeta(result.value)?.id, value: result.value })
+  }
+  return events
+}
+
+/** Heap in use after a full collection (V8's gc, reached without --expose-gc). */
+function heapAfterGc() {
+  setFlagsFromString('--expose-gc')
+  ;(runInNewContext('gc') as () => void)()
+  return process.memoryUsage().heapUsed
+}
+
+describe.skipIf(skipRedis)('redis publisher (real Redis)', () => {
+  it('resuming from 0-0 holds at most a page per subscriber, shares decoded events, then delivers all in order, then live events, once each', async () => {
+    const publisher = redisPublisher()
+    const channel = 'flood'
+    const text = 'x'.repeat(2000)
+    const ids: string[] = []
+    for (let n = 0; n < 1000; n++) ids.push((await publisher.publish(channel, { n, body: { text } })).id)
+
+    // The attack: many subscriptions resume from the start of the channel and then stop reading.
+    const subscribers: Subscriber[] = []
+    const iterator = vi.spyOn(Subscriber.prototype, 'iterator')
+    const heapBefore = heapAfterGc()
+    const attackers = Array.from({ length: 200 }, (_, n) => publisher.subscribe(channel, { lastEventId: n % 2 ? '0-0' : '0-1' }))
+    subscribers.push(...iterator.mock.contexts as Subscriber[])
+    expect(subscribers).toHaveLength(200)
+    await new Promise(resolve => setTimeout(resolve, 100))
+    expect(subscribers.map(subscriber => subscriber.queuedCount)).toEqual(subscribers.map(() => 0))
+
+    // Each reads one event, as a server's stream does before the client's socket stops draining.
+    const firsts = await Promise.all(attackers.map(attacker => take(attacker, 1)))
+    expect(firsts.map(([event]) => event!.id)).toEqual(attackers.map(() => ids[0]))
+    const heapGrowth = heapAfterGc() - heapBefore
+    console.info(`[publisher-redis.test] 200 subscribers resumed from 0-0 on 1000 retained 2 KB events, one read each: heap +${(heapGrowth / 2 ** 20).toFixed(1)} MiB`)
+    expect(Math.max(...subscribers.map(subscriber => subscriber.queuedCount))).toBeLessThanOrEqual(catchUpPageSize - 1)
+    // One decoded copy, whatever the subscriber and its lastEventId: the same nested object reaches both.
+    expect(firsts[0]![0]!.value.body).toBe(firsts[1]![0]!.value.body)
+    // Without paging and sharing this was about 400 MiB; one shared page is a few hundred KB.
+    expect(heapGrowth).toBeLessThan(40 * 2 ** 20)
+
+    // A subscriber that goes on reading gets every retained event in order, then live ones, each once.
+    const reader = attackers[0]!
+    const live: string[] = []
+    const received = await take(reader, 500)
+    for (let n = 1000; n < 1005; n++) live.push((await publisher.publish(channel, { n, body: { text: 'live' } })).id)
+    received.push(...await take(reader, 500 - 1 + 5))
+    expect(received.map(event => event.value.n)).toEqual(Array.from({ length: 1004 }, (_, n) => n + 1))
+    expect(received.map(event => event.id)).toEqual([...ids.slice(1), ...live])
+    await publisher.publish(channel, { n: 1005, body: { text: 'live' } })
+    expect((await take(reader, 1)).map(event => event.value.n)).toEqual([1005])
+
+    // The others, still not reading, stayed within a page each.
+    expect(Math.max(...subscribers.slice(1).map(subscriber => subscriber.queuedCount))).toBeLessThanOrEqual(catchUpPageSize - 1 + 6)
+  })
+
+  it('refuses a lastEventId Redis cannot read after with BAD_REQUEST, instead of retrying forever', async () => {
+    const publisher = redisPublisher()
+    await publisher.publish('ids', { n: 1 })
+    for (const lastEventId of ['1-99999999999999999999999', '18446744073709551615-18446744073709551615']) {
+      expect(() => publisher.subscribe('ids', { lastEventId })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }))
+    }
+    // A valid id still resumes.
+    const resumed = publisher.subscribe('ids', { lastEventId: '1-0' })
+    expect((await take(resumed, 1)).map(event => event.value.n)).toEqual([1])
+  })
+
+  it('refuses channel names longer than maxChannelNameLength with BAD_REQUEST', async () => {
+    const publisher = redisPublisher({ maxChannelNameLength: 10 })
+    expect(await rejectionOf(publisher.publish('x'.repeat(11), { n: 1 }))).toMatchObject({ code: 'BAD_REQUEST', status: 400, message: expect.stringContaining('at most 10 characters') })
+    expect(() => publisher.subscribe('x'.repeat(11))).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }))
+    const atLimit = publisher.subscribe('y'.repeat(10), { history: true })
+    await publisher.publish('y'.repeat(10), { n: 1 })
+    expect((await take(atLimit, 1)).map(event => event.value.n)).toEqual([1])
+  })
+})
+
+describe('redis publisher when Redis cannot be reached', () => {
+  it('rejects with a generic PUBLISHER_UNAVAILABLE that names no address or Redis error, and logs the details', async () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    const publisher = redisPublisher({ url: 'redis://127.0.0.1:1' })
+    const error = await rejectionOf(publisher.publish('a', { n: 1 }))
+    expect(error).toBeInstanceOf(ORPCError)
+    expect(error).toMatchObject({ code: 'PUBLISHER_UNAVAILABLE', status: 503 })
+    const wire = JSON.stringify((error as ORPCError<string, unknown>).toJSON())
+    for (const text of [wire, (error as Error).message]) {
+      expect(text).not.toMatch(/127\.0\.0\.1|:1\b|ECONNREFUSED|redis|connect|stream|writeable/i)
+    }
+    expect((error as Error).cause).toBeUndefined()
+    expect(warn.mock.calls.flat().join(' ')).toContain('ECONNREFUSED 127.0.0.1:1')
+  })
+})
