@@ -27,6 +27,15 @@ export interface NuxtOrpcServerOptions {
    */
   allowedOrigins?: string[]
   /**
+   * Host names the app is served under, e.g. `['app.example.com']` (`'.example.com'` also matches its
+   * subdomains). When set, a browser's same-origin handshake is allowed only if its Host header is one of
+   * them: a DNS-rebinding page (whose Host and Origin are the attacker's name) is refused with 1008.
+   * `allowedOrigins` are allowed either way. Empty: any Host. In development (`nuxt dev`) an empty list means
+   * `['localhost', '127.0.0.1', '[::1]']`. Runtime override: `NUXT_ORPC_ALLOWED_HOSTS`.
+   * @default []
+   */
+  allowedHosts?: string[]
+  /**
    * The largest WebSocket message the server reads, in bytes. ws enforces it while it reads the frame and
    * closes the socket with 1009 past it. It applies to every WebSocket route of the server.
    * @default 1048576 (1 MiB)
@@ -78,6 +87,13 @@ export interface NuxtOrpcServerOptions {
    */
   maxBufferedBytes?: number
   /**
+   * Bytes of streamed input (events a client sends to a call whose input is an event iterator) one
+   * connection may have waiting for its procedures to read them. Past it the socket is closed with 1008.
+   * Events for calls that take no streamed input are dropped.
+   * @default 4194304 (4 MiB)
+   */
+  maxBufferedInputBytes?: number
+  /**
    * On SIGTERM/SIGINT: how long (ms) calls waiting for their response may still finish before every socket is
    * closed with 1001. Nitro's own limit (`NITRO_SHUTDOWN_TIMEOUT`, 30 s) still applies around it.
    * @default 10000
@@ -123,6 +139,12 @@ export interface NuxtOrpcPublisherOptions {
    * @default 1000
    */
   maxBufferedEvents?: number
+  /**
+   * Longest channel name `publish` and `subscribe` take, in characters; a longer one is refused with
+   * `BAD_REQUEST`. Channel names built from input (`chat:${input.room}`) cannot then grow the server's maps.
+   * @default 256
+   */
+  maxChannelNameLength?: number
 }
 
 export type ResolvedServerOptions = Required<Omit<NuxtOrpcServerOptions, 'publisher'>> & { publisher: Required<NuxtOrpcPublisherOptions> }
@@ -131,6 +153,7 @@ export const serverDefaults: ResolvedServerOptions = {
   router: 'rpc/index',
   route: '/_orpc',
   allowedOrigins: [],
+  allowedHosts: [],
   maxMessageBytes: 1024 * 1024,
   maxCallsInFlight: 128,
   rateLimit: false,
@@ -140,6 +163,7 @@ export const serverDefaults: ResolvedServerOptions = {
   heartbeatInterval: 25_000,
   heartbeatTimeout: 20_000,
   maxBufferedBytes: 1024 * 1024,
+  maxBufferedInputBytes: 4 * 1024 * 1024,
   shutdownTimeout: 10_000,
   publisher: publisherDefaults,
 }
@@ -153,6 +177,9 @@ declare module 'nitropack' {
     orpc?: NuxtOrpcServerOptions
   }
 }
+
+/** What an empty `allowedHosts` means in development. */
+export const devAllowedHosts = ['localhost', '127.0.0.1', '[::1]'] as const
 
 const runtimeDir = fileURLToPath(new URL('./runtime', import.meta.url))
 const moduleExtensions = ['.ts', '.mts', '.js', '.mjs']
@@ -198,6 +225,8 @@ function appModuleCode(routerFile: string | undefined, contextFile: string | und
  */
 export function setupNitro(nitro: Nitro) {
   const options = defu(nitro.options.orpc, serverDefaults) as ResolvedServerOptions
+  // DNS rebinding targets development servers above all: there, only local host names count as same-origin.
+  if (nitro.options.dev && !options.allowedHosts.length) options.allowedHosts = [...devAllowedHosts]
   nitro.options.orpc = options
 
   nitro.options.experimental ||= {}

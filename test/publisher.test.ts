@@ -161,6 +161,8 @@ describe('memory publisher', () => {
     // The largest ids that Redis can still read after are accepted (and are after every event).
     publisher.subscribe('a', { lastEventId: '18446744073709551615-0' })
     const resumed = publisher.subscribe('a', { lastEventId: id.replace(/-\d+$/, '-18446744073709551614') })
+    // In a later millisecond: an event of the same one would come at or before that lastEventId.
+    await new Promise(resolve => setTimeout(resolve, 5))
     await publisher.publish('a', { n: 2 })
     expect((await take(resumed, 1)).map(event => event.value.n)).toEqual([2])
   })

@@ -3,7 +3,7 @@ import { H3Event, getRequestURL, isError } from 'h3'
 import type { IncomingMessage } from 'node:http'
 import { ServerResponse } from 'node:http'
 import type { RpcContextFunction, RpcContextInput, RpcUpgradeRequest } from '../types'
-import { peerAddressOf } from './socket'
+import { peerAddressOf, toCloseReason } from './socket'
 
 /** Why a connection (or an SSR call) was refused: a WebSocket close code and a reason. */
 export interface RpcRefusal {
@@ -14,13 +14,6 @@ export interface RpcRefusal {
 
 /** WebSocket close code for a refusal with HTTP status `status`: 4000 + status (4401, 4403, ...). */
 export const closeCodeForStatus = (status: number) => 4000 + status
-
-/** WebSocket close reasons are limited to 123 bytes of UTF-8. */
-export function toCloseReason(text: string): string {
-  const bytes = new TextEncoder().encode(text)
-  if (bytes.length <= 123) return text
-  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, '') + '...'
-}
 
 /** HTTP status carried by an error thrown from the context function: ORPCError, H3 error or a Response. */
 function statusOf(error: unknown): number | undefined {

@@ -5,19 +5,18 @@ import type { IncomingMessage } from 'node:http'
 import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
 import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
+import type { AdmissionLimits, AdmissionSlot } from './admission'
+import { Admission, isOriginAllowed, isRefusal, normalizeHosts, normalizeOrigins } from './admission'
 import type { RpcRefusal } from './context'
+import { contextInputFromUpgrade, refusalFromError } from './context'
 import { PlainCallHandler } from './plain-call'
-import { contextInputFromUpgrade, refusalFromError, toCloseReason } from './context'
 import type { RpcRoute, RpcSocketLimits } from './socket'
-import { isShuttingDown, liveSockets, releaseUpgradeRequest, remoteAddressOf, RpcCloseCode, RpcSocket, TokenBucket } from './socket'
+import { isShuttingDown, liveSockets, peerAddressOf, PendingConnection, pendingConnections, releaseUpgradeRequest, remoteAddressOf, RpcCloseCode, RpcSocket, toCloseReason } from './socket'
 
-export { RpcCloseCode }
+export { isOriginAllowed, RpcCloseCode }
 
 /** Limits and timers of the server half; every one is a module option with the same name. */
-export interface RpcServerLimits extends RpcSocketLimits {
-  maxHandshakesPerSecond: number
-  maxConnections: number
-  maxConnectionsPerIp: number
+export interface RpcServerLimits extends RpcSocketLimits, AdmissionLimits {
   heartbeatInterval: number
   heartbeatTimeout: number
 }
@@ -26,6 +25,7 @@ export const defaultServerLimits: RpcServerLimits = {
   maxCallsInFlight: 128,
   rateLimit: false,
   maxBufferedBytes: 1024 * 1024,
+  maxBufferedInputBytes: 4 * 1024 * 1024,
   maxHandshakesPerSecond: 1000,
   maxConnections: 10_000,
   maxConnectionsPerIp: 100,
@@ -44,23 +44,53 @@ export interface RpcWebSocketHandlerOptions extends Partial<RpcServerLimits> {
    * @default []
    */
   allowedOrigins?: readonly string[]
+  /**
+   * Host names the app is served under, e.g. `['app.example.com']` (`.example.com` for it and its
+   * subdomains). When set, a same-origin handshake is allowed only with a Host in this list, which stops DNS
+   * rebinding; `allowedOrigins` are allowed either way. Empty: any Host.
+   * @default []
+   */
+  allowedHosts?: readonly string[]
   /** Options for oRPC's RPC handler (plugins, interceptors). */
   handlerOptions?: StandardRPCHandlerOptions<object>
 }
 
-/** What the upgrade decided for a connection (`context` undefined: no context function, `{}` made on use). */
-type Decision
-  = | { context: object | undefined, refusal?: undefined }
-    | { context?: undefined, refusal: RpcRefusal }
+/** A refused upgrade: the socket is accepted, then closed from `open` with the refusal's code and reason. */
+interface Refused {
+  refusal: RpcRefusal
+}
+
+/** An accepted upgrade, until its socket opens: its context (`undefined`: no context function) and slot. */
+class AcceptedUpgrade extends PendingConnection {
+  /** A handshake whose socket never opened (the client left during the upgrade) frees its slot after this. */
+  static readonly openTimeout = 10_000
+
+  readonly slot: AdmissionSlot
+  private readonly expiry: ReturnType<typeof setTimeout>
+
+  constructor(context: RpcContext | undefined, remoteAddress: string | undefined, slot: AdmissionSlot, admission: Admission) {
+    super(context, remoteAddress)
+    this.slot = slot
+    pendingConnections.add(this)
+    this.expiry = setTimeout(() => {
+      pendingConnections.delete(this)
+      admission.release(slot)
+    }, AcceptedUpgrade.openTimeout)
+    ;(this.expiry as { unref?: () => void }).unref?.()
+  }
+
+  /** Its socket opened: it is no longer pending. */
+  settle() {
+    clearTimeout(this.expiry)
+    pendingConnections.delete(this)
+  }
+}
 
 /**
  * What the crossws peer context holds for a connection: the upgrade's decision, replaced by the connection
  * itself once it is open (the decision is then garbage: an idle connection keeps no extra object).
  */
-type ConnectionState = Decision | RpcSocket
-
-/** The decision of every accepted upgrade when there is no context function. */
-const acceptedWithoutContext: Decision = { context: undefined }
+type ConnectionState = Refused | AcceptedUpgrade | RpcSocket
 
 const connectionStateKey = Symbol.for('nuxt-orpc.connection')
 
@@ -95,40 +125,14 @@ export function selectSubprotocol(protocols: Set<string>, request?: object): str
   return protocols.values().next().value ?? false
 }
 
-/**
- * Same-origin means the Origin's host equals the Host the request was made to (as Phoenix checks it); the
- * scheme is not compared, so TLS terminated at a proxy still counts as same origin.
- */
-export function isOriginAllowed(origin: string | null, requestUrl: string, allowedOrigins: ReadonlySet<string>): boolean {
-  if (origin === null) return true
-  if (allowedOrigins.has(origin)) return true
-  try {
-    return new URL(origin).host === new URL(requestUrl).host
-  }
-  catch {
-    return false
-  }
-}
-
-function normalizeOrigins(origins: readonly string[]): Set<string> {
-  return new Set(origins.map((origin) => {
-    if (origin === 'null') return origin
-    try {
-      return new URL(origin).origin
-    }
-    catch {
-      throw new TypeError(`[nuxt-orpc] allowedOrigins: "${origin}" is not an origin such as "https://app.example.com".`)
-    }
-  }))
-}
-
 /** The upgrade request as crossws's Node adapter gives it: `_req` is the IncomingMessage. */
 type UpgradeRequest = RpcUpgradeRequest & { _req?: IncomingMessage }
 
 /**
  * The crossws hooks that serve `router` over one WebSocket: origin check, connection caps and connection
- * context at the upgrade; per-connection limits, oRPC's RPC protocol and a heartbeat on the socket; every call
- * aborted when the socket closes.
+ * context at the upgrade, in that order (a flood of handshakes is capped before the context function, and
+ * the database it may ask, runs); per-connection limits, oRPC's RPC protocol and a heartbeat on the socket;
+ * every call aborted when the socket closes.
  *
  * A refused connection is accepted and then closed from `open` with a close code and reason, instead of
  * answering the handshake with an HTTP error: browsers hide a refused handshake's status from scripts (the
@@ -149,65 +153,55 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     limits,
   }
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
+  const allowedHosts = normalizeHosts(options.allowedHosts ?? [])
   const createContext = options.createContext
-  // Per address, its open connections; the entry's `address` is the one string every connection from there keeps.
-  const connectionsPerIp = new Map<string, { address: string, count: number }>()
-  // A small burst (a tenth of a second's worth), so no one-second window sees much more than the cap.
-  const handshakes = new TokenBucket(Math.max(1, Math.ceil(limits.maxHandshakesPerSecond / 10)), 1000, limits.maxHandshakesPerSecond)
+  const admission = new Admission(limits)
   const sockets = new Set<RpcSocket>()
   let heartbeat: ReturnType<typeof setInterval> | undefined
   // The URL of the last connection opened: most connections to a route have the same one, kept once.
   let lastUrl = ''
   const sharedUrl = (url: string) => url === lastUrl ? lastUrl : (lastUrl = url)
 
-  async function decide(request: UpgradeRequest): Promise<Decision> {
+  async function decide(request: UpgradeRequest): Promise<Refused | AcceptedUpgrade> {
     // On Node the raw header: crossws would build a `Headers` from every header of the request for it.
     const origin = request._req ? (request._req.headers.origin ?? null) : request.headers.get('origin')
-    if (!isOriginAllowed(origin, request.url, allowedOrigins)) {
+    if (!isOriginAllowed(origin, request.url, allowedOrigins, allowedHosts)) {
       return { refusal: { status: 403, closeCode: RpcCloseCode.PolicyViolation, reason: toCloseReason(`Origin ${origin} is not allowed`) } }
     }
-    if (!createContext) return acceptedWithoutContext
-    try {
-      return { context: await createContext(contextInputFromUpgrade(request)) ?? {} }
+    // Known here on Node; elsewhere when the socket opens.
+    const address = request._req ? peerAddressOf(request._req.socket) : undefined
+    const slot = admission.reserve(address)
+    if (isRefusal(slot)) return { refusal: slot }
+    let context: RpcContext | undefined
+    if (createContext) {
+      try {
+        // The context function's result is what `RpcContext` describes (the generated declaration says so).
+        context = (await createContext(contextInputFromUpgrade(request)) ?? {}) as RpcContext
+      }
+      catch (error) {
+        admission.release(slot)
+        return { refusal: refusalFromError(error) }
+      }
     }
-    catch (error) {
-      return { refusal: refusalFromError(error) }
-    }
+    return new AcceptedUpgrade(context, address, slot, admission)
   }
 
-  /** Connection caps, checked synchronously in `open` so concurrent handshakes cannot overshoot them. */
-  function capRefusal(openFromAddress: number): RpcRefusal | undefined {
-    if (isShuttingDown()) {
-      return { status: 503, closeCode: RpcCloseCode.GoingAway, reason: 'Server shutting down' }
-    }
-    if (sockets.size >= limits.maxConnections) {
-      return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections' }
-    }
-    if (openFromAddress >= limits.maxConnectionsPerIp) {
-      return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
-    }
-    // Last, so refused sockets do not use up the budget: a reconnect storm is let in at a steady rate.
-    if (!handshakes.take()) {
-      return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many new connections' }
-    }
+  /** Why an accepted upgrade's socket must still be closed as it opens, if it must. */
+  function lateRefusal(accepted: AcceptedUpgrade, address: string | undefined): { closeCode: number, reason: string } | undefined {
+    if (accepted.revoked) return { closeCode: accepted.revoked.code, reason: accepted.revoked.reason }
+    if (isShuttingDown()) return { closeCode: RpcCloseCode.GoingAway, reason: 'Server shutting down' }
+    return admission.opened(accepted.slot, address)
   }
 
-  /**
-   * Pings every socket; one from which nothing at all (no pong, no frame) has arrived `heartbeatTimeout`
-   * later is terminated. Counting the TCP socket's bytes needs no listener or timestamp per connection.
-   */
+  /** Pings every socket; one that looks dead `heartbeatTimeout` later (`RpcSocket.unresponsive`) is terminated. */
   function beat() {
     for (const socket of sockets) {
-      const tcp = socket.websocket._socket
-      if (tcp?.bytesRead !== undefined && socket.websocket.ping) {
-        socket.bytesReadAtPing = tcp.bytesRead
-        socket.websocket.ping()
-      }
+      socket.ping()
       socket.connection.send(heartbeatFrame)
     }
     const check = setTimeout(() => {
       for (const socket of sockets) {
-        if (socket.websocket._socket?.bytesRead === socket.bytesReadAtPing) socket.websocket.terminate?.()
+        if (socket.unresponsive) socket.websocket.terminate?.()
       }
     }, limits.heartbeatTimeout)
     ;(check as { unref?: () => void }).unref?.()
@@ -217,9 +211,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     const socket = stateOf(peer)
     if (!(socket instanceof RpcSocket) || !sockets.delete(socket)) return
     socket.dispose()
-    const address = socket.remoteAddress
-    const entry = address === undefined ? undefined : connectionsPerIp.get(address)
-    if (entry && --entry.count === 0) connectionsPerIp.delete(entry.address)
+    admission.release(socket.slot)
     if (sockets.size === 0 && heartbeat) {
       clearInterval(heartbeat)
       heartbeat = undefined
@@ -233,22 +225,20 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     },
     open(peer) {
       const state = stateOf(peer)
-      if (!state || state instanceof RpcSocket || state.refusal) {
+      if (!(state instanceof AcceptedUpgrade)) {
         const refusal = state instanceof RpcSocket ? undefined : state?.refusal
         peer.close(refusal?.closeCode ?? RpcCloseCode.InternalError, refusal?.reason ?? 'No connection state')
         return
       }
-      const address = remoteAddressOf(peer)
-      const entry = address === undefined ? undefined : connectionsPerIp.get(address)
-      const capped = capRefusal(entry?.count ?? 0)
-      if (capped) {
-        peer.close(capped.closeCode, capped.reason)
+      state.settle()
+      const address = state.remoteAddress ?? remoteAddressOf(peer)
+      const refusal = lateRefusal(state, address)
+      if (refusal) {
+        admission.release(state.slot)
+        peer.close(refusal.closeCode, refusal.reason)
         return
       }
-      // The context function's result is what `RpcContext` describes (the generated declaration says so).
-      const socket = new RpcSocket(peer, state.context as RpcContext | undefined, entry?.address ?? address, route)
-      if (entry) entry.count++
-      else if (address !== undefined) connectionsPerIp.set(address, { address, count: 1 })
+      const socket = new RpcSocket(peer, state.contextValue, address, state.slot, route)
       ;(peer.context as PeerContext)[connectionStateKey] = socket
       releaseUpgradeRequest(peer, sharedUrl)
       sockets.add(socket)

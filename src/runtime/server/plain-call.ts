@@ -32,6 +32,17 @@ export function asPlainCall(frame: unknown): PlainCallFrame | undefined {
   return { id, url, body }
 }
 
+/**
+ * What a caller may see of an error a call threw: an ORPCError as it is; anything else is logged here and
+ * becomes `INTERNAL_SERVER_ERROR` "Internal server error" (oRPC's own mapping), so a database error's
+ * address or credentials stay on the server. The socket and the in-process SSR client both answer with it.
+ */
+export function toCallerError(error: unknown): ORPCError<string, unknown> {
+  if (error instanceof ORPCError) return error
+  console.error('[nuxt-orpc] A procedure failed; the caller gets INTERNAL_SERVER_ERROR.', error)
+  return toORPCError(error)
+}
+
 /** What oRPC's RPC handler answers for a path no procedure matches. */
 const notFound: StandardResponse = { status: 404, headers: {}, body: 'No procedure matched' }
 
@@ -93,9 +104,9 @@ export class PlainCallHandler {
     }
   }
 
-  /** The response oRPC sends for `error` (anything thrown becomes an ORPCError, as oRPC's handler does). */
+  /** The response oRPC sends for `error` (anything thrown becomes an ORPCError: `toCallerError`). */
   encodeError(error: unknown): StandardResponse {
-    return this.codec.encodeError(toORPCError(error))
+    return this.codec.encodeError(toCallerError(error))
   }
 
   private decode(body: unknown): unknown {

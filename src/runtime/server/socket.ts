@@ -2,12 +2,13 @@ import { ORPCError } from '@orpc/client'
 import type { StandardHandler } from '@orpc/server/standard'
 import { createServerPeerHandleRequestFn } from '@orpc/server/standard-peer'
 import type { DecodedRequestMessage, EncodedMessage, EventIteratorPayload } from '@orpc/standard-server-peer'
-import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType, serializeResponseMessage } from '@orpc/standard-server-peer'
-import { AbortError, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
-import type { StandardResponse } from '@orpc/standard-server'
-import { ErrorEvent, getEventMeta, HibernationEventIterator } from '@orpc/standard-server'
+import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType, serializeResponseMessage, toEventIterator } from '@orpc/standard-server-peer'
+import { AbortError, AsyncIdQueue, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
+import type { StandardRequest, StandardResponse } from '@orpc/standard-server'
+import { ErrorEvent, getEventMeta, HibernationEventIterator, isEventIteratorHeaders } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
+import type { AdmissionSlot } from './admission'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
 import { asPlainCall, isPlainBody } from './plain-call'
 
@@ -46,6 +47,19 @@ export interface RpcSocketLimits {
   maxCallsInFlight: number
   rateLimit: { max: number, windowMs: number } | false
   maxBufferedBytes: number
+  maxBufferedInputBytes: number
+}
+
+/** WebSocket close reasons are limited to 123 bytes of UTF-8. */
+export function toCloseReason(text: string): string {
+  const bytes = new TextEncoder().encode(text)
+  if (bytes.length <= 123) return text
+  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, '') + '...'
+}
+
+/** Close codes a server may send (RFC 6455 7.4: not 1004-1006, none reserved past 1014 below 3000). */
+export function isValidCloseCode(code: number): boolean {
+  return Number.isInteger(code) && ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
 }
 
 /** What every connection of one route shares: oRPC's handler, the plain-call path and the limits. */
@@ -57,7 +71,7 @@ export interface RpcRoute {
 
 /** What `closeRpcConnections` and other server code can see of a connection. */
 export interface RpcConnectionInfo {
-  /** crossws's peer id. */
+  /** crossws's peer id; empty while the handshake is finishing. */
   readonly id: string
   /** The context the context function returned for this connection. */
   readonly context: RpcContext
@@ -66,6 +80,27 @@ export interface RpcConnectionInfo {
 
 /** Every open connection of this process, for `closeRpcConnections` and shutdown. */
 export const liveSockets = new Set<RpcSocket>()
+
+/**
+ * A connection whose context is made but whose socket is not open yet: its handshake is finishing. Seen by
+ * `closeRpcConnections`, so a session revoked in that window does not open a socket afterwards.
+ */
+export class PendingConnection implements RpcConnectionInfo {
+  /** Empty: crossws gives the peer its id when the socket opens. */
+  readonly id = ''
+  /** Set by `closeRpcConnections`: the socket is closed with this as soon as it opens. */
+  revoked: { code: number, reason: string } | undefined
+
+  /** `contextValue`: the context function's result; undefined without a context function. */
+  constructor(readonly contextValue: RpcContext | undefined, readonly remoteAddress: string | undefined) {}
+
+  get context(): RpcContext {
+    return this.contextValue ?? {} as RpcContext
+  }
+}
+
+/** Every pending connection of this process (see `PendingConnection`). */
+export const pendingConnections = new Set<PendingConnection>()
 
 /** A token bucket holding up to `capacity` tokens, refilled continuously with `ratePerWindow` per `windowMs`. */
 export class TokenBucket {
@@ -96,12 +131,72 @@ export interface NodeWebSocket {
   bufferedAmount?: number
   ping?: () => void
   terminate?: () => void
+  /** Stop and start reading the TCP socket (ws). */
+  pause?: () => void
+  resume?: () => void
   listeners?: (event: 'message') => Array<(...args: unknown[]) => void>
   off?: (event: 'message', listener: (...args: unknown[]) => void) => void
   on?: (event: 'message', listener: (data: Uint8Array | string) => void) => void
-  _socket?: { cork?: () => void, uncork?: () => void, write?: (chunk: Uint8Array) => boolean, bytesRead?: number, _isIdle?: boolean }
+  _socket?: NodeTcpSocket
   /** ws's frame writer: state 0 when nothing waits in its queue (it queues only while compressing or reading a Blob). */
   _sender?: { _state?: number }
+}
+
+/** What nuxt-orpc uses of the TCP socket under ws (Node's `net.Socket`). */
+export interface NodeTcpSocket {
+  cork?: () => void
+  uncork?: () => void
+  write?: (chunk: Uint8Array) => boolean
+  bytesRead?: number
+  /** Bytes handed to the socket, including those still waiting in its buffer. */
+  bytesWritten?: number
+  /** Bytes waiting in the socket's buffer. */
+  writableLength?: number
+  writableNeedDrain?: boolean
+  once?: (event: 'drain', listener: () => void) => void
+  off?: (event: 'drain', listener: () => void) => void
+  _isIdle?: boolean
+}
+
+/** Bytes the TCP socket has passed on to the kernel: a count that stands still while the peer reads nothing. */
+export function flushedBytesOf(tcp: NodeTcpSocket): number | undefined {
+  return tcp.bytesWritten === undefined || tcp.writableLength === undefined ? undefined : tcp.bytesWritten - tcp.writableLength
+}
+
+/**
+ * The events of every streamed input on one connection that their procedures have not pulled yet, with the
+ * bytes of the frames that brought them. oRPC's peer keeps such events in a queue of its own, opened for every
+ * call whether it takes streamed input or not, and with no bound; this one is opened only for a call whose
+ * request declares streamed input, and the socket closes when it holds more than `maxBufferedInputBytes`.
+ */
+class InputEventQueue extends AsyncIdQueue<EventIteratorPayload> {
+  /** Bytes of the events queued, in all. */
+  bytes = 0
+  /** Per call, the size of each event queued, oldest first. */
+  private readonly sizes = new Map<string, number[]>()
+
+  pushEvent(id: string, event: EventIteratorPayload, bytes: number) {
+    const sizes = this.sizes.get(id)
+    if (sizes) sizes.push(bytes)
+    else this.sizes.set(id, [bytes])
+    this.bytes += bytes
+    this.push(id, event)
+  }
+
+  override async pull(id: string): Promise<EventIteratorPayload> {
+    const event = await super.pull(id)
+    this.bytes -= this.sizes.get(id)?.shift() ?? 0
+    return event
+  }
+
+  override close(options: { id?: string, reason?: unknown } = {}) {
+    for (const [id, sizes] of this.sizes) {
+      if (options.id !== undefined && id !== options.id) continue
+      for (const size of sizes) this.bytes -= size
+      this.sizes.delete(id)
+    }
+    super.close(options)
+  }
 }
 
 /**
@@ -219,8 +314,12 @@ export class RpcSocket implements RpcConnectionInfo {
   readonly declare connection: Peer
   readonly declare websocket: NodeWebSocket
   readonly declare remoteAddress: string | undefined
+  /** Its place under the route's connection caps, released when it closes. */
+  readonly declare slot: AdmissionSlot
   /** The TCP socket's bytes read when the heartbeat last pinged it (-1: not pinged yet). */
-  declare bytesReadAtPing: number
+  private declare bytesReadAtPing: number
+  /** The TCP socket's bytes passed on to the kernel when the heartbeat last pinged it (-1: not pinged yet). */
+  private declare bytesFlushedAtPing: number
   private readonly declare route: RpcRoute
   /** The connection's context; `{}` is made on first use when the context function is off. */
   private declare contextValue: RpcContext | undefined
@@ -233,12 +332,20 @@ export class RpcSocket implements RpcConnectionInfo {
   private declare callsById: Map<string, CallInFlight> | undefined
   /** The decoding of the frame that later frames wait behind, if one is still being decoded. */
   private declare decoding: Promise<void> | undefined
+  /** Events of streamed inputs not yet pulled; made on the first call with streamed input. */
+  private declare inputs: InputEventQueue | undefined
+  /** While the socket holds more than `maxBufferedBytes` unsent, it is not read (no new call makes more). */
+  private declare readingPaused: boolean
+  /** The one wait for the socket's buffer to drain that every paused stream and the paused reader share. */
+  private declare drainWait: { drained: Promise<void>, wake: () => void } | undefined
 
-  constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, route: RpcRoute) {
+  constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, slot: AdmissionSlot, route: RpcRoute) {
     this.connection = connection
     this.websocket = webSocketOf(connection)
     this.remoteAddress = remoteAddress
+    this.slot = slot
     this.bytesReadAtPing = -1
+    this.bytesFlushedAtPing = -1
     this.route = route
     this.contextValue = context
     const { rateLimit } = route.limits
@@ -275,6 +382,28 @@ export class RpcSocket implements RpcConnectionInfo {
       if (call instanceof AbortController || call === 'unanswered') return true
     }
     return false
+  }
+
+  /** The heartbeat's ping, where the transport has one; it notes what the TCP socket had read and sent by then. */
+  ping() {
+    const tcp = this.websocket._socket
+    if (tcp?.bytesRead === undefined || !this.websocket.ping) return
+    this.bytesReadAtPing = tcp.bytesRead
+    this.bytesFlushedAtPing = flushedBytesOf(tcp) ?? -1
+    this.websocket.ping()
+  }
+
+  /**
+   * Whether the peer looks dead since the last ping: nothing arrived from it (no pong, no frame) while the
+   * socket was being read, or bytes waited to be sent and none went out. Counting the TCP socket's bytes needs
+   * no listener or timestamp per connection. A client that sends a byte now and then but never reads is
+   * caught by the second rule.
+   */
+  get unresponsive(): boolean {
+    const tcp = this.websocket._socket
+    if (this.bytesReadAtPing === -1 || tcp?.bytesRead === undefined) return false
+    if (!this.readingPaused && tcp.bytesRead === this.bytesReadAtPing) return true
+    return (tcp.writableLength ?? 0) > 0 && flushedBytesOf(tcp) === this.bytesFlushedAtPing
   }
 
   private get calls() {
@@ -326,12 +455,12 @@ export class RpcSocket implements RpcConnectionInfo {
       this.close(RpcCloseCode.PolicyViolation, 'Malformed frame: not an oRPC message')
       return
     }
-    void this.accept(decoded)
+    void this.accept(decoded, raw.length)
   }
 
   private async decodeThenAccept(raw: string | Uint8Array) {
     const decoded = await this.decode(raw)
-    if (decoded && !this.closed) void this.accept(decoded)
+    if (decoded && !this.closed) void this.accept(decoded, raw.length)
   }
 
   /** Aborts every call still running; called when the socket closes (or is being closed from here). */
@@ -341,12 +470,18 @@ export class RpcSocket implements RpcConnectionInfo {
     liveSockets.delete(this)
     for (const call of this.callsById?.values() ?? []) controllerOf(call)?.abort()
     this.peerInstance?.close()
+    this.inputs?.close()
+    this.drainWait?.wake()
   }
 
   /** Closes the socket; its calls are aborted at once, not when the closing handshake ends. */
   close(code: number, reason: string) {
-    this.connection.close(code, reason)
-    this.dispose()
+    try {
+      this.connection.close(code, reason)
+    }
+    finally {
+      this.dispose()
+    }
   }
 
   /** oRPC's decoder, for frames the plain path does not take; undefined (and the socket closed) when malformed. */
@@ -361,27 +496,66 @@ export class RpcSocket implements RpcConnectionInfo {
     }
   }
 
-  /** A frame for oRPC's stock peer: a request it runs, or an abort or input event for a call in flight. */
-  private async accept(decoded: DecodedRequestMessage) {
+  /**
+   * A frame the plain path does not take: a request for oRPC's stock peer, an abort, or an event of a call's
+   * streamed input (`bytes`: the frame's length, counted against `maxBufferedInputBytes`).
+   */
+  private async accept(decoded: DecodedRequestMessage, bytes: number) {
     const [id, type] = decoded
+    if (type === MessageType.EVENT_ITERATOR) {
+      this.queueInputEvent(id, decoded[2], bytes)
+      return
+    }
     if (type === MessageType.ABORT_SIGNAL) {
       const controller = controllerOf(this.calls.get(id))
       if (controller) {
         controller.abort(new AbortError('Client aborted the request'))
         return
       }
-    }
-    if (type !== MessageType.REQUEST) {
+      this.inputs?.close({ id, reason: new AbortError('Client aborted the request') })
       await this.dispatch(decoded)
       return
     }
     if (this.calls.has(id) || this.refused(id)) return
     this.calls.set(id, 'unanswered')
     try {
-      await this.dispatch(decoded)
+      await this.dispatch(isEventIteratorHeaders(decoded[2].headers) ? [id, type, this.withStreamedInput(id, decoded[2])] : decoded)
     }
     finally {
       this.calls.delete(id)
+      this.inputs?.close({ id })
+    }
+  }
+
+  /**
+   * The request with its streamed input read from this socket's bounded queue. Without the event-stream
+   * content type, oRPC's peer takes the body as it is instead of opening its own queue for it.
+   */
+  private withStreamedInput(id: string, request: Omit<StandardRequest, 'signal'>): Omit<StandardRequest, 'signal'> {
+    const inputs = this.inputs ??= new InputEventQueue()
+    inputs.open(id)
+    const { 'content-type': _eventStream, ...headers } = request.headers
+    // As oRPC's peer does: a procedure that stops reading its input early tells the client to stop sending.
+    // The cast: @orpc/standard-server-peer's declarations inline a copy of AsyncIdQueue's type (private members
+    // make it nominal), while its code takes @orpc/shared's class, which InputEventQueue extends.
+    const body = toEventIterator(inputs as unknown as Parameters<typeof toEventIterator>[0], id, async (reason) => {
+      if (reason !== 'next' && this.callsById?.has(id)) this.send(stringifyJSON(serializeResponseMessage(id, MessageType.ABORT_SIGNAL, undefined)))
+    })
+    return { ...request, headers, body }
+  }
+
+  /**
+   * An event of a streamed input, for the call it belongs to. Ignored unless that call is running and declared
+   * streamed input (as frames for unknown calls are). Past `maxBufferedInputBytes` waiting on this socket, the
+   * client is sending faster than its procedures read: the socket is closed with 1008.
+   */
+  private queueInputEvent(id: string, event: EventIteratorPayload, bytes: number) {
+    const inputs = this.inputs
+    if (!inputs?.isOpen(id)) return
+    inputs.pushEvent(id, event, bytes)
+    const { maxBufferedInputBytes } = this.route.limits
+    if (inputs.bytes > maxBufferedInputBytes) {
+      this.close(RpcCloseCode.PolicyViolation, `Streamed input over ${maxBufferedInputBytes} bytes waiting to be read`)
     }
   }
 
@@ -462,7 +636,7 @@ export class RpcSocket implements RpcConnectionInfo {
           }
           event = { event: 'error', data: error.data, meta: getEventMeta(error) }
         }
-        if ((this.websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) await this.drain(signal)
+        await this.drained(signal)
         if (signal.aborted || this.closed) return
         this.sendEvent(id, event)
         if (event.event !== 'message') return
@@ -503,7 +677,7 @@ export class RpcSocket implements RpcConnectionInfo {
   private get peer(): ServerPeerWithoutCodec {
     return this.peerInstance ??= new ServerPeerWithoutCodec(async ([id, type, payload]) => {
       const encoded = await encodeResponseMessage(id, type, payload)
-      if (type === MessageType.EVENT_ITERATOR) await this.drain()
+      if (type === MessageType.EVENT_ITERATOR) await this.drained()
       else if (type === MessageType.RESPONSE && this.callsById?.has(id)) this.callsById.set(id, 'answered')
       this.send(encoded)
     })
@@ -549,18 +723,72 @@ export class RpcSocket implements RpcConnectionInfo {
       }
     }
     if (typeof encoded !== 'string' || !writeTextFrame(this.websocket, encoded)) this.connection.send(encoded)
+    if (!this.readingPaused && this.overBuffered) this.pauseReading()
+  }
+
+  private get overBuffered(): boolean {
+    return (this.websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes
   }
 
   /**
-   * Backpressure for streams: while the socket holds more than `maxBufferedBytes` unsent, the stream waits
-   * (oRPC awaits this send before pulling the next event), so a slow reader cannot make the server buffer
-   * without bound. It stops waiting when the socket closes or the stream's `signal` aborts.
+   * A client that sends calls but does not read their answers would have the server queue every reply. Past
+   * `maxBufferedBytes` unsent, the socket is not read until its buffer drains: the client's frames wait in
+   * its own TCP buffers, and only calls already running can still add replies. Where the transport cannot
+   * pause reading, such a socket is closed with 1013.
    */
-  private async drain(signal?: AbortSignal) {
-    const websocket = this.websocket
-    while (!this.closed && !signal?.aborted && (websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes) {
-      await new Promise(resolve => setTimeout(resolve, 10))
+  private pauseReading() {
+    const { pause, resume } = this.websocket
+    if (!pause || !resume) {
+      this.close(RpcCloseCode.TryAgainLater, 'Too many replies waiting: the client does not read')
+      return
     }
+    this.readingPaused = true
+    pause.call(this.websocket)
+    void this.drained().then(() => {
+      this.readingPaused = false
+      if (!this.closed) resume.call(this.websocket)
+    })
+  }
+
+  /**
+   * Resolves once the socket holds at most `maxBufferedBytes` unsent, it closes, or `signal` aborts. Streams
+   * wait here before each event (oRPC's peer awaits its send, which waits here, before pulling the next), so a
+   * slow reader cannot make the server buffer without bound.
+   */
+  private async drained(signal?: AbortSignal) {
+    if (!this.overBuffered) return
+    const wake = () => this.drainWait?.wake()
+    signal?.addEventListener('abort', wake, { once: true })
+    try {
+      while (!this.closed && !signal?.aborted && this.overBuffered) await this.nextDrain()
+    }
+    finally {
+      signal?.removeEventListener('abort', wake)
+    }
+  }
+
+  /**
+   * One wait per socket, however many streams are paused on it: the TCP socket's `drain` (its buffer is
+   * empty again) where it will come, else a short timer (ws's own queue, other runtimes).
+   */
+  private nextDrain(): Promise<void> {
+    if (this.drainWait) return this.drainWait.drained
+    const tcp = this.websocket._socket
+    let wake!: () => void
+    const drained = new Promise<void>((resolve) => {
+      wake = () => {
+        if (this.drainWait?.drained !== drained) return
+        this.drainWait = undefined
+        tcp?.off?.('drain', wake)
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    const waitsForDrain = tcp?.writableNeedDrain === true && tcp.once !== undefined
+    const timer = waitsForDrain ? undefined : setTimeout(wake, 10)
+    if (waitsForDrain) tcp.once!('drain', wake)
+    this.drainWait = { drained, wake }
+    return drained
   }
 }
 
@@ -574,10 +802,26 @@ export function closeRpcConnections(
   filter?: (connection: RpcConnectionInfo) => boolean,
   { code = RpcCloseCode.Unauthorized, reason = 'Session ended' }: { code?: number, reason?: string } = {},
 ): number {
+  if (!isValidCloseCode(code)) {
+    throw new TypeError(`[nuxt-orpc] closeRpcConnections: ${code} is not a close code a server may send (1000 to 1014 but 1004 to 1006, or 3000 to 4999; 4401 by default).`)
+  }
+  const closeReason = toCloseReason(reason)
   let count = 0
+  // Handshakes that are finishing are closed as soon as they open.
+  for (const pending of pendingConnections) {
+    if (filter && !filter(pending)) continue
+    pending.revoked = { code, reason: closeReason }
+    count++
+  }
   for (const socket of [...liveSockets]) {
     if (filter && !filter(socket)) continue
-    socket.close(code, reason)
+    try {
+      socket.close(code, closeReason)
+    }
+    catch (error) {
+      // Its calls are aborted all the same (`close` disposes first); the other sockets are still closed.
+      console.error('[nuxt-orpc] closeRpcConnections: a socket failed to close.', error)
+    }
     count++
   }
   return count

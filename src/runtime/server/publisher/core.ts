@@ -91,8 +91,8 @@ export function compareEventIds(a: string, b: string): number {
 /** The id before every event. */
 const originId = '0-0'
 
-/** Both parts of a Redis stream id are unsigned 64-bit integers. */
-const maxIdPart = 2n ** 64n - 1n
+/** Both parts of a Redis stream id are unsigned 64-bit integers (a call, not a literal: the build targets ES2019). */
+const maxIdPart = BigInt('18446744073709551615')
 
 /**
  * Whether Redis can read after `id`: each part fits in 64 bits, and it is not the largest id, after which
@@ -100,6 +100,8 @@ const maxIdPart = 2n ** 64n - 1n
  */
 function isReadableId(id: string) {
   const [, ms, seq] = eventIdPattern.exec(id)!
+  // 2^64 - 1 has 20 digits; a longer part (leading zeros aside) is out of range, without parsing it whole.
+  if (ms!.replace(/^0+/, '').length > 20 || seq!.replace(/^0+/, '').length > 20) return false
   const msValue = BigInt(ms!)
   const seqValue = BigInt(seq!)
   return msValue <= maxIdPart && seqValue <= maxIdPart && !(msValue === maxIdPart && seqValue === maxIdPart)

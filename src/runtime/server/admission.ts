@@ -1,0 +1,177 @@
+import type { RpcRefusal } from './context'
+import { isShuttingDown, RpcCloseCode, TokenBucket } from './socket'
+
+/**
+ * Whether a handshake's Origin may open the socket. No Origin: not a browser, so no victim's cookies; allowed.
+ * An origin in `allowedOrigins`: allowed. Otherwise only the same origin: the Origin's host equals the Host
+ * the request was made to (as Phoenix checks it), and a page over plain http may not open a socket that came
+ * in over TLS. The scheme is not compared otherwise, so TLS terminated at a proxy still counts as same origin.
+ *
+ * The Host header is the attacker's to choose in a DNS-rebinding attack (a page on `rebind.attacker.example`
+ * that resolves to the server sends that name as both Host and Origin), so when `allowedHosts` is not empty
+ * the same-origin rule holds only for a Host in it (`.example.com` also matches its subdomains).
+ */
+export function isOriginAllowed(
+  origin: string | null,
+  requestUrl: string,
+  allowedOrigins: ReadonlySet<string>,
+  allowedHosts: readonly string[] = [],
+): boolean {
+  if (origin === null) return true
+  if (allowedOrigins.has(origin)) return true
+  try {
+    const page = new URL(origin)
+    const request = new URL(requestUrl)
+    if (page.host !== request.host) return false
+    if (page.protocol === 'http:' && (request.protocol === 'https:' || request.protocol === 'wss:')) return false
+    return allowedHosts.length === 0 || isHostAllowed(request.hostname, allowedHosts)
+  }
+  catch {
+    return false
+  }
+}
+
+function isHostAllowed(hostname: string, allowedHosts: readonly string[]): boolean {
+  const host = hostname.toLowerCase()
+  return allowedHosts.some(allowed => allowed.startsWith('.')
+    ? host === allowed.slice(1) || host.endsWith(allowed)
+    : host === allowed)
+}
+
+/** `allowedOrigins` as the origins a browser sends (`https://app.example.com`); a typo fails at startup. */
+export function normalizeOrigins(origins: readonly string[]): Set<string> {
+  return new Set(origins.map((origin) => {
+    if (origin === 'null') return origin
+    try {
+      return new URL(origin).origin
+    }
+    catch {
+      throw new TypeError(`[nuxt-orpc] allowedOrigins: "${origin}" is not an origin such as "https://app.example.com".`)
+    }
+  }))
+}
+
+/** `allowedHosts` as URL hostnames: lower case, IPv6 in brackets (`[::1]`), no port. */
+export function normalizeHosts(hosts: readonly string[]): string[] {
+  return hosts.map((host) => {
+    const name = host.trim().toLowerCase()
+    // A bare IPv6 address has two colons or more; one colon is a port, and a slash or @ a URL.
+    const ipv6 = /^\[[\da-f:.]+\]$/.test(name) ? name : /^[\da-f]*:[\da-f]*:[\da-f:.]*$/.test(name) ? `[${name}]` : undefined
+    if (ipv6) return ipv6
+    if (!name || /[/:@[\]]/.test(name)) {
+      throw new TypeError(`[nuxt-orpc] allowedHosts: "${host}" is not a host name such as "app.example.com" (no scheme, no port).`)
+    }
+    return name
+  })
+}
+
+/** How many 16-bit groups an IPv6 address part holds (an embedded IPv4 address holds two). */
+const groupCount = (groups: string[]) => groups.reduce((count, group) => count + (group.includes('.') ? 2 : 1), 0)
+
+/**
+ * The key the per-IP cap counts an address under: an IPv4 address as it is (also when mapped into IPv6), an
+ * IPv6 address by its /64 prefix, since one subscriber usually holds a whole /64 and can pick any address in it.
+ */
+export function ipKeyOf(address: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)
+  if (mapped) return mapped[1]!
+  if (!address.includes(':')) return address
+  const [head = '', tail] = address.replace(/%.*$/, '').toLowerCase().split('::')
+  const headGroups = head ? head.split(':') : []
+  const tailGroups = tail ? tail.split(':') : []
+  const zeros = tail === undefined ? [] : Array.from({ length: Math.max(0, 8 - groupCount(headGroups) - groupCount(tailGroups)) }, () => '0')
+  const prefix = [...headGroups, ...zeros, ...tailGroups].slice(0, 4).map(group => Number.parseInt(group, 16).toString(16))
+  return `${prefix.join(':')}::/64`
+}
+
+/** The caps `Admission` enforces; module options of the same names. */
+export interface AdmissionLimits {
+  maxHandshakesPerSecond: number
+  maxConnections: number
+  maxConnectionsPerIp: number
+}
+
+/**
+ * A connection's place under the caps, from the upgrade that reserved it until its socket closes (or its
+ * handshake is given up). `ipKey` is undefined while the address is not known.
+ */
+export interface AdmissionSlot {
+  ipKey: string | undefined
+  opened: boolean
+  released: boolean
+}
+
+/**
+ * The connection caps of one route: connections in all, per IP address (IPv6 per /64), and new ones per
+ * second. A slot is reserved synchronously when an upgrade begins, before the context function runs, so a
+ * flood of handshakes neither runs it nor overshoots a cap while it awaits; slots of handshakes still under
+ * way count like open connections.
+ */
+export class Admission {
+  private pending = 0
+  private open = 0
+  private readonly perIp = new Map<string, number>()
+  // A small burst (a tenth of a second's worth), so no one-second window sees much more than the cap.
+  private readonly handshakes: TokenBucket
+
+  constructor(private readonly limits: AdmissionLimits) {
+    this.handshakes = new TokenBucket(Math.max(1, Math.ceil(limits.maxHandshakesPerSecond / 10)), 1000, limits.maxHandshakesPerSecond)
+  }
+
+  /** Connections open now. */
+  get size() {
+    return this.open
+  }
+
+  /** Reserves a slot for a new connection from `address` (undefined: not known yet), or says why not. */
+  reserve(address: string | undefined): AdmissionSlot | RpcRefusal {
+    if (isShuttingDown()) return { status: 503, closeCode: RpcCloseCode.GoingAway, reason: 'Server shutting down' }
+    if (this.open + this.pending >= this.limits.maxConnections) {
+      return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections' }
+    }
+    const ipKey = address === undefined ? undefined : ipKeyOf(address)
+    if (ipKey !== undefined && (this.perIp.get(ipKey) ?? 0) >= this.limits.maxConnectionsPerIp) {
+      return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
+    }
+    // Last, so refused handshakes do not use up the budget: a reconnect storm is let in at a steady rate.
+    if (!this.handshakes.take()) return { status: 503, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many new connections' }
+    this.pending++
+    if (ipKey !== undefined) this.perIp.set(ipKey, (this.perIp.get(ipKey) ?? 0) + 1)
+    return { ipKey, opened: false, released: false }
+  }
+
+  /**
+   * The slot's socket opened from `address`. Where the upgrade could not tell the address (other runtimes
+   * than Node), the per-IP cap is checked now; a refusal releases the slot.
+   */
+  opened(slot: AdmissionSlot, address: string | undefined): RpcRefusal | undefined {
+    if (slot.released || slot.opened) return { status: 500, closeCode: RpcCloseCode.InternalError, reason: 'No connection state' }
+    if (slot.ipKey === undefined && address !== undefined) {
+      const ipKey = ipKeyOf(address)
+      const count = this.perIp.get(ipKey) ?? 0
+      if (count >= this.limits.maxConnectionsPerIp) {
+        this.release(slot)
+        return { status: 429, closeCode: RpcCloseCode.TryAgainLater, reason: 'Too many connections from this address' }
+      }
+      this.perIp.set(ipKey, count + 1)
+      slot.ipKey = ipKey
+    }
+    slot.opened = true
+    this.pending--
+    this.open++
+  }
+
+  /** Frees the slot: its socket closed, or its handshake was refused or given up. Idempotent. */
+  release(slot: AdmissionSlot) {
+    if (slot.released) return
+    slot.released = true
+    if (slot.opened) this.open--
+    else this.pending--
+    if (slot.ipKey === undefined) return
+    const count = (this.perIp.get(slot.ipKey) ?? 1) - 1
+    if (count === 0) this.perIp.delete(slot.ipKey)
+    else this.perIp.set(slot.ipKey, count)
+  }
+}
+
+export const isRefusal = (value: AdmissionSlot | RpcRefusal): value is RpcRefusal => 'closeCode' in value
