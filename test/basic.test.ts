@@ -240,6 +240,18 @@ describe('SSR', () => {
     const html = await $fetch<string>('/')
     expect(html).toContain('Hello SSR via ssr')
   })
+
+  it('masks an unexpected error as the socket does: INTERNAL_SERVER_ERROR in the page, the original in the server log', async () => {
+    const html = await $fetch<string>('/crash')
+    expect(html).toContain('Internal server error')
+    expect(html).not.toContain('hunter2')
+    expect(html).not.toContain('10.0.3.7')
+    const { client: rpc } = client()
+    expect(await rejectionOf(rpc.crash())).toMatchObject({ code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error' })
+    // Logged on the server, once per path.
+    await waitFor(() => serverLogs().split('A procedure failed').length - 1 >= 2)
+    expect(serverLogs()).toContain('hunter2')
+  })
 })
 
 describe('sessions (nuxt-auth-utils)', () => {

@@ -62,6 +62,10 @@ function client(options: { heartbeatTimeout?: number, path?: string } = {}) {
 interface ServerStats {
   heapUsed: number
   rss: number
+  /** Buffers outside the JavaScript heap (what a socket's unsent frames are). */
+  arrayBuffers: number
+  /** Pending timers of the server process. */
+  timers: number
   retained: number
   /** Upgrade requests the context function saw since the last `forget`, and how many of them are still in memory. */
   upgradeRequests: { tracked: number, retained: number }
@@ -376,6 +380,108 @@ describe('backpressure', () => {
     await new Promise(resolve => setTimeout(resolve, 500))
     expect((await stats()).firehoseEvents).toBe(stopped)
     socket.close()
+  })
+})
+
+describe('paused streams', () => {
+  it('wait on their socket\'s drain, not on a timer each: 100 paused streams hold no timer', async () => {
+    const socket = raw()
+    await socket.opened
+    const baseline = await stats()
+    // Both paths: string ids take nuxt-orpc's plain path, number ids oRPC's peer.
+    const ids = Array.from({ length: 100 }, (_, n) => n % 2 ? `s${n}` : n)
+    for (const id of ids) socket.send(JSON.stringify({ i: id, p: { u: '/firehose', b: { json: { size: 1000 } } } }))
+    await waitFor(() => ids.every(id => (socket.responses.get(id)?.length ?? 0) > 1), { timeout: 10_000 })
+    socket.socket.pause()
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    const paused = await stats()
+    await new Promise(resolve => setTimeout(resolve, 500))
+    const later = await stats()
+    expect(later.firehoseEvents).toBe(paused.firehoseEvents)
+    recordFigure('100 paused streams: server timers pending', later.timers - baseline.timers)
+    expect(later.timers - baseline.timers).toBeLessThan(5)
+    socket.socket.resume()
+    await waitFor(async () => (await stats()).firehoseEvents > later.firehoseEvents + 1000)
+  })
+})
+
+describe('streamed input', () => {
+  const chunk = 'x'.repeat(200 * 1024)
+
+  it('drops input events for a call that declared none: 300 events of 200 KB behind a slow call leave the heap flat', async () => {
+    const before = await stats()
+    const socket = raw()
+    await socket.opened
+    // Headers send the call through oRPC's peer, which opened an input queue for every call.
+    socket.send(JSON.stringify({ i: 'q', p: { u: '/slow', h: {}, b: { json: { ms: 3000 } } } }))
+    const event = JSON.stringify({ i: 'q', t: 3, p: { e: 'message', d: chunk } })
+    for (let n = 0; n < 300; n++) socket.send(event)
+    // Answered after every frame before it was taken.
+    expect((await socket.request('after', 'ping')).p.b?.json).toBe('pong')
+    const during = await stats()
+    recordFigure('300 input events of 200 KB for a call without streamed input: server heap growth (bytes)', during.heapUsed - before.heapUsed)
+    expect(during.heapUsed - before.heapUsed).toBeLessThan(16 * MiB)
+    await waitFor(() => socket.responses.get('q'), { timeout: 10_000 })
+    expect(socket.responses.get('q')).toEqual([{ i: 'q', p: { b: { json: 'done' } } }])
+    expect(socket.socket.readyState).toBe(WebSocket.OPEN)
+  })
+
+  it('closes a socket whose streamed input piles up past maxBufferedInputBytes (4 MiB) with 1008; other sockets go on', async () => {
+    const polite = raw()
+    const flooder = raw()
+    await Promise.all([polite.opened, flooder.opened])
+    flooder.send(JSON.stringify({ i: 'u', p: { u: '/drip', h: { 'content-type': 'text/event-stream' } } }))
+    const event = JSON.stringify({ i: 'u', t: 3, p: { e: 'message', d: { json: chunk } } })
+    for (let n = 0; n < 100 && flooder.socket.readyState === WebSocket.OPEN; n++) flooder.send(event)
+    expect(await flooder.closed).toEqual({ code: 1008, reason: 'Streamed input over 4194304 bytes waiting to be read' })
+    expect((await polite.request(1, 'ping')).p.b?.json).toBe('pong')
+    await waitFor(async () => (await stats()).connections === 1)
+  })
+
+  it('hands a streamed input to a procedure that reads it slowly, to the end', async () => {
+    const socket = raw()
+    await socket.opened
+    socket.send(JSON.stringify({ i: 'u', p: { u: '/drip', h: { 'content-type': 'text/event-stream' } } }))
+    for (const text of ['a', 'b', 'c']) socket.send(JSON.stringify({ i: 'u', t: 3, p: { e: 'message', d: { json: text } } }))
+    socket.send(JSON.stringify({ i: 'u', t: 3, p: { e: 'done' } }))
+    await waitFor(() => socket.responses.get('u'), { timeout: 5000 })
+    expect(socket.responses.get('u')).toEqual([{ i: 'u', p: { b: { json: 3 } } }])
+  })
+})
+
+describe('replies to a client that does not read', () => {
+  it('stops reading a socket past maxBufferedBytes of unsent replies: memory stays flat, and every call is answered once the client reads', async () => {
+    const before = await stats()
+    const socket = raw()
+    await socket.opened
+    socket.socket.pause()
+    // Cheap to send (about 55 bytes), dear to answer (a validation error of about 300).
+    const total = 200_000
+    for (let n = 0; n < total; n++) socket.send(`{"i":"b${n}","p":{"u":"/slow","b":{"json":{"ms":"x"}}}}`)
+    await new Promise(resolve => setTimeout(resolve, 3000))
+    const during = await stats()
+    const growth = during.heapUsed + during.arrayBuffers - before.heapUsed - before.arrayBuffers
+    recordFigure('200k calls from a client that does not read: server heap + buffer growth (bytes)', growth)
+    expect(growth).toBeLessThan(16 * MiB)
+    socket.socket.resume()
+    await waitFor(() => socket.responses.size === total, { timeout: 60_000, interval: 200 })
+    // Each answered once: a validation error, or TOO_MANY_REQUESTS for those read in one burst past 128 in flight.
+    const answers = [...socket.responses.values()]
+    expect(answers.every(list => list.length === 1 && [400, 429].includes((list[0] as { p: { s?: number } }).p.s!))).toBe(true)
+  })
+
+  it('terminates a client that sends now and then but never reads, once its send buffer stops moving (heartbeat)', async () => {
+    const socket = raw('/heartbeat')
+    await socket.opened
+    socket.send(JSON.stringify({ i: 'f', p: { u: '/firehose' } }))
+    await waitFor(() => (socket.responses.get('f')?.length ?? 0) > 5)
+    socket.socket.pause()
+    // A frame every 100 ms: the server keeps hearing from it, so only the send buffer tells it is gone.
+    const keepAlive = setInterval(() => {
+      if (socket.socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ i: `k${Date.now()}`, p: { u: '/ping' } }))
+    }, 100)
+    cleanups.push(() => clearInterval(keepAlive))
+    await waitFor(async () => (await stats()).connections === 0, { timeout: 10_000, interval: 100 })
   })
 })
 
