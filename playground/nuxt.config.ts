@@ -6,5 +6,9 @@ export default defineNuxtConfig({
     session: { password: 'playground-password-change-me-32-characters-long' },
   },
   compatibilityDate: '2026-11-01',
-  orpc: {},
+  orpc: {
+    // The host names the app is served under: a DNS-rebinding page (another Host) cannot open the socket. In
+    // `nuxt dev` an empty list means these three; in production list your public names (or NUXT_ORPC_ALLOWED_HOSTS).
+    allowedHosts: ['localhost', '127.0.0.1', '[::1]'],
+  },
 })

@@ -39,4 +39,19 @@ describe('nuxt dev', () => {
     healthyConnection.close()
     expect(getServerLogs().join('\n')).not.toMatch(/unhandledRejection|ECONNRESET/)
   })
+
+  it('refuses a DNS-rebinding handshake (Host and Origin both another name) and lets the page\'s own origin in', async () => {
+    const { host } = new URL(url('/'))
+    const port = new URL(url('/')).port
+    const rebound = new RawSocket(wsUrl(), { host: `rebind.attacker.example:${port}`, origin: `http://rebind.attacker.example:${port}` })
+    expect(await rebound.closed).toEqual({ code: 1008, reason: `Origin http://rebind.attacker.example:${port} is not allowed` })
+    const own = new RawSocket(wsUrl(), { origin: `http://${host}` })
+    try {
+      await own.opened
+      expect((await own.request(1, 'ping')).p.b?.json).toBe('pong')
+    }
+    finally {
+      own.close()
+    }
+  })
 })
