@@ -92,8 +92,9 @@ export interface AdmissionLimits {
 }
 
 /**
- * A connection's place under the caps, from the upgrade that reserved it until its socket closes (or its
- * handshake is given up). `ipKey` is undefined while the address is not known.
+ * A handshake's place under the caps, from the upgrade that reserved it until its socket opens (or the
+ * handshake is refused or given up). `ipKey` is undefined while the address is not known. An open connection
+ * keeps only its `ipKey`, for `closed`.
  */
 export interface AdmissionSlot {
   ipKey: string | undefined
@@ -161,16 +162,25 @@ export class Admission {
     this.open++
   }
 
-  /** Frees the slot: its socket closed, or its handshake was refused or given up. Idempotent. */
+  /** Frees the slot of a handshake that was refused or given up. Idempotent; a slot whose socket opened stays. */
   release(slot: AdmissionSlot) {
-    if (slot.released) return
+    if (slot.released || slot.opened) return
     slot.released = true
-    if (slot.opened) this.open--
-    else this.pending--
-    if (slot.ipKey === undefined) return
-    const count = (this.perIp.get(slot.ipKey) ?? 1) - 1
-    if (count === 0) this.perIp.delete(slot.ipKey)
-    else this.perIp.set(slot.ipKey, count)
+    this.pending--
+    this.forgetOne(slot.ipKey)
+  }
+
+  /** An open connection (whose slot had `ipKey`) closed. Called once per connection. */
+  closed(ipKey: string | undefined) {
+    this.open--
+    this.forgetOne(ipKey)
+  }
+
+  private forgetOne(ipKey: string | undefined) {
+    if (ipKey === undefined) return
+    const count = (this.perIp.get(ipKey) ?? 1) - 1
+    if (count === 0) this.perIp.delete(ipKey)
+    else this.perIp.set(ipKey, count)
   }
 }
 

@@ -211,7 +211,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     const socket = stateOf(peer)
     if (!(socket instanceof RpcSocket) || !sockets.delete(socket)) return
     socket.dispose()
-    admission.release(socket.slot)
+    admission.closed(socket.ipKey)
     if (sockets.size === 0 && heartbeat) {
       clearInterval(heartbeat)
       heartbeat = undefined
@@ -238,7 +238,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
         peer.close(refusal.closeCode, refusal.reason)
         return
       }
-      const socket = new RpcSocket(peer, state.contextValue, address, state.slot, route)
+      const socket = new RpcSocket(peer, state.contextValue, address, state.slot.ipKey, route)
       ;(peer.context as PeerContext)[connectionStateKey] = socket
       releaseUpgradeRequest(peer, sharedUrl)
       sockets.add(socket)

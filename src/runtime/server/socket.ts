@@ -8,7 +8,6 @@ import type { StandardRequest, StandardResponse } from '@orpc/standard-server'
 import { ErrorEvent, getEventMeta, HibernationEventIterator, isEventIteratorHeaders } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
-import type { AdmissionSlot } from './admission'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
 import { asPlainCall, isPlainBody } from './plain-call'
 
@@ -314,8 +313,8 @@ export class RpcSocket implements RpcConnectionInfo {
   readonly declare connection: Peer
   readonly declare websocket: NodeWebSocket
   readonly declare remoteAddress: string | undefined
-  /** Its place under the route's connection caps, released when it closes. */
-  readonly declare slot: AdmissionSlot
+  /** The key the route's per-IP cap counts it under (see `ipKeyOf`), for when it closes. */
+  readonly declare ipKey: string | undefined
   /** The TCP socket's bytes read when the heartbeat last pinged it (-1: not pinged yet). */
   private declare bytesReadAtPing: number
   /** The TCP socket's bytes passed on to the kernel when the heartbeat last pinged it (-1: not pinged yet). */
@@ -339,11 +338,11 @@ export class RpcSocket implements RpcConnectionInfo {
   /** The one wait for the socket's buffer to drain that every paused stream and the paused reader share. */
   private declare drainWait: { drained: Promise<void>, wake: () => void } | undefined
 
-  constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, slot: AdmissionSlot, route: RpcRoute) {
+  constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, ipKey: string | undefined, route: RpcRoute) {
     this.connection = connection
     this.websocket = webSocketOf(connection)
     this.remoteAddress = remoteAddress
-    this.slot = slot
+    this.ipKey = ipKey
     this.bytesReadAtPing = -1
     this.bytesFlushedAtPing = -1
     this.route = route
@@ -355,6 +354,9 @@ export class RpcSocket implements RpcConnectionInfo {
     this.peerInstance = undefined
     this.callsById = undefined
     this.decoding = undefined
+    this.inputs = undefined
+    this.readingPaused = false
+    this.drainWait = undefined
     liveSockets.add(this)
     // On Node, frames come straight from ws. crossws's own listener would, for every frame, have h3 resolve the
     // route again and build a Message, then call the hook a few microtask turns later (about 5% of the
@@ -719,11 +721,17 @@ export class RpcSocket implements RpcConnectionInfo {
         process.nextTick(() => {
           this.corked = false
           tcp.uncork!()
+          this.checkBuffered()
         })
       }
     }
     if (typeof encoded !== 'string' || !writeTextFrame(this.websocket, encoded)) this.connection.send(encoded)
-    if (!this.readingPaused && this.overBuffered) this.pauseReading()
+    // Under a cork the tick's writes are looked at once, when it is lifted.
+    if (!this.corked) this.checkBuffered()
+  }
+
+  private checkBuffered() {
+    if (!this.readingPaused && !this.closed && this.overBuffered) this.pauseReading()
   }
 
   private get overBuffered(): boolean {
