@@ -1,4 +1,5 @@
 import { appendFileSync, mkdirSync } from 'node:fs'
+import { getEventMeta } from '@orpc/server'
 import WebSocket from 'ws'
 import type { RpcConnectionOptions } from '../src/runtime/app/connection'
 import { createRpcClient, createRpcConnection } from '../src/runtime/app/connection'
@@ -98,4 +99,15 @@ export function recordFigure(name: string, value: number | string) {
   if (!process.env.NUXT_ORPC_FIGURES) return
   mkdirSync('bench/results', { recursive: true })
   appendFileSync('bench/results/test-figures.jsonl', `${JSON.stringify({ name, value, at: new Date().toISOString() })}\n`)
+}
+
+/** Pulls `count` events from an iterator (a publisher's subscription), with their event ids. */
+export async function take(iterator: AsyncIterator<object>, count: number) {
+  const events: Array<{ id: string | undefined, value: any }> = []
+  while (events.length < count) {
+    const result = await iterator.next()
+    if (result.done) break
+    events.push({ id: getEventMeta(result.value)?.id, value: result.value })
+  }
+  return events
 }

@@ -1,12 +1,12 @@
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { getEventMeta, ORPCError } from '@orpc/server'
+import { ORPCError } from '@orpc/server'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import type { RpcPublisher } from '../src/runtime/server/publisher/core'
 import { publisherDefaults, Subscriber } from '../src/runtime/server/publisher/core'
 import { catchUpPageSize, createRedisPublisher } from '../src/runtime/server/publisher/redis'
-import { rejectionOf } from './helpers'
+import { rejectionOf, take } from './helpers'
 import { redisAnswers } from './pubsub'
 
 // The driver against a real Redis: this machine kind runs one at 127.0.0.1:6379. Without it these tests are
@@ -40,17 +40,6 @@ afterAll(async () => {
   if (keys.length) await redis.del(...keys)
   redis.disconnect()
 })
-
-/** Pulls `count` events from an iterator, with their ids. */
-async function take(iterator: AsyncIterator<object>, count: number) {
-  const events: Array<{ id: string | undefined, value: any }> = []
-  while (events.length < count) {
-    const result = await iterator.next()
-    if (result.done) break
-    events.push({ id: getEventMeta(result.value)?.id, value: result.value })
-  }
-  return events
-}
 
 /** Heap in use after a full collection (V8's gc, reached without --expose-gc). */
 function heapAfterGc() {

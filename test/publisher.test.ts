@@ -1,4 +1,4 @@
-import { getEventMeta, ORPCError, withEventMeta } from '@orpc/server'
+import { ORPCError, withEventMeta } from '@orpc/server'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { RpcSubscriptionStatus } from '../src/runtime/app/resumable'
 import { isRetryableSubscriptionError, startResumableSubscription } from '../src/runtime/app/resumable'
@@ -6,7 +6,7 @@ import type { CatchUpPage, PublishedEvent, RpcPublisher } from '../src/runtime/s
 import { compareEventIds, createEventIdGenerator, publisherDefaults, Subscriber } from '../src/runtime/server/publisher/core'
 import type { MemoryChannel } from '../src/runtime/server/publisher/memory'
 import { createMemoryPublisher } from '../src/runtime/server/publisher/memory'
-import { rejectionOf, waitFor } from './helpers'
+import { rejectionOf, take, waitFor } from './helpers'
 
 const publishers: RpcPublisher[] = []
 
@@ -19,17 +19,6 @@ function memory(config: Partial<typeof publisherDefaults> = {}, channels?: Map<s
 afterEach(async () => {
   await Promise.all(publishers.splice(0).map(publisher => publisher.close()))
 })
-
-/** Pulls `count` events from an iterator, with their ids. */
-async function take(iterator: AsyncIterator<object>, count: number) {
-  const events: Array<{ id: string | undefined, value: any }> = []
-  while (events.length < count) {
-    const result = await iterator.next()
-    if (result.done) break
-    events.push({ id: getEventMeta(result.value)?.id, value: result.value })
-  }
-  return events
-}
 
 describe('event ids', () => {
   it('increase within a millisecond and across a clock that goes back', () => {
