@@ -24,10 +24,7 @@ export type RpcRouterOf<M> = M extends { router: infer R } ? R : M extends { def
 /** The app's router, as registered by the generated declaration. */
 export type RpcRouter = RpcRouterRegister extends { router: infer R extends AnyRouter } ? R : AnyRouter
 
-/**
- * The request a WebSocket upgrade carries on runtimes where nuxt-orpc cannot build an H3 event
- * (anything but Node). Session libraries accept it: it has `headers` and `context`.
- */
+/** The request a WebSocket upgrade carries (crossws's); the context function gets an H3 event made from it. */
 export interface RpcUpgradeRequest {
   readonly url: string
   readonly headers: Headers
@@ -37,11 +34,12 @@ export interface RpcUpgradeRequest {
 /** What the context function receives, once per connection or once per SSR page request. */
 export interface RpcContextInput {
   /**
-   * The request behind this context: the page request during SSR, the WebSocket upgrade request over the
-   * socket. On Node (node-server preset, `nuxt dev`) both are H3 events, so `getUserSession(event)`,
-   * `requireUserSession(event)`, `getCookie(event, name)` work the same on both paths.
+   * The request behind this context, as an H3 event: the page request during SSR, the WebSocket upgrade over
+   * the socket (on every runtime), so `getUserSession(event)`, `requireUserSession(event)` and
+   * `getCookie(event, name)` work the same on both paths. Over the socket its response goes nowhere: cookies
+   * set there do not reach the browser.
    */
-  event: H3Event | RpcUpgradeRequest
+  event: H3Event
   /** The request URL. */
   url: URL
   /** The request headers (cookies included). */

@@ -2,6 +2,7 @@ import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
+import { readySubprotocol, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { StreamWrapper } from './plain-calls'
 import { PlainCallClient } from './plain-calls'
 
@@ -57,14 +58,14 @@ export function reconnectDelay(attempt: number, baseDelay: number, maxDelay: num
 
 /** Close codes by which the server refused the connection: reconnecting by itself would only repeat that. */
 export function isRefusalCloseCode(code: number): boolean {
-  return code === 1008 || (code >= 4000 && code < 5000)
+  return code === RpcCloseCode.PolicyViolation || (code >= 4000 && code < 5000)
 }
 
 /** The typed error a call in flight gets when its socket closes with `code`. */
 export function errorForClose(code: number, reason: string): ORPCError<string, { closeCode: number, closeReason: string }> {
   const data = { closeCode: code, closeReason: reason }
-  if (code === 4401) return new ORPCError('UNAUTHORIZED', { status: 401, message: reason || 'Unauthorized', data })
-  if (code === 4403 || code === 1008) return new ORPCError('FORBIDDEN', { status: 403, message: reason || 'Forbidden', data })
+  if (code === RpcCloseCode.Unauthorized) return new ORPCError('UNAUTHORIZED', { status: 401, message: reason || 'Unauthorized', data })
+  if (code === RpcCloseCode.Forbidden || code === RpcCloseCode.PolicyViolation) return new ORPCError('FORBIDDEN', { status: 403, message: reason || 'Forbidden', data })
   return new ORPCError(RpcClientErrorCode.ConnectionClosed, {
     status: 503,
     message: `The connection closed (code ${code}${reason ? `: ${reason}` : ''}) before the call finished; it was not retried.`,
@@ -420,8 +421,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
     clearTimeout(this.reconnectTimer)
     const url = typeof this.options.url === 'function' ? this.options.url() : this.options.url
     // `orpc` first: a server that takes the first offer speaks plain oRPC. nuxt-orpc's server picks
-    // `nuxt-orpc` and sends a ready frame once it accepted the connection (see the server's rpcSubprotocols).
-    const socket = new this.options.WebSocket(url, ['orpc', 'nuxt-orpc'])
+    // `nuxt-orpc` and sends a ready frame once it accepted the connection (see rpcSubprotocols).
+    const socket = new this.options.WebSocket(url, [...rpcSubprotocols])
     // ArrayBuffers arrive in order; Blobs would be read asynchronously and could overtake each other.
     socket.binaryType = 'arraybuffer'
     // A server that froze or vanished without closing sends nothing, not even heartbeats: replace the socket.
@@ -456,7 +457,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
     socket.addEventListener('open', () => {
       lastMessageAt = Date.now()
       // Plain oRPC servers send nothing first; nuxt-orpc's sends its ready frame once it accepted us.
-      if (socket.protocol !== 'nuxt-orpc') onReady()
+      if (socket.protocol !== readySubprotocol) onReady()
     })
     const onEnd = (code: number, reason: string) => {
       clearInterval(watchdog)

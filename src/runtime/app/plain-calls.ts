@@ -7,12 +7,10 @@ import { isEventIteratorHeaders } from '@orpc/standard-server'
 import type { EventIteratorPayload } from '@orpc/standard-server-peer'
 import { decodeResponseMessage, deserializeResponseMessage, MessageType, serializeRequestMessage, toEventIterator } from '@orpc/standard-server-peer'
 import { isPlainJson } from '../shared/plain-json'
+import { binaryDelimiter } from '../shared/protocol'
 
 const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
 const textDecoder = new TextDecoder()
-
-/** The JSON-and-bytes separator of oRPC's binary frames (files, forms). */
-const binaryDelimiter = 0xFF
 
 /**
  * Ids of plain calls start with `_`, which oRPC's own id generator (base-36 digits) never makes, so they never

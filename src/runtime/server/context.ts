@@ -1,9 +1,9 @@
 import { ORPCError } from '@orpc/server'
-import { H3Event, getRequestURL, isError } from 'h3'
-import type { IncomingMessage } from 'node:http'
-import { ServerResponse } from 'node:http'
+import type { H3Event } from 'h3'
+import { getRequestURL, isError } from 'h3'
 import type { RpcContextFunction, RpcContextInput, RpcUpgradeRequest } from '../types'
-import { peerAddressOf, toCloseReason } from './socket'
+import { toCloseReason } from './socket'
+import type { RpcTransport } from './transports'
 
 /** Why a connection (or an SSR call) was refused: a WebSocket close code and a reason. */
 export interface RpcRefusal {
@@ -48,33 +48,20 @@ export function errorFromRefusal(refusal: RpcRefusal): ORPCError<string, unknown
   return new ORPCError(code, { status: refusal.status, message: refusal.reason })
 }
 
-/** crossws's Node request proxy keeps the IncomingMessage here (crossws 0.3.x, `NodeReqProxy._req`). */
-interface NodeUpgradeRequest extends RpcUpgradeRequest {
-  _req?: IncomingMessage
-}
-
 /**
- * Builds the context function's input for a WebSocket upgrade. On Node the upgrade's IncomingMessage is
- * wrapped in a real H3 event (with a detached response nobody reads), so h3 helpers and session libraries
- * behave as they do for an HTTP request; other runtimes get the crossws request itself.
+ * Builds the context function's input for a WebSocket upgrade: a real H3 event made by the runtime's transport
+ * (on Node around the upgrade's IncomingMessage, elsewhere from the web request), so h3 helpers and session
+ * libraries behave as they do for an HTTP request. Headers and address are read only if the function asks.
  */
-export function contextInputFromUpgrade(request: RpcUpgradeRequest): RpcContextInput {
-  const nodeRequest = (request as NodeUpgradeRequest)._req
-  let event: H3Event | RpcUpgradeRequest = request
-  if (nodeRequest) {
-    event = new H3Event(nodeRequest, new ServerResponse(nodeRequest))
-    // What Nitro's request hook sets up; `useRuntimeConfig(event)` (and session libraries) read it.
-    event.context.nitro = { errors: [] }
-  }
-  // Headers and address are built only if the context function asks; the address without Node's cache.
+export function contextInputFromUpgrade(request: RpcUpgradeRequest, transport: RpcTransport): RpcContextInput {
   return {
-    event,
+    event: transport.eventOf(request),
     url: new URL(request.url),
     get headers() {
       return request.headers
     },
     get remoteAddress() {
-      return nodeRequest ? peerAddressOf(nodeRequest.socket) : undefined
+      return transport.upgradeAddressOf(request)
     },
     transport: 'websocket',
   }

@@ -4,6 +4,7 @@ import { StandardRPCHandler } from '@orpc/server/standard'
 import type { IncomingMessage } from 'node:http'
 import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
+import { heartbeatFrame, readySubprotocol, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
 import type { AdmissionLimits, AdmissionSlot } from './admission'
 import { Admission, isOriginAllowed, isRefusal, normalizeHosts, normalizeOrigins } from './admission'
@@ -11,9 +12,11 @@ import type { RpcRefusal } from './context'
 import { contextInputFromUpgrade, refusalFromError } from './context'
 import { PlainCallHandler } from './plain-call'
 import type { RpcRoute, RpcSocketLimits } from './socket'
-import { isShuttingDown, liveSockets, peerAddressOf, PendingConnection, pendingConnections, releaseUpgradeRequest, remoteAddressOf, RpcCloseCode, RpcSocket, toCloseReason } from './socket'
+import { isShuttingDown, liveSockets, PendingConnection, pendingConnections, RpcSocket, toCloseReason } from './socket'
+import { transportOf, webTransport } from './transports'
+import { upgradeContextOf } from './transports/node'
 
-export { isOriginAllowed, RpcCloseCode }
+export { heartbeatFrame, isOriginAllowed, RpcCloseCode, rpcSubprotocols }
 
 /** Limits and timers of the server half; every one is a module option with the same name. */
 export interface RpcServerLimits extends RpcSocketLimits, AdmissionLimits {
@@ -51,6 +54,13 @@ export interface RpcWebSocketHandlerOptions extends Partial<RpcServerLimits> {
    * @default []
    */
   allowedHosts?: readonly string[]
+  /**
+   * The largest message read, in bytes. On Node the WebSocket server enforces it while it reads a frame (the
+   * module option of the same name sets it there, for every route); on other runtimes these hooks close a
+   * socket whose frame is larger with 1009 once it has arrived.
+   * @default 1048576 (1 MiB)
+   */
+  maxMessageBytes?: number
   /** Options for oRPC's RPC handler (plugins, interceptors). */
   handlerOptions?: StandardRPCHandlerOptions<object>
 }
@@ -60,17 +70,22 @@ interface Refused {
   refusal: RpcRefusal
 }
 
-/** An accepted upgrade, until its socket opens: its context (`undefined`: no context function) and slot. */
+/**
+ * An accepted upgrade, until its socket opens: its context (`undefined`: no context function), slot, and
+ * whether the client offered the ready signal's subprotocol (then the server picks it and sends the signal).
+ */
 class AcceptedUpgrade extends PendingConnection {
   /** A handshake whose socket never opened (the client left during the upgrade) frees its slot after this. */
   static readonly openTimeout = 10_000
 
   readonly slot: AdmissionSlot
+  readonly readySignal: boolean
   private readonly expiry: ReturnType<typeof setTimeout>
 
-  constructor(context: RpcContext | undefined, remoteAddress: string | undefined, slot: AdmissionSlot, admission: Admission) {
+  constructor(context: RpcContext | undefined, remoteAddress: string | undefined, slot: AdmissionSlot, readySignal: boolean, admission: Admission) {
     super(context, remoteAddress)
     this.slot = slot
+    this.readySignal = readySignal
     pendingConnections.add(this)
     this.expiry = setTimeout(() => {
       pendingConnections.delete(this)
@@ -99,34 +114,28 @@ type PeerContext = Record<PropertyKey, unknown> & { [connectionStateKey]?: Conne
 const stateOf = (peer: Peer): ConnectionState | undefined => (peer.context as PeerContext)[connectionStateKey]
 
 /**
- * The heartbeat frame: oRPC's abort message for id -1, a call that never exists. Every oRPC client (ours or
- * the stock `RPCLink`) ignores it; nuxt-orpc's client counts it as a sign of life, so it notices a server that
- * went silent without closing. Sent once right after a connection is accepted, it is also the "ready" signal.
- */
-export const heartbeatFrame = '{"i":-1,"t":4}'
-
-/**
- * The WebSocket subprotocols nuxt-orpc's client offers, in this order: a server that just takes the first
- * (ws's default, a stock oRPC server) gets plain oRPC; nuxt-orpc's server picks `nuxt-orpc`, which adds the
- * ready signal: the client sends nothing until it arrives, so a connection refused right after the handshake
- * (caps, origin, auth) has never carried a call.
- */
-export const rpcSubprotocols = ['orpc', 'nuxt-orpc'] as const
-
-/**
  * ws `handleProtocols` (one WebSocket server serves every route of the app): `nuxt-orpc` only for a route
  * served by these hooks, which send the ready frame; elsewhere (a bare oRPC route, any other socket) what ws
  * would pick by itself, the first offered. Such a route is recognized by the state its upgrade hook left in
  * the connection's context, which crossws's Node adapter keeps on the IncomingMessage as `_context`.
  */
-export function selectSubprotocol(protocols: Set<string>, request?: object): string | false {
-  const context = (request as { _context?: PeerContext } | undefined)?._context
-  if (protocols.has('nuxt-orpc') && context?.[connectionStateKey]) return 'nuxt-orpc'
+export function selectSubprotocol(protocols: Set<string>, request: IncomingMessage): string | false {
+  if (protocols.has(readySubprotocol) && upgradeContextOf(request)?.[connectionStateKey]) return readySubprotocol
   return protocols.values().next().value ?? false
 }
 
-/** The upgrade request as crossws's Node adapter gives it: `_req` is the IncomingMessage. */
-type UpgradeRequest = RpcUpgradeRequest & { _req?: IncomingMessage }
+/** The subprotocols a handshake offers (`Sec-WebSocket-Protocol`). */
+function offeredSubprotocols(request: RpcUpgradeRequest): string[] {
+  return request.headers.get('sec-websocket-protocol')?.split(',').map(protocol => protocol.trim()).filter(Boolean) ?? []
+}
+
+/** Whether a message is over `max` bytes, for transports that did not bound it while reading. */
+function isLargerThan(data: string | Uint8Array, max: number): boolean {
+  if (typeof data !== 'string') return data.byteLength > max
+  // A UTF-16 unit is 1 to 3 bytes of UTF-8: encode only when the answer depends on it.
+  if (data.length > max) return true
+  return data.length * 3 > max && new TextEncoder().encode(data).byteLength > max
+}
 
 /**
  * The crossws hooks that serve `router` over one WebSocket: origin check, connection caps and connection
@@ -151,7 +160,10 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     standardHandler: new StandardRPCHandler(options.router, handlerOptions),
     plainCalls: new PlainCallHandler(options.router, handlerOptions),
     limits,
+    // Until the first upgrade says which runtime this is.
+    transport: webTransport,
   }
+  const maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const allowedHosts = normalizeHosts(options.allowedHosts ?? [])
   const createContext = options.createContext
@@ -162,28 +174,28 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   let lastUrl = ''
   const sharedUrl = (url: string) => url === lastUrl ? lastUrl : (lastUrl = url)
 
-  async function decide(request: UpgradeRequest): Promise<Refused | AcceptedUpgrade> {
-    // On Node the raw header: crossws would build a `Headers` from every header of the request for it.
-    const origin = request._req ? (request._req.headers.origin ?? null) : request.headers.get('origin')
+  async function decide(request: RpcUpgradeRequest, readySignal: boolean): Promise<Refused | AcceptedUpgrade> {
+    const transport = route.transport
+    const origin = transport.originOf(request)
     if (!isOriginAllowed(origin, request.url, allowedOrigins, allowedHosts)) {
       return { refusal: { status: 403, closeCode: RpcCloseCode.PolicyViolation, reason: toCloseReason(`Origin ${origin} is not allowed`) } }
     }
     // Known here on Node; elsewhere when the socket opens.
-    const address = request._req ? peerAddressOf(request._req.socket) : undefined
+    const address = transport.upgradeAddressOf(request)
     const slot = admission.reserve(address)
     if (isRefusal(slot)) return { refusal: slot }
     let context: RpcContext | undefined
     if (createContext) {
       try {
         // The context function's result is what `RpcContext` describes (the generated declaration says so).
-        context = (await createContext(contextInputFromUpgrade(request)) ?? {}) as RpcContext
+        context = (await createContext(contextInputFromUpgrade(request, transport)) ?? {}) as RpcContext
       }
       catch (error) {
         admission.release(slot)
         return { refusal: refusalFromError(error) }
       }
     }
-    return new AcceptedUpgrade(context, address, slot, admission)
+    return new AcceptedUpgrade(context, address, slot, readySignal, admission)
   }
 
   /** Why an accepted upgrade's socket must still be closed as it opens, if it must. */
@@ -201,7 +213,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     }
     const check = setTimeout(() => {
       for (const socket of sockets) {
-        if (socket.unresponsive) socket.websocket.terminate?.()
+        if (socket.unresponsive) socket.terminate()
       }
     }, limits.heartbeatTimeout)
     ;(check as { unref?: () => void }).unref?.()
@@ -220,8 +232,14 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
 
   return {
     async upgrade(request) {
-      const upgradeRequest = request as unknown as UpgradeRequest
-      ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest)
+      const upgradeRequest = request as unknown as RpcUpgradeRequest
+      const transport = route.transport = transportOf(upgradeRequest)
+      const readySignal = offeredSubprotocols(upgradeRequest).includes(readySubprotocol)
+      ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest, readySignal)
+      // On Node, ws's `handleProtocols` (selectSubprotocol) answers; elsewhere the upgrade's response does.
+      if (!transport.answersSubprotocol) return
+      const protocol = readySignal ? readySubprotocol : offeredSubprotocols(upgradeRequest)[0]
+      if (protocol) return { headers: { 'sec-websocket-protocol': protocol } }
     },
     open(peer) {
       const state = stateOf(peer)
@@ -231,7 +249,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
         return
       }
       state.settle()
-      const address = state.remoteAddress ?? remoteAddressOf(peer)
+      const transport = route.transport
+      const address = state.remoteAddress ?? transport.remoteAddressOf(peer)
       const refusal = lateRefusal(state, address)
       if (refusal) {
         admission.release(state.slot)
@@ -240,21 +259,25 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       }
       const socket = new RpcSocket(peer, state.contextValue, address, state.slot.ipKey, route)
       ;(peer.context as PeerContext)[connectionStateKey] = socket
-      releaseUpgradeRequest(peer, sharedUrl)
+      // Bound rather than a closure: no scope object kept per connection.
+      transport.adopt(peer, socket.websocket, socket.receive.bind(socket), sharedUrl)
       sockets.add(socket)
-      const websocket = socket.websocket
-      // Nitro's graceful shutdown destroys "idle" sockets at once, and an upgraded socket looks idle to it
-      // (http-graceful-shutdown in nitropack/runtime). Marked busy, it waits for nuxt-orpc's own drain.
-      if (websocket._socket) websocket._socket._isIdle = false
-      if (websocket.protocol === 'nuxt-orpc') peer.send(heartbeatFrame)
+      if (state.readySignal) peer.send(heartbeatFrame)
       heartbeat ??= setInterval(beat, limits.heartbeatInterval)
       // A server with only idle sockets must still be able to exit.
       ;(heartbeat as { unref?: () => void }).unref?.()
     },
     message(peer, message) {
-      // Handed over before any await: frames of one socket are decoded in order.
+      // Only where the transport does not take frames itself (`adopt`). Handed over before any await: frames
+      // of one socket are decoded in order.
       const socket = stateOf(peer)
-      if (socket instanceof RpcSocket) socket.receive(typeof message.rawData === 'string' ? message.rawData : message.uint8Array())
+      if (!(socket instanceof RpcSocket)) return
+      const data = typeof message.rawData === 'string' ? message.rawData : message.uint8Array()
+      if (!route.transport.limitsMessageSize && isLargerThan(data, maxMessageBytes)) {
+        socket.close(RpcCloseCode.MessageTooBig, `Message over ${maxMessageBytes} bytes`)
+        return
+      }
+      socket.receive(data)
     },
     close(peer) {
       forget(peer)

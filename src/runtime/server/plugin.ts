@@ -1,30 +1,20 @@
-import type { AdapterOptions } from 'crossws'
 import { defu } from 'defu'
 import { defineNitroPlugin, useRuntimeConfig } from 'nitropack/runtime'
-import { WebSocketServer } from 'ws'
 import { createContext, router } from '#nuxt-orpc/app'
 import { provideRpcCaller } from '../shared/caller'
 import { createRpcCaller } from './caller'
 import type { ResolvedRuntimeOptions } from './config'
 import { selectSubprotocol } from './handler'
 import { shutdownRpcConnections } from './socket'
-
-/** crossws's Node adapter options: `wss` replaces the WebSocket server it would build. */
-type NodeAdapterOptions = AdapterOptions & { wss?: WebSocketServer }
+import { createNodeAdapterOptions } from './transports/node'
 
 export default defineNitroPlugin((nitroApp) => {
   const { maxMessageBytes, shutdownTimeout } = useRuntimeConfig().orpc as ResolvedRuntimeOptions
 
-  // Nitro 2's crossws (0.3.x) bundles ws 8.18, which has no limit on message fragments (GHSA-96hv-2xvq-fx4p:
-  // 300k one-byte fragments pin ~31 MiB on a socket that is never closed). crossws's Node adapter takes a
-  // ready WebSocket server as `wss`, so nuxt-orpc hands it one from the current ws (>= 8.21: maxFragments and
-  // maxBufferedChunks on by default; a flood is closed with 1008/1009). maxPayload is checked while ws reads
-  // a frame. Nitro builds its adapter from these options after the plugins ran, so this is early enough; it
-  // applies to every WebSocket route of the app (ws serves them all). Other runtimes ignore `wss`.
-  // `handleProtocols` lets nuxt-orpc's client and server agree on the ready signal (see rpcSubprotocols).
-  const websocketOptions: NodeAdapterOptions = {
-    wss: new WebSocketServer({ noServer: true, maxPayload: maxMessageBytes, handleProtocols: selectSubprotocol }),
-  }
+  // On Node, the WebSocket server Nitro builds: the current ws (fragment limits), `maxMessageBytes` while a frame
+  // is read, and the ready signal's subprotocol (see rpcSubprotocols). Nitro builds its adapter from these
+  // options after the plugins ran, so this is early enough; other runtimes ignore them.
+  const websocketOptions = createNodeAdapterOptions({ maxMessageBytes, handleProtocols: selectSubprotocol })
   nitroApp.h3App.options.websocket = defu(websocketOptions, nitroApp.h3App.options.websocket)
 
   const callerFactory = (event: Parameters<typeof createRpcCaller>[2]) => createRpcCaller(router, createContext, event)

@@ -8,28 +8,12 @@ import type { StandardRequest, StandardResponse } from '@orpc/standard-server'
 import { ErrorEvent, getEventMeta, HibernationEventIterator, isEventIteratorHeaders } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
+import { binaryDelimiter, RpcCloseCode } from '../shared/protocol'
+import type { RpcTransport } from './transports'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
 import { asPlainCall, isPlainBody } from './plain-call'
 
-/** WebSocket close codes nuxt-orpc uses; clients map them to typed errors. */
-export const RpcCloseCode = {
-  /** The server is shutting down: reconnect (to another instance). */
-  GoingAway: 1001,
-  /** The frame was not JSON (or not valid UTF-8). */
-  MalformedFrame: 1007,
-  /** Origin not allowed, or a frame that is JSON but not an oRPC message. */
-  PolicyViolation: 1008,
-  /** A frame larger than `maxMessageBytes`, or a fragment flood (sent by the WebSocket server itself). */
-  MessageTooBig: 1009,
-  /** The server failed unexpectedly (the context function threw a non-HTTP error). */
-  InternalError: 1011,
-  /** Too many connections (in all, or from this IP): try again later. */
-  TryAgainLater: 1013,
-  /** The context function refused the connection with 401, or the app closed the user's connections. */
-  Unauthorized: 4401,
-  /** The context function refused the connection with 403. */
-  Forbidden: 4403,
-} as const
+export { RpcCloseCode }
 
 /**
  * A call in flight. A plain call: its abort controller, wrapped as `{ streaming }` once its response has gone
@@ -61,11 +45,13 @@ export function isValidCloseCode(code: number): boolean {
   return Number.isInteger(code) && ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
 }
 
-/** What every connection of one route shares: oRPC's handler, the plain-call path and the limits. */
+/** What every connection of one route shares: oRPC's handler, the plain-call path, the limits and the runtime's transport. */
 export interface RpcRoute {
   readonly standardHandler: StandardHandler<object>
   readonly plainCalls: PlainCallHandler
   readonly limits: RpcSocketLimits
+  /** Known from the first upgrade (one process runs one runtime). */
+  transport: RpcTransport
 }
 
 /** What `closeRpcConnections` and other server code can see of a connection. */
@@ -121,48 +107,6 @@ export class TokenBucket {
 }
 
 /**
- * What nuxt-orpc uses of ws's WebSocket on Node (ping, terminate, buffered bytes, the TCP socket). On
- * other runtimes these members are missing and the features that need them are off.
- */
-export interface NodeWebSocket {
-  protocol?: string
-  readyState?: number
-  bufferedAmount?: number
-  ping?: () => void
-  terminate?: () => void
-  /** Stop and start reading the TCP socket (ws). */
-  pause?: () => void
-  resume?: () => void
-  listeners?: (event: 'message') => Array<(...args: unknown[]) => void>
-  off?: (event: 'message', listener: (...args: unknown[]) => void) => void
-  on?: (event: 'message', listener: (data: Uint8Array | string) => void) => void
-  _socket?: NodeTcpSocket
-  /** ws's frame writer: state 0 when nothing waits in its queue (it queues only while compressing or reading a Blob). */
-  _sender?: { _state?: number }
-}
-
-/** What nuxt-orpc uses of the TCP socket under ws (Node's `net.Socket`). */
-export interface NodeTcpSocket {
-  cork?: () => void
-  uncork?: () => void
-  write?: (chunk: Uint8Array) => boolean
-  bytesRead?: number
-  /** Bytes handed to the socket, including those still waiting in its buffer. */
-  bytesWritten?: number
-  /** Bytes waiting in the socket's buffer. */
-  writableLength?: number
-  writableNeedDrain?: boolean
-  once?: (event: 'drain', listener: () => void) => void
-  off?: (event: 'drain', listener: () => void) => void
-  _isIdle?: boolean
-}
-
-/** Bytes the TCP socket has passed on to the kernel: a count that stands still while the peer reads nothing. */
-export function flushedBytesOf(tcp: NodeTcpSocket): number | undefined {
-  return tcp.bytesWritten === undefined || tcp.writableLength === undefined ? undefined : tcp.bytesWritten - tcp.writableLength
-}
-
-/**
  * The events of every streamed input on one connection that their procedures have not pulled yet, with the
  * bytes of the frames that brought them. oRPC's peer keeps such events in a queue of its own, opened for every
  * call whether it takes streamed input or not, and with no bound; this one is opened only for a call whose
@@ -198,102 +142,7 @@ class InputEventQueue extends AsyncIdQueue<EventIteratorPayload> {
   }
 }
 
-/**
- * The WebSocket under a crossws peer. On Node it is ws's own object: `peer.websocket` would make (and keep,
- * per connection) a Proxy around it, about 0.2 KB, with a trap on every property read.
- */
-function webSocketOf(peer: Peer): NodeWebSocket {
-  return (peer as unknown as { _internal?: { ws?: NodeWebSocket } })._internal?.ws ?? peer.websocket as NodeWebSocket
-}
-
-/** The largest payload `writeTextFrame` frames itself (a 16-bit length); longer frames are left to ws. */
-const maxOwnFramePayload = 0xFFFF
-
-/**
- * Writes `text` to ws's TCP socket as one WebSocket text frame (RFC 6455 5.2: FIN, opcode 1, unmasked, a 7- or
- * 16-bit length), in a single `write`. ws frames a message as a header buffer and a payload, written together
- * with `writev` under a cork, and that JavaScript around the system call cost about a tenth of the server's
- * CPU per reply under load (upstream item 10 in docs/benchmarks.md). It goes to the same socket as ws's own
- * writes, so frames stay in order, and `bufferedAmount` counts it. False, and nothing written, when ws must
- * write it: not on Node, socket not open, ws's queue in use, or a payload over 64 KiB.
- */
-function writeTextFrame(websocket: NodeWebSocket, text: string): boolean {
-  const tcp = websocket._socket
-  if (!tcp?.write || websocket.readyState !== 1 || websocket._sender?._state !== 0) return false
-  const length = Buffer.byteLength(text)
-  if (length > maxOwnFramePayload) return false
-  const headerLength = length < 126 ? 2 : 4
-  const frame = Buffer.allocUnsafe(headerLength + length)
-  frame[0] = 0x81
-  if (headerLength === 2) {
-    frame[1] = length
-  }
-  else {
-    frame[1] = 126
-    frame.writeUInt16BE(length, 2)
-  }
-  frame.write(text, headerLength)
-  tcp.write(frame)
-  return true
-}
-
-/**
- * A TCP socket's peer address, asked of its handle as Node's `socket.remoteAddress` does, but without Node's
- * cache: that keeps an object with the address, family and port on the socket for the connection's life
- * (about 0.1 KB), for an address read once. Undefined when the socket is closed.
- */
-export function peerAddressOf(socket: unknown): string | undefined {
-  type PeerName = { address?: string }
-  const tcp = socket as { _handle?: { getpeername?: (out: PeerName) => number }, remoteAddress?: string } | undefined
-  if (!tcp?._handle?.getpeername) return tcp?.remoteAddress
-  const name: PeerName = {}
-  return tcp._handle.getpeername(name) === 0 ? name.address : undefined
-}
-
-/** The peer's IP address: on Node from the TCP socket (`peerAddressOf`), elsewhere crossws's. */
-export function remoteAddressOf(peer: Peer): string | undefined {
-  const socket = (peer as unknown as { _internal?: { nodeReq?: { socket?: unknown } } })._internal?.nodeReq?.socket
-  return socket ? peerAddressOf(socket) : peer.remoteAddress
-}
-
-/** What crossws's Node adapter keeps on a peer (`_internal`) that comes from the upgrade request. */
-interface NodePeerInternals {
-  nodeReq?: { socket?: unknown, _context?: unknown }
-  request?: { url: string }
-}
-
-/**
- * The upgrade request as an open peer keeps it once the IncomingMessage is let go: its URL, nothing else.
- * Code that still asks for its headers after the upgrade gets an empty `Headers`, made on each read.
- */
-class OpenedUpgradeRequest {
-  constructor(readonly url: string) {}
-
-  get headers(): Headers {
-    return new Headers()
-  }
-}
-
-/**
- * Lets the upgrade's IncomingMessage go once the connection is open. crossws's Node adapter keeps it on the
- * peer for the connection's life: its raw and parsed headers, its stream state, and two request proxies that
- * each built the URL (about 1 KB per idle connection in all). After the upgrade crossws reads three things
- * from it: the context (`nodeReq._context`), the TCP socket (`peer.remoteAddress`) and, through h3, the URL
- * (every hook's route is resolved from `peer.request.url`). The peer keeps those three, and nothing else.
- * `sharedUrl` is an equal string kept by an earlier connection, if there is one: it is kept once.
- */
-export function releaseUpgradeRequest(peer: Peer, sharedUrl: (url: string) => string): void {
-  const internal = (peer as unknown as { _internal?: NodePeerInternals })._internal
-  const nodeReq = internal?.nodeReq
-  if (!internal || !nodeReq || !internal.request) return
-  internal.nodeReq = { socket: nodeReq.socket, _context: nodeReq._context }
-  internal.request = new OpenedUpgradeRequest(sharedUrl(internal.request.url))
-}
-
 const textDecoder = new TextDecoder()
-
-/** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
-const binaryDelimiter = 0xFF
 
 /**
  * One WebSocket connection. Frames are decoded here, once, so a malformed frame is told apart from a failing
@@ -311,14 +160,15 @@ export class RpcSocket implements RpcConnectionInfo {
   // does), and V8 then sizes the object for about ten of them, keeping the rest in a second array (0.1 KB
   // more per connection). Assigned here, they all sit in the object itself.
   readonly declare connection: Peer
-  readonly declare websocket: NodeWebSocket
+  /** The transport's handle on the socket (on Node ws's WebSocket). */
+  readonly declare websocket: unknown
   readonly declare remoteAddress: string | undefined
   /** The key the route's per-IP cap counts it under (see `ipKeyOf`), for when it closes. */
   readonly declare ipKey: string | undefined
-  /** The TCP socket's bytes read when the heartbeat last pinged it (-1: not pinged yet). */
-  private declare bytesReadAtPing: number
-  /** The TCP socket's bytes passed on to the kernel when the heartbeat last pinged it (-1: not pinged yet). */
-  private declare bytesFlushedAtPing: number
+  /** Bytes read from the peer when the heartbeat last pinged it (-1: not pinged yet). */
+  private declare readAtPing: number
+  /** Bytes the peer had taken when the heartbeat last pinged it. */
+  private declare flushedAtPing: number
   private readonly declare route: RpcRoute
   /** The connection's context; `{}` is made on first use when the context function is off. */
   private declare contextValue: RpcContext | undefined
@@ -338,13 +188,17 @@ export class RpcSocket implements RpcConnectionInfo {
   /** The one wait for the socket's buffer to drain that every paused stream and the paused reader share. */
   private declare drainWait: { drained: Promise<void>, wake: () => void } | undefined
 
+  /**
+   * Frames reach `receive`: through the transport (`adopt`), or from crossws's `message` hook where it does
+   * not take them itself.
+   */
   constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, ipKey: string | undefined, route: RpcRoute) {
     this.connection = connection
-    this.websocket = webSocketOf(connection)
+    this.websocket = route.transport.socketOf(connection)
     this.remoteAddress = remoteAddress
     this.ipKey = ipKey
-    this.bytesReadAtPing = -1
-    this.bytesFlushedAtPing = -1
+    this.readAtPing = -1
+    this.flushedAtPing = 0
     this.route = route
     this.contextValue = context
     const { rateLimit } = route.limits
@@ -358,16 +212,10 @@ export class RpcSocket implements RpcConnectionInfo {
     this.readingPaused = false
     this.drainWait = undefined
     liveSockets.add(this)
-    // On Node, frames come straight from ws. crossws's own listener would, for every frame, have h3 resolve the
-    // route again and build a Message, then call the hook a few microtask turns later (about 5% of the
-    // server's CPU under load). That listener does nothing else, so it is replaced. Open, close and error
-    // still go through crossws's hooks; other runtimes keep the `message` hook.
-    const { listeners, off, on } = this.websocket
-    if (listeners && off && on) {
-      for (const listener of listeners.call(this.websocket, 'message')) off.call(this.websocket, 'message', listener)
-      // Bound rather than a closure: no scope object kept per connection.
-      on.call(this.websocket, 'message', this.receive.bind(this))
-    }
+  }
+
+  private get transport(): RpcTransport {
+    return this.route.transport
   }
 
   get id() {
@@ -386,26 +234,31 @@ export class RpcSocket implements RpcConnectionInfo {
     return false
   }
 
-  /** The heartbeat's ping, where the transport has one; it notes what the TCP socket had read and sent by then. */
+  /** The heartbeat's ping, where the transport has one; it notes how far the socket's counters were. */
   ping() {
-    const tcp = this.websocket._socket
-    if (tcp?.bytesRead === undefined || !this.websocket.ping) return
-    this.bytesReadAtPing = tcp.bytesRead
-    this.bytesFlushedAtPing = flushedBytesOf(tcp) ?? -1
-    this.websocket.ping()
+    const progress = this.transport.ping(this.websocket)
+    if (!progress) return
+    this.readAtPing = progress.read
+    this.flushedAtPing = progress.flushed
   }
 
   /**
    * Whether the peer looks dead since the last ping: nothing arrived from it (no pong, no frame) while the
-   * socket was being read, or bytes waited to be sent and none went out. Counting the TCP socket's bytes needs
-   * no listener or timestamp per connection. A client that sends a byte now and then but never reads is
-   * caught by the second rule.
+   * socket was being read, or bytes waited to be sent and none went out. Counting bytes needs no listener or
+   * timestamp per connection. A client that sends a byte now and then but never reads is caught by the
+   * second rule.
    */
   get unresponsive(): boolean {
-    const tcp = this.websocket._socket
-    if (this.bytesReadAtPing === -1 || tcp?.bytesRead === undefined) return false
-    if (!this.readingPaused && tcp.bytesRead === this.bytesReadAtPing) return true
-    return (tcp.writableLength ?? 0) > 0 && flushedBytesOf(tcp) === this.bytesFlushedAtPing
+    if (this.readAtPing === -1) return false
+    const progress = this.transport.progressOf(this.websocket)
+    if (!progress) return false
+    if (!this.readingPaused && progress.read === this.readAtPing) return true
+    return progress.waiting > 0 && progress.flushed === this.flushedAtPing
+  }
+
+  /** Ends the connection at once (a dead peer). */
+  terminate() {
+    this.transport.terminate(this.connection, this.websocket)
   }
 
   private get calls() {
@@ -706,26 +559,26 @@ export class RpcSocket implements RpcConnectionInfo {
   }
 
   /**
-   * Replies made in the same tick leave in one write: the first send of a tick corks the TCP socket and the
-   * next tick uncorks it (ws writes every frame on its own otherwise, and that write is most of a reply's
-   * cost under load). A frame known to be `alone` in its tick is written at once: corking would only add work.
-   * A text frame is framed here, in one buffer (`writeTextFrame`); ws writes the others.
+   * Replies made in the same tick leave in one write where the transport can cork (Node): the first send of a
+   * tick corks the socket and the next tick uncorks it (a write per frame is most of a reply's cost under
+   * load). A frame known to be `alone` in its tick is written at once: corking would only add work.
    */
   private send(encoded: EncodedMessage, alone = false) {
     if (this.closed) return
+    const transport = this.transport
     if (!this.corked && !alone) {
-      const tcp = this.websocket._socket
-      if (tcp?.cork && tcp.uncork) {
+      const uncork = transport.cork(this.websocket)
+      if (uncork) {
         this.corked = true
-        tcp.cork()
         process.nextTick(() => {
           this.corked = false
-          tcp.uncork!()
+          uncork()
           this.checkBuffered()
         })
       }
     }
-    if (typeof encoded !== 'string' || !writeTextFrame(this.websocket, encoded)) this.connection.send(encoded)
+    if (typeof encoded === 'string') transport.sendText(this.connection, this.websocket, encoded)
+    else this.connection.send(encoded)
     // Under a cork the tick's writes are looked at once, when it is lifted.
     if (!this.corked) this.checkBuffered()
   }
@@ -735,7 +588,7 @@ export class RpcSocket implements RpcConnectionInfo {
   }
 
   private get overBuffered(): boolean {
-    return (this.websocket.bufferedAmount ?? 0) > this.route.limits.maxBufferedBytes
+    return (this.transport.bufferedBytes(this.websocket) ?? 0) > this.route.limits.maxBufferedBytes
   }
 
   /**
@@ -745,16 +598,15 @@ export class RpcSocket implements RpcConnectionInfo {
    * pause reading, such a socket is closed with 1013.
    */
   private pauseReading() {
-    const { pause, resume } = this.websocket
-    if (!pause || !resume) {
+    const transport = this.transport
+    if (!transport.pauseReading(this.websocket)) {
       this.close(RpcCloseCode.TryAgainLater, 'Too many replies waiting: the client does not read')
       return
     }
     this.readingPaused = true
-    pause.call(this.websocket)
     void this.drained().then(() => {
       this.readingPaused = false
-      if (!this.closed) resume.call(this.websocket)
+      if (!this.closed) transport.resumeReading(this.websocket)
     })
   }
 
@@ -776,25 +628,23 @@ export class RpcSocket implements RpcConnectionInfo {
   }
 
   /**
-   * One wait per socket, however many streams are paused on it: the TCP socket's `drain` (its buffer is
-   * empty again) where it will come, else a short timer (ws's own queue, other runtimes).
+   * One wait per socket, however many streams are paused on it: the transport's drain event (the buffer is
+   * empty again) where it has one, else a short timer (a queue inside ws, runtimes without the event).
    */
   private nextDrain(): Promise<void> {
     if (this.drainWait) return this.drainWait.drained
-    const tcp = this.websocket._socket
     let wake!: () => void
     const drained = new Promise<void>((resolve) => {
       wake = () => {
         if (this.drainWait?.drained !== drained) return
         this.drainWait = undefined
-        tcp?.off?.('drain', wake)
+        stopListening?.()
         clearTimeout(timer)
         resolve()
       }
     })
-    const waitsForDrain = tcp?.writableNeedDrain === true && tcp.once !== undefined
-    const timer = waitsForDrain ? undefined : setTimeout(wake, 10)
-    if (waitsForDrain) tcp.once!('drain', wake)
+    const stopListening = this.transport.onDrain(this.websocket, wake)
+    const timer = stopListening ? undefined : setTimeout(wake, 10)
     this.drainWait = { drained, wake }
     return drained
   }

@@ -1,0 +1,14 @@
+import type { RpcUpgradeRequest } from '../../types'
+import { isNodeUpgrade, nodeTransport } from './node'
+import type { RpcTransport } from './types'
+import { webTransport as web } from './web'
+
+export type { RpcSocketProgress, RpcTransport } from './types'
+
+/** The transport of the runtime an upgrade came through: Node (crossws's Node adapter) or a web runtime. */
+export function transportOf(request: RpcUpgradeRequest): RpcTransport {
+  return (isNodeUpgrade(request) ? nodeTransport : web) as RpcTransport
+}
+
+/** Bun and Deno (and what a route assumes until its first upgrade says otherwise). */
+export const webTransport = web as RpcTransport

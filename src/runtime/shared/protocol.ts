@@ -1,0 +1,43 @@
+// What nuxt-orpc's server and browser client agree on besides oRPC's own message format. Plain values, no
+// imports: both sides (and other runtimes) load this file.
+
+/** WebSocket close codes nuxt-orpc uses; clients map them to typed errors. */
+export const RpcCloseCode = {
+  /** The server is shutting down: reconnect (to another instance). */
+  GoingAway: 1001,
+  /** The frame was not JSON (or not valid UTF-8). */
+  MalformedFrame: 1007,
+  /** Origin not allowed, a frame that is JSON but not an oRPC message, or too much streamed input waiting. */
+  PolicyViolation: 1008,
+  /** A frame larger than `maxMessageBytes`, or a fragment flood (sent by the WebSocket server itself). */
+  MessageTooBig: 1009,
+  /** The server failed unexpectedly (the context function threw a non-HTTP error). */
+  InternalError: 1011,
+  /** Too many connections (in all, or from this IP), or a client that does not read its replies: try again later. */
+  TryAgainLater: 1013,
+  /** The context function refused the connection with 401, or the app closed the user's connections. */
+  Unauthorized: 4401,
+  /** The context function refused the connection with 403. */
+  Forbidden: 4403,
+} as const
+
+/**
+ * The WebSocket subprotocols nuxt-orpc's client offers, in this order: a server that just takes the first
+ * (ws's default, a stock oRPC server) gets plain oRPC; nuxt-orpc's server picks `nuxt-orpc`, which adds the
+ * ready signal: the client sends nothing until it arrives, so a connection refused right after the handshake
+ * (caps, origin, auth) has never carried a call.
+ */
+export const rpcSubprotocols = ['orpc', 'nuxt-orpc'] as const
+
+/** The subprotocol with the ready signal. */
+export const readySubprotocol = rpcSubprotocols[1]
+
+/**
+ * The heartbeat frame: oRPC's abort message for id -1, a call that never exists. Every oRPC client (ours or
+ * the stock `RPCLink`) ignores it; nuxt-orpc's client counts it as a sign of life, so it notices a server that
+ * went silent without closing. Sent once right after a connection is accepted, it is also the "ready" signal.
+ */
+export const heartbeatFrame = '{"i":-1,"t":4}'
+
+/** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
+export const binaryDelimiter = 0xFF
