@@ -66,6 +66,8 @@ interface ServerStats {
   arrayBuffers: number
   /** Pending timers of the server process. */
   timers: number
+  /** What the Node transport found of the private shapes it reads (after the first connection). */
+  nodeShapes?: Record<string, boolean>
   retained: number
   /** Upgrade requests the context function saw since the last `forget`, and how many of them are still in memory. */
   upgradeRequests: { tracked: number, retained: number }
@@ -80,6 +82,29 @@ async function stats(forgetTracked = false): Promise<ServerStats> {
 }
 
 const serverLogs = () => server.logs.join('')
+
+describe('Node transport', () => {
+  it('finds every private shape of ws, crossws, Node and Nitro it reads, on the pinned versions', async () => {
+    const socket = raw()
+    await socket.opened
+    const { nodeShapes } = await stats()
+    expect(nodeShapes).toEqual({
+      peerWebSocket: true,
+      tcpSocket: true,
+      senderState: true,
+      peerName: true,
+      upgradeRequest: true,
+      messageListener: true,
+      idleFlag: true,
+    })
+    // The versions those shapes were read from: package.json pins them, and the tree holds exactly those.
+    const manifest = JSON.parse(await readFile('package.json', 'utf8')) as { dependencies: Record<string, string> }
+    for (const name of ['ws', 'crossws']) {
+      const installed = JSON.parse(await readFile(`node_modules/${name}/package.json`, 'utf8')) as { version: string }
+      expect(manifest.dependencies[name]).toBe(installed.version)
+    }
+  })
+})
 
 describe('fragment flood (GHSA-96hv-2xvq-fx4p)', () => {
   it('closes a socket that sends 300k one-byte fragments, and the heap barely grows', async () => {

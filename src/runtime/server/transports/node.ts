@@ -107,6 +107,9 @@ export function probeNodeShapes(peer: Peer): NodeShapes {
   return shapes
 }
 
+/** The shapes the first connection found, or undefined before it (for health checks and the shape test). */
+export const foundNodeShapes = (): Readonly<NodeShapes> | undefined => shapes
+
 const tcpOf = (ws: NodeWebSocket) => shapes?.tcpSocket ? ws._socket : undefined
 
 /**
