@@ -7,6 +7,7 @@ import type { ResolvedRuntimeOptions } from './config'
 import { selectSubprotocol } from './handler'
 import { shutdownRpcConnections } from './socket'
 import { createNodeAdapterOptions } from './transports/node'
+import { answerSubprotocolsOnDeno } from './transports/web'
 
 export default defineNitroPlugin((nitroApp) => {
   const { maxMessageBytes, shutdownTimeout } = useRuntimeConfig().orpc as ResolvedRuntimeOptions
@@ -16,6 +17,7 @@ export default defineNitroPlugin((nitroApp) => {
   // options after the plugins ran, so this is early enough; other runtimes ignore them.
   const websocketOptions = createNodeAdapterOptions({ maxMessageBytes, handleProtocols: selectSubprotocol })
   nitroApp.h3App.options.websocket = defu(websocketOptions, nitroApp.h3App.options.websocket)
+  answerSubprotocolsOnDeno()
 
   const callerFactory = (event: Parameters<typeof createRpcCaller>[2]) => createRpcCaller(router, createContext, event)
   nitroApp.hooks.hook('request', (event) => {

@@ -69,3 +69,29 @@ export const webTransport: RpcTransport<WebSocketLike> = {
   progressOf: () => undefined,
   terminate: peer => peer.terminate(),
 }
+
+interface DenoUpgradeOptions {
+  protocol?: string
+  headers?: HeadersInit
+}
+
+type DenoUpgrade = ((request: Request, options?: DenoUpgradeOptions) => unknown) & { nuxtOrpc?: true }
+
+/**
+ * crossws 0.3's Deno adapter hands the upgrade hook's headers to `Deno.upgradeWebSocket`, which answers a
+ * subprotocol only through its `protocol` option: every client that offers one (nuxt-orpc's own, Chrome)
+ * then fails the handshake ("Server did not respond with sent protocols"). crossws 0.4 passes it
+ * (h3js/crossws#203); until Nitro 2 ships that, the option is filled from the header here, once per process.
+ * Does nothing outside Deno.
+ */
+export function answerSubprotocolsOnDeno() {
+  const deno = (globalThis as { Deno?: { upgradeWebSocket?: DenoUpgrade } }).Deno
+  const upgrade = deno?.upgradeWebSocket
+  if (!deno || !upgrade || upgrade.nuxtOrpc) return
+  const answering: DenoUpgrade = (request, options = {}) => {
+    const protocol = options.protocol ?? new Headers(options.headers).get('sec-websocket-protocol') ?? undefined
+    return upgrade.call(deno, request, protocol ? { ...options, protocol } : options)
+  }
+  answering.nuxtOrpc = true
+  deno.upgradeWebSocket = answering
+}

@@ -1,0 +1,196 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setup, useTestContext } from '@nuxt/test-utils/e2e'
+import { getRandomPort } from 'get-port-please'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
+
+/** A runtime other than Node that Nitro builds the app for: its preset and how to run the built server. */
+export interface Runtime {
+  name: string
+  preset: string
+  command: (entry: string) => [string, string[]]
+}
+
+const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url))
+
+export const bunRuntime: Runtime = {
+  name: 'Bun',
+  preset: 'bun',
+  command: entry => [bin('bun'), ['run', entry]],
+}
+
+export const denoRuntime: Runtime = {
+  name: 'Deno',
+  preset: 'deno-server',
+  command: entry => [bin('deno'), ['run', '--allow-net', '--allow-read', '--allow-env', '--allow-sys', entry]],
+}
+
+interface RunningServer {
+  url: string
+  port: number
+  logs: string[]
+  process: ChildProcess
+}
+
+/** Starts the built server under `runtime` on `port` and waits until it listens. */
+async function startServer(runtime: Runtime, entry: string, port: number): Promise<RunningServer> {
+  const [command, args] = runtime.command(entry)
+  const child = spawn(command, args, {
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const logs: string[] = []
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${runtime.name} server did not start: ${logs.join('')}`)), 30_000)
+    child.stdout!.on('data', (chunk: Buffer) => {
+      logs.push(chunk.toString())
+      if (chunk.toString().includes('Listening')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    child.stderr!.on('data', (chunk: Buffer) => logs.push(chunk.toString()))
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${runtime.name} server exited with ${code}: ${logs.join('')}`))
+    })
+  })
+  return { url: `http://127.0.0.1:${port}`, port, logs, process: child }
+}
+
+async function stopServer(server: RunningServer | undefined) {
+  if (!server || server.process.exitCode !== null || server.process.signalCode !== null) return
+  const exited = new Promise(resolve => server.process.once('exit', resolve))
+  server.process.kill('SIGKILL')
+  await exited
+}
+
+/**
+ * The README's contract, on the basic fixture built with `runtime`'s preset and run by that runtime: typed
+ * calls and errors, streams with abort, context from the upgrade (cookies, h3 helpers), SSR in-process, the
+ * origin check, the message size limit, malformed frames, the in-flight cap, the ready signal, and the
+ * browser client's reconnect after a restart.
+ */
+export async function describeContract(runtime: Runtime) {
+  await setup({
+    rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
+    server: false,
+    nuxtConfig: { nitro: { preset: runtime.preset } },
+  })
+
+  let server: RunningServer | undefined
+  let entry: string
+  const cleanups: Array<() => void> = []
+
+  beforeAll(async () => {
+    entry = join(useTestContext().nuxt!.options.nitro.output!.dir!, 'server/index.mjs')
+    server = await startServer(runtime, entry, await getRandomPort('127.0.0.1'))
+  })
+
+  afterAll(async () => {
+    cleanups.splice(0).forEach(cleanup => cleanup())
+    await stopServer(server)
+  })
+
+  const wsUrl = (query = '') => `${server!.url.replace('http', 'ws')}/_orpc${query}`
+  const raw = (headers: Record<string, string> = {}, query = '') => {
+    const socket = new RawSocket(wsUrl(query), headers)
+    cleanups.push(() => socket.close())
+    return socket
+  }
+  const client = () => {
+    const created = createClient({ url: () => wsUrl(), reconnectBaseDelay: 50, reconnectMaxDelay: 300, connectTimeout: 5000 })
+    cleanups.push(() => created.connection.close())
+    return created
+  }
+  const serverLogs = () => server!.logs.join('')
+
+  describe(`${runtime.name} (${runtime.preset} preset)`, () => {
+    it('answers typed calls, typed errors and validation errors through nuxt-orpc\'s client, with the ready signal', async () => {
+      const { client: rpc, connection } = client()
+      expect(await rpc.greet({ name: runtime.name })).toEqual({ message: `Hello ${runtime.name}`, transport: 'websocket' })
+      expect(connection.status.state).toBe('open')
+      expect(await rejectionOf(rpc.fail())).toMatchObject({ code: 'CONFLICT', message: 'Always conflicts', data: { reason: 'test' } })
+      expect(await rejectionOf(rpc.greet({ name: '' }))).toMatchObject({ code: 'BAD_REQUEST' })
+      expect(await rejectionOf(rpc.crash())).toMatchObject({ code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error' })
+    })
+
+    it('streams, and aborts a stream on the server when the client stops reading it', async () => {
+      const { client: rpc } = client()
+      const id = `${runtime.preset}-stream`
+      const ticks: number[] = []
+      for await (const tick of await rpc.ticks({ id, intervalMs: 5 })) {
+        ticks.push(tick)
+        if (tick >= 3) break
+      }
+      expect(ticks).toEqual([0, 1, 2, 3])
+      await waitFor(async () => (await rpc.streamState({ id })) === 'aborted')
+    })
+
+    it('builds the context from the upgrade with cookies and h3 helpers (nuxt-auth-utils), and renders SSR in-process', async () => {
+      const login = await fetch(`${server!.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'ada' }) })
+      const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
+      const socket = raw({ cookie })
+      await socket.opened
+      expect((await socket.request(1, 'whoami')).p.b?.json).toEqual({ name: 'ada' })
+      expect((await socket.request(2, 'connection')).p.b?.json).toMatchObject({ isH3Event: true, transport: 'websocket' })
+      const anonymous = raw()
+      await anonymous.opened
+      expect((await anonymous.request(1, 'whoami')).p.b?.json).toMatchObject({ code: 'UNAUTHORIZED' })
+      const page = await (await fetch(`${server!.url}/me`, { headers: { cookie } })).text()
+      expect(page).toContain('Signed in as ada')
+      expect(await (await fetch(`${server!.url}/`)).text()).toContain('Hello SSR via ssr')
+    })
+
+    it('refuses a foreign origin (1008) and a refused context (4401) before any call runs', async () => {
+      expect(await raw({ origin: 'http://evil.example' }).closed).toMatchObject({ code: 1008 })
+      expect(await raw({}, '?deny=401').closed).toEqual({ code: 4401, reason: 'Sign in first' })
+      const { client: rpc } = client()
+      expect(await rpc.ping()).toBe('pong')
+    })
+
+    it('closes a socket whose message is over maxMessageBytes (1009) and one with malformed frames (1007, 1008); the others go on', async () => {
+      const bystander = raw()
+      await bystander.opened
+      const big = raw()
+      await big.opened
+      big.send(JSON.stringify({ i: 1, p: { u: '/greet', b: { json: { name: 'x'.repeat(100 * 1024) } } } }))
+      expect((await big.closed).code).toBe(1009)
+      const notJson = raw()
+      await notJson.opened
+      notJson.send('not json')
+      expect((await notJson.closed).code).toBe(1007)
+      const notOrpc = raw()
+      await notOrpc.opened
+      notOrpc.send('{"t":99}')
+      expect((await notOrpc.closed).code).toBe(1008)
+      expect((await bystander.request(1, 'ping')).p.b?.json).toBe('pong')
+      expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
+    })
+
+    it('refuses calls past maxCallsInFlight with TOO_MANY_REQUESTS and keeps the socket', async () => {
+      const socket = raw()
+      await socket.opened
+      const answers = await Promise.all(Array.from({ length: 130 }, (_, id) => socket.request(`s${id}`, 'slow', { ms: 500 })))
+      const refused = answers.filter(answer => answer.p.s === 429)
+      expect(refused).toHaveLength(2)
+      expect((refused[0]!.p.b!.json as { code: string }).code).toBe('TOO_MANY_REQUESTS')
+      expect((await socket.request('after', 'ping')).p.b?.json).toBe('pong')
+    })
+
+    it('lets the browser client reconnect after the server restarts, without replaying a call', async () => {
+      const { client: rpc, connection } = client()
+      const key = `${runtime.preset}-restart`
+      expect(await rpc.count({ key })).toBe(1)
+      await stopServer(server)
+      await waitFor(() => connection.status.state !== 'open', { timeout: 5000 })
+      server = await startServer(runtime, entry, server!.port)
+      expect(await waitFor(async () => (await rpc.ping()) === 'pong', { timeout: 15_000, interval: 100 })).toBe(true)
+      // A fresh process: the count started over, and nothing sent before the restart ran again.
+      expect(await rpc.countOf({ key })).toBe(0)
+    })
+  })
+}
