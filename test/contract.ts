@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setup, useTestContext } from '@nuxt/test-utils/e2e'
+import WebSocket from 'ws'
 import { getRandomPort } from 'get-port-please'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
@@ -12,6 +13,10 @@ export interface Runtime {
   name: string
   preset: string
   command: (entry: string) => [string, string[]]
+  /** Whether the runtime tells the peer's address (what the per-IP cap counts). */
+  tellsAddress: boolean
+  /** What a stream to a client that stops reading does: wait (`pause`), or end its socket (`close`). */
+  backpressure: 'pause' | 'close'
 }
 
 const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url))
@@ -20,12 +25,18 @@ export const bunRuntime: Runtime = {
   name: 'Bun',
   preset: 'bun',
   command: entry => [bin('bun'), ['run', entry]],
+  tellsAddress: true,
+  // Bun tells nothing of its send buffer; past its backpressureLimit it drops frames, and nuxt-orpc closes.
+  backpressure: 'close',
 }
 
 export const denoRuntime: Runtime = {
   name: 'Deno',
   preset: 'deno-server',
   command: entry => [bin('deno'), ['run', '--allow-net', '--allow-read', '--allow-env', '--allow-sys', entry]],
+  // crossws 0.3 reads it off the upgrade's connection info once Deno has let that go.
+  tellsAddress: false,
+  backpressure: 'pause',
 }
 
 interface RunningServer {
@@ -169,6 +180,53 @@ export async function describeContract(runtime: Runtime) {
       expect((await notOrpc.closed).code).toBe(1008)
       expect((await bystander.request(1, 'ping')).p.b?.json).toBe('pong')
       expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
+    })
+
+    it(`${runtime.tellsAddress ? 'counts' : 'cannot count'} connections by the peer's address for the per-IP cap`, async () => {
+      const socket = raw()
+      await socket.opened
+      const addresses = await (await fetch(`${server!.url}/api/addresses`)).json() as Array<string | null>
+      expect(addresses.length).toBeGreaterThan(0)
+      if (runtime.tellsAddress) expect(addresses.every(address => address !== null && address.endsWith('127.0.0.1'))).toBe(true)
+      else expect(addresses.every(address => address === null)).toBe(true)
+    })
+
+    it(`${runtime.backpressure === 'pause' ? 'pauses' : 'closes'} a stream to a client that stops reading: the server stops making events`, async () => {
+      const control = raw()
+      const reader = raw()
+      await Promise.all([control.opened, reader.opened])
+      const made = async () => (await control.request(`n${Math.random()}`, 'firehoseEvents')).p.b?.json as number
+      reader.send(JSON.stringify({ i: 'f', p: { u: '/firehose' } }))
+      await waitFor(() => (reader.responses.get('f')?.length ?? 0) > 10)
+      reader.socket.pause()
+      await new Promise(resolve => setTimeout(resolve, 2000))
+      const stopped = await made()
+      await new Promise(resolve => setTimeout(resolve, 1000))
+      expect(await made()).toBe(stopped)
+      if (runtime.backpressure === 'pause') {
+        reader.socket.resume()
+        await waitFor(async () => (await made()) > stopped + 500, { timeout: 10_000 })
+      }
+      else {
+        reader.socket.resume()
+        expect((await reader.closed).code).toBe(1013)
+      }
+    })
+
+    it('closes a client that keeps calling but does not read its replies with 1013; the others go on', async () => {
+      const bystander = raw()
+      const greedy = raw()
+      await Promise.all([bystander.opened, greedy.opened])
+      greedy.socket.pause()
+      // Cheap to send, dear to answer (a validation error), until the server gives up on it.
+      for (let round = 0; round < 100 && greedy.socket.readyState === WebSocket.OPEN; round++) {
+        for (let n = 0; n < 2000; n++) greedy.send(`{"i":"r${round}-${n}","p":{"u":"/greet","b":{"json":{"name":""}}}}`)
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+      greedy.socket.resume()
+      // Deno ends such a socket without its close frame, which would wait behind the full buffer (1006).
+      expect(runtime.preset === 'deno-server' ? [1013, 1006] : [1013]).toContain((await greedy.closed).code)
+      expect((await bystander.request(1, 'ping')).p.b?.json).toBe('pong')
     })
 
     it('refuses calls past maxCallsInFlight with TOO_MANY_REQUESTS and keeps the socket', async () => {

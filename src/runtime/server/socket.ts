@@ -584,7 +584,9 @@ export class RpcSocket implements RpcConnectionInfo {
   }
 
   private checkBuffered() {
-    if (!this.readingPaused && !this.closed && this.overBuffered) this.pauseReading()
+    if (this.readingPaused || this.closed) return
+    const buffered = this.transport.bufferedBytes(this.websocket) ?? 0
+    if (buffered > this.route.limits.maxBufferedBytes) this.pauseReading(buffered)
   }
 
   private get overBuffered(): boolean {
@@ -595,12 +597,13 @@ export class RpcSocket implements RpcConnectionInfo {
    * A client that sends calls but does not read their answers would have the server queue every reply. Past
    * `maxBufferedBytes` unsent, the socket is not read until its buffer drains: the client's frames wait in
    * its own TCP buffers, and only calls already running can still add replies. Where the transport cannot
-   * pause reading, such a socket is closed with 1013.
+   * pause reading, the socket is closed with 1013 once twice that waits: streams stop at `maxBufferedBytes`
+   * (one event over at most), so only replies to a client that keeps calling get there.
    */
-  private pauseReading() {
+  private pauseReading(buffered: number) {
     const transport = this.transport
     if (!transport.pauseReading(this.websocket)) {
-      this.close(RpcCloseCode.TryAgainLater, 'Too many replies waiting: the client does not read')
+      if (buffered > 2 * this.route.limits.maxBufferedBytes) this.close(RpcCloseCode.TryAgainLater, 'Too many replies waiting: the client does not read')
       return
     }
     this.readingPaused = true
