@@ -1,0 +1,603 @@
+import type { IncomingMessage } from 'node:http'
+import { ORPCError } from '@orpc/server'
+import type { Peer } from 'crossws'
+import { createError } from 'h3'
+import type { MockInstance } from 'vitest'
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { errorForClose, isRefusalCloseCode } from '../src/runtime/app/connection'
+import type { AdmissionLimits, AdmissionSlot } from '../src/runtime/server/admission'
+import { Admission, isRefusal } from '../src/runtime/server/admission'
+import type { RpcRefusal } from '../src/runtime/server/context'
+import { closeCodeForStatus, errorFromRefusal, refusalFromError } from '../src/runtime/server/context'
+import { selectSubprotocol } from '../src/runtime/server/handler'
+import { isValidCloseCode, toCloseReason, TokenBucket } from '../src/runtime/server/socket'
+import type { NodeWebSocket } from '../src/runtime/server/transports/node'
+import { nodeTransport, probeNodeShapes } from '../src/runtime/server/transports/node'
+
+// The pure pieces that the e2e suites cover only from the outside, each with the smallest fake it needs.
+
+const byteLength = (text: string) => new TextEncoder().encode(text).byteLength
+
+describe('TokenBucket', () => {
+  beforeEach(() => {
+    vi.useFakeTimers()
+    vi.setSystemTime(new Date('2025-01-01T00:00:00Z'))
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  const takeAll = (bucket: TokenBucket) => {
+    let taken = 0
+    while (bucket.take()) taken++
+    return taken
+  }
+
+  it('starts full: gives capacity tokens at once, then refuses', () => {
+    const bucket = new TokenBucket(5, 1000)
+    expect(takeAll(bucket)).toBe(5)
+    expect(bucket.take()).toBe(false)
+  })
+
+  it('refills at ratePerWindow per windowMs, continuously', () => {
+    const bucket = new TokenBucket(10, 1000)
+    takeAll(bucket)
+    vi.advanceTimersByTime(99)
+    expect(bucket.take()).toBe(false)
+    vi.advanceTimersByTime(1)
+    expect(bucket.take()).toBe(true)
+    expect(bucket.take()).toBe(false)
+    vi.advanceTimersByTime(500)
+    expect(takeAll(bucket)).toBe(5)
+  })
+
+  it('refills at a rate other than its capacity', () => {
+    // A burst of 2, 100 tokens a second: one every 10 ms.
+    const bucket = new TokenBucket(2, 1000, 100)
+    expect(takeAll(bucket)).toBe(2)
+    vi.advanceTimersByTime(30)
+    expect(takeAll(bucket)).toBe(2)
+    vi.advanceTimersByTime(10)
+    expect(takeAll(bucket)).toBe(1)
+  })
+
+  it('never holds more than its capacity, however long it waits', () => {
+    const bucket = new TokenBucket(3, 1000)
+    takeAll(bucket)
+    vi.advanceTimersByTime(60_000)
+    expect(takeAll(bucket)).toBe(3)
+  })
+
+  it('keeps fractions of a token between takes', () => {
+    const bucket = new TokenBucket(1, 1000)
+    takeAll(bucket)
+    vi.advanceTimersByTime(600)
+    expect(bucket.take()).toBe(false)
+    vi.advanceTimersByTime(400)
+    expect(bucket.take()).toBe(true)
+  })
+})
+
+describe('toCloseReason', () => {
+  it('keeps a reason of up to 123 bytes as it is', () => {
+    expect(toCloseReason('')).toBe('')
+    expect(toCloseReason('Session ended')).toBe('Session ended')
+    const exact = 'x'.repeat(123)
+    expect(toCloseReason(exact)).toBe(exact)
+    // 41 three-byte characters: 123 bytes but only 41 UTF-16 units.
+    const euros = '€'.repeat(41)
+    expect(toCloseReason(euros)).toBe(euros)
+  })
+
+  it('cuts a longer reason to 120 bytes plus an ellipsis', () => {
+    const reason = toCloseReason('x'.repeat(124))
+    expect(reason).toBe('x'.repeat(120) + '...')
+    expect(byteLength(reason)).toBe(123)
+  })
+
+  it('measures UTF-8 bytes, not UTF-16 units', () => {
+    // 42 characters, 126 bytes.
+    const reason = toCloseReason('€'.repeat(42))
+    expect(reason).toBe('€'.repeat(40) + '...')
+    expect(byteLength(reason)).toBeLessThanOrEqual(123)
+  })
+
+  it.each([
+    ['a two-byte character', 'é', 119],
+    ['a three-byte character', '€', 118],
+    ['a three-byte character', '€', 119],
+    ['a four-byte character', '😀', 117],
+    ['a four-byte character', '😀', 118],
+    ['a four-byte character', '😀', 119],
+  ])('does not cut %s in half (%s after %i ASCII bytes)', (_, character, before) => {
+    const reason = toCloseReason('a'.repeat(before) + character.repeat(20))
+    expect(reason).toBe('a'.repeat(before) + '...')
+    expect(reason).not.toContain('\uFFFD')
+    expect(byteLength(reason)).toBeLessThanOrEqual(123)
+  })
+
+  it('keeps a multi-byte character that ends exactly at the cut', () => {
+    const reason = toCloseReason('a'.repeat(116) + '😀' + 'b'.repeat(10))
+    expect(reason).toBe('a'.repeat(116) + '😀...')
+    expect(byteLength(reason)).toBe(123)
+  })
+})
+
+describe('isValidCloseCode', () => {
+  it.each([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4401, 4403, 4999])('accepts %i', (code) => {
+    expect(isValidCloseCode(code)).toBe(true)
+  })
+
+  it.each([0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535, -1])('refuses %i (reserved, or out of range)', (code) => {
+    expect(isValidCloseCode(code)).toBe(false)
+  })
+
+  it.each([1000.5, 4401.1, Number.NaN, Number.POSITIVE_INFINITY])('refuses a non-integer (%s)', (code) => {
+    expect(isValidCloseCode(code)).toBe(false)
+  })
+})
+
+describe('closeCodeForStatus', () => {
+  it('is 4000 plus the HTTP status', () => {
+    expect(closeCodeForStatus(401)).toBe(4401)
+    expect(closeCodeForStatus(403)).toBe(4403)
+    expect(closeCodeForStatus(429)).toBe(4429)
+  })
+
+  it('gives a code a server may send for every 4xx status', () => {
+    for (let status = 400; status < 500; status++) expect(isValidCloseCode(closeCodeForStatus(status))).toBe(true)
+  })
+})
+
+describe('refusalFromError', () => {
+  let logged: MockInstance<typeof console.error>
+  beforeEach(() => {
+    logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+  })
+  afterEach(() => {
+    logged.mockRestore()
+  })
+
+  it.each<[string, unknown, RpcRefusal]>([
+    ['an ORPCError 401', new ORPCError('UNAUTHORIZED', { message: 'Log in first' }), { status: 401, closeCode: 4401, reason: 'Log in first' }],
+    ['an ORPCError 403', new ORPCError('FORBIDDEN', { message: 'Admins only' }), { status: 403, closeCode: 4403, reason: 'Admins only' }],
+    ['an ORPCError 404 with its default message', new ORPCError('NOT_FOUND'), { status: 404, closeCode: 4404, reason: 'Not Found' }],
+    ['an h3 error 401 (statusMessage)', createError({ statusCode: 401, statusMessage: 'Session expired' }), { status: 401, closeCode: 4401, reason: 'Session expired' }],
+    ['an h3 error 403 (message)', createError({ statusCode: 403, message: 'Banned' }), { status: 403, closeCode: 4403, reason: 'Banned' }],
+    ['an h3 error 400 without a message', createError({ statusCode: 400 }), { status: 400, closeCode: 4400, reason: 'Connection refused' }],
+    ['a Response 429', new Response(null, { status: 429, statusText: 'Slow down' }), { status: 429, closeCode: 4429, reason: 'Slow down' }],
+    ['a Response 401 without statusText', new Response(null, { status: 401 }), { status: 401, closeCode: 4401, reason: 'Connection refused' }],
+  ])('passes %s on to the caller, unlogged', (_, error, refusal) => {
+    expect(refusalFromError(error)).toEqual(refusal)
+    expect(logged).not.toHaveBeenCalled()
+  })
+
+  it('fits a long 4xx message into a close reason', () => {
+    const refusal = refusalFromError(new ORPCError('FORBIDDEN', { message: 'é'.repeat(100) }))
+    expect(refusal.closeCode).toBe(4403)
+    expect(refusal.reason).toBe('é'.repeat(60) + '...')
+    expect(byteLength(refusal.reason)).toBeLessThanOrEqual(123)
+  })
+
+  it.each<[string, unknown]>([
+    ['a plain Error', new Error('database down')],
+    ['an ORPCError 500', new ORPCError('INTERNAL_SERVER_ERROR', { message: 'secret detail' })],
+    ['an h3 error 503', createError({ statusCode: 503, statusMessage: 'secret detail' })],
+    ['a Response 500', new Response(null, { status: 500, statusText: 'secret detail' })],
+    ['a Response 302', new Response(null, { status: 302, headers: { location: '/login' } })],
+    ['a thrown string', 'nope'],
+    ['undefined', undefined],
+  ])('refuses %s as a server fault (1011), logged, its message not sent', (_, error) => {
+    expect(refusalFromError(error)).toEqual({ status: 500, closeCode: 1011, reason: 'Connection context failed' })
+    expect(logged).toHaveBeenCalledOnce()
+    expect(logged.mock.calls[0]).toContain(error)
+  })
+})
+
+describe('errorFromRefusal', () => {
+  it.each([
+    [401, 'UNAUTHORIZED'],
+    [403, 'FORBIDDEN'],
+    [400, 'BAD_REQUEST'],
+    [429, 'BAD_REQUEST'],
+    [500, 'INTERNAL_SERVER_ERROR'],
+    [503, 'INTERNAL_SERVER_ERROR'],
+  ])('status %i is %s, with the status and the reason kept', (status, code) => {
+    const error = errorFromRefusal({ status, closeCode: 4000 + status, reason: 'Because' })
+    expect(error).toBeInstanceOf(ORPCError)
+    expect(error.code).toBe(code)
+    expect(error.status).toBe(status)
+    expect(error.message).toBe('Because')
+  })
+
+  it('gives an SSR caller the error the context function threw (401 and 403)', () => {
+    const unauthorized = errorFromRefusal(refusalFromError(new ORPCError('UNAUTHORIZED', { message: 'Log in first' })))
+    expect([unauthorized.code, unauthorized.status, unauthorized.message]).toEqual(['UNAUTHORIZED', 401, 'Log in first'])
+    const forbidden = errorFromRefusal(refusalFromError(createError({ statusCode: 403, message: 'Banned' })))
+    expect([forbidden.code, forbidden.status, forbidden.message]).toEqual(['FORBIDDEN', 403, 'Banned'])
+  })
+})
+
+describe('selectSubprotocol', () => {
+  const connectionStateKey = Symbol.for('nuxt-orpc.connection')
+  /** What ws's `handleProtocols` is given: crossws's Node adapter keeps the upgrade hook's context as `_context`. */
+  const upgradeRequest = (context?: Record<PropertyKey, unknown>) => ({ _context: context }) as unknown as IncomingMessage
+  const withState = upgradeRequest({ [connectionStateKey]: { accepted: true } })
+
+  it('picks nuxt-orpc when offered on a request that carries nuxt-orpc\'s connection state', () => {
+    expect(selectSubprotocol(new Set(['orpc', 'nuxt-orpc']), withState)).toBe('nuxt-orpc')
+    expect(selectSubprotocol(new Set(['chat', 'nuxt-orpc']), withState)).toBe('nuxt-orpc')
+  })
+
+  it('picks the first offered when the request carries no connection state', () => {
+    const offered = new Set(['orpc', 'nuxt-orpc'])
+    expect(selectSubprotocol(offered, upgradeRequest())).toBe('orpc')
+    expect(selectSubprotocol(offered, upgradeRequest({}))).toBe('orpc')
+    expect(selectSubprotocol(offered, upgradeRequest({ [connectionStateKey]: undefined }))).toBe('orpc')
+    expect(selectSubprotocol(offered, upgradeRequest({ [Symbol('nuxt-orpc.connection')]: {} }))).toBe('orpc')
+  })
+
+  it('picks the first offered when nuxt-orpc is not offered', () => {
+    expect(selectSubprotocol(new Set(['orpc']), withState)).toBe('orpc')
+    expect(selectSubprotocol(new Set(['chat', 'orpc']), withState)).toBe('chat')
+  })
+
+  it('answers false when nothing is offered', () => {
+    expect(selectSubprotocol(new Set(), withState)).toBe(false)
+    expect(selectSubprotocol(new Set(), upgradeRequest())).toBe(false)
+  })
+})
+
+describe('errorForClose and isRefusalCloseCode', () => {
+  it('4401 is UNAUTHORIZED', () => {
+    const error = errorForClose(4401, 'Session ended')
+    expect([error.code, error.status, error.message]).toEqual(['UNAUTHORIZED', 401, 'Session ended'])
+    expect(error.data).toEqual({ closeCode: 4401, closeReason: 'Session ended' })
+    expect(errorForClose(4401, '').message).toBe('Unauthorized')
+  })
+
+  it.each([4403, 1008])('%i is FORBIDDEN', (code) => {
+    const error = errorForClose(code, 'Origin not allowed')
+    expect([error.code, error.status, error.message]).toEqual(['FORBIDDEN', 403, 'Origin not allowed'])
+    expect(error.data).toEqual({ closeCode: code, closeReason: 'Origin not allowed' })
+    expect(errorForClose(code, '').message).toBe('Forbidden')
+  })
+
+  it.each([1000, 1001, 1006, 1011, 1013, 4429, 4000])('%i is CONNECTION_CLOSED with the code and reason as data', (code) => {
+    const error = errorForClose(code, 'Bye')
+    expect(error).toBeInstanceOf(ORPCError)
+    expect(error.code).toBe('CONNECTION_CLOSED')
+    expect(error.status).toBe(503)
+    expect(error.data).toEqual({ closeCode: code, closeReason: 'Bye' })
+    expect(error.message).toContain(`code ${code}: Bye`)
+  })
+
+  it('keeps an empty reason as data and leaves it out of the message', () => {
+    const error = errorForClose(1006, '')
+    expect(error.data).toEqual({ closeCode: 1006, closeReason: '' })
+    expect(error.message).toContain('(code 1006)')
+  })
+
+  it.each([1008, 4000, 4401, 4403, 4429, 4999])('%i is a refusal: the client does not reconnect', (code) => {
+    expect(isRefusalCloseCode(code)).toBe(true)
+  })
+
+  it.each([1000, 1001, 1006, 1007, 1009, 1011, 1013, 3000, 3999, 5000])('%i is not a refusal: the client reconnects', (code) => {
+    expect(isRefusalCloseCode(code)).toBe(false)
+  })
+})
+
+describe('Admission', () => {
+  const roomy: AdmissionLimits = { maxHandshakesPerSecond: 10_000, maxConnections: 1000, maxConnectionsPerIp: 1000 }
+
+  beforeEach(() => {
+    vi.useFakeTimers()
+    vi.setSystemTime(new Date('2025-01-01T00:00:00Z'))
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  const slot = (value: AdmissionSlot | RpcRefusal): AdmissionSlot => {
+    if (isRefusal(value)) throw new Error(`Expected a slot, got a refusal: ${value.reason}`)
+    return value
+  }
+  const refusalOf = (value: AdmissionSlot | RpcRefusal | undefined) => value && isRefusal(value) ? value : undefined
+  const perIpRefusal = { status: 429, closeCode: 1013, reason: 'Too many connections from this address' }
+
+  it('reserves a pending slot under the address\'s key', () => {
+    const admission = new Admission(roomy)
+    expect(admission.reserve('203.0.113.7')).toEqual({ ipKey: '203.0.113.7', opened: false, released: false })
+    expect(admission.reserve('::ffff:203.0.113.7')).toMatchObject({ ipKey: '203.0.113.7' })
+    expect(admission.reserve(undefined)).toEqual({ ipKey: undefined, opened: false, released: false })
+    // Pending slots are not open connections.
+    expect(admission.size).toBe(0)
+  })
+
+  it('counts pending and open slots against the per-IP cap', () => {
+    const admission = new Admission({ ...roomy, maxConnectionsPerIp: 2 })
+    const first = slot(admission.reserve('203.0.113.7'))
+    expect(admission.opened(first, '203.0.113.7')).toBeUndefined()
+    slot(admission.reserve('203.0.113.7'))
+    expect(admission.size).toBe(1)
+    expect(admission.reserve('203.0.113.7')).toEqual(perIpRefusal)
+    // Another address, and the same address mapped into IPv6, are told apart correctly.
+    expect(admission.reserve('::ffff:203.0.113.7')).toEqual(perIpRefusal)
+    expect(isRefusal(admission.reserve('203.0.113.8'))).toBe(false)
+  })
+
+  it('counts an IPv6 /64 as one address', () => {
+    const admission = new Admission({ ...roomy, maxConnectionsPerIp: 1 })
+    slot(admission.reserve('2001:db8:1:2::1'))
+    expect(admission.reserve('2001:db8:1:2:ffff::9')).toEqual(perIpRefusal)
+    expect(isRefusal(admission.reserve('2001:db8:1:3::1'))).toBe(false)
+  })
+
+  it('frees the per-IP count of a released slot, once however often it is released', () => {
+    const admission = new Admission({ ...roomy, maxConnectionsPerIp: 2 })
+    const first = slot(admission.reserve('203.0.113.7'))
+    slot(admission.reserve('203.0.113.7'))
+    admission.release(first)
+    admission.release(first)
+    admission.release(first)
+    expect(first.released).toBe(true)
+    // One place freed, not three.
+    slot(admission.reserve('203.0.113.7'))
+    expect(admission.reserve('203.0.113.7')).toEqual(perIpRefusal)
+  })
+
+  it('keeps an opened slot when it is released, and frees it when it closes', () => {
+    const admission = new Admission({ ...roomy, maxConnectionsPerIp: 1 })
+    const first = slot(admission.reserve('203.0.113.7'))
+    admission.opened(first, '203.0.113.7')
+    admission.release(first)
+    expect(first.released).toBe(false)
+    expect(admission.size).toBe(1)
+    expect(admission.reserve('203.0.113.7')).toEqual(perIpRefusal)
+    admission.closed(first.ipKey)
+    expect(admission.size).toBe(0)
+    expect(isRefusal(admission.reserve('203.0.113.7'))).toBe(false)
+  })
+
+  it('refuses to open a slot twice, or one that was released', () => {
+    const admission = new Admission(roomy)
+    const opened = slot(admission.reserve('203.0.113.7'))
+    admission.opened(opened, '203.0.113.7')
+    expect(admission.opened(opened, '203.0.113.7')).toEqual({ status: 500, closeCode: 1011, reason: 'No connection state' })
+    const released = slot(admission.reserve('203.0.113.7'))
+    admission.release(released)
+    expect(admission.opened(released, '203.0.113.7')).toEqual({ status: 500, closeCode: 1011, reason: 'No connection state' })
+    expect(admission.size).toBe(1)
+  })
+
+  it('checks the per-IP cap when a slot reserved without an address opens', () => {
+    const admission = new Admission({ ...roomy, maxConnectionsPerIp: 1, maxConnections: 2 })
+    const first = slot(admission.reserve(undefined))
+    const second = slot(admission.reserve(undefined))
+    expect(admission.opened(first, '203.0.113.7')).toBeUndefined()
+    expect(first.ipKey).toBe('203.0.113.7')
+    expect(admission.opened(second, '203.0.113.7')).toEqual(perIpRefusal)
+    // The refusal released the slot: it no longer counts against maxConnections.
+    expect(second.released).toBe(true)
+    expect(admission.size).toBe(1)
+    const third = slot(admission.reserve(undefined))
+    expect(admission.opened(third, '203.0.113.8')).toBeUndefined()
+    expect(admission.size).toBe(2)
+  })
+
+  it('opens a slot whose address stays unknown without a per-IP count', () => {
+    const admission = new Admission({ ...roomy, maxConnectionsPerIp: 1 })
+    const first = slot(admission.reserve(undefined))
+    expect(admission.opened(first, undefined)).toBeUndefined()
+    expect(first.ipKey).toBeUndefined()
+    expect(admission.size).toBe(1)
+  })
+
+  it('counts pending and open slots against maxConnections', () => {
+    const admission = new Admission({ ...roomy, maxConnections: 3 })
+    const open = slot(admission.reserve('203.0.113.1'))
+    admission.opened(open, '203.0.113.1')
+    const pending = slot(admission.reserve('203.0.113.2'))
+    slot(admission.reserve(undefined))
+    const full = { status: 503, closeCode: 1013, reason: 'Too many connections' }
+    expect(admission.reserve('203.0.113.9')).toEqual(full)
+    admission.release(pending)
+    const next = slot(admission.reserve('203.0.113.9'))
+    expect(admission.reserve('203.0.113.10')).toEqual(full)
+    admission.opened(next, '203.0.113.9')
+    admission.closed(open.ipKey)
+    expect(isRefusal(admission.reserve('203.0.113.10'))).toBe(false)
+  })
+
+  it('refuses handshakes past a burst of a tenth of a second, then lets them in at the rate', () => {
+    // 50 a second: a burst of 5, then one every 20 ms.
+    const admission = new Admission({ ...roomy, maxHandshakesPerSecond: 50 })
+    for (let index = 0; index < 5; index++) slot(admission.reserve(`203.0.113.${index}`))
+    const tooFast = { status: 503, closeCode: 1013, reason: 'Too many new connections' }
+    expect(admission.reserve('203.0.113.100')).toEqual(tooFast)
+    vi.advanceTimersByTime(19)
+    expect(admission.reserve('203.0.113.100')).toEqual(tooFast)
+    vi.advanceTimersByTime(1)
+    slot(admission.reserve('203.0.113.100'))
+    expect(admission.reserve('203.0.113.101')).toEqual(tooFast)
+  })
+
+  it('does not spend the handshake budget on a handshake refused by another cap', () => {
+    const admission = new Admission({ maxHandshakesPerSecond: 20, maxConnections: 1000, maxConnectionsPerIp: 1 })
+    // A burst of 2.
+    slot(admission.reserve('203.0.113.7'))
+    for (let index = 0; index < 10; index++) expect(refusalOf(admission.reserve('203.0.113.7'))?.reason).toBe('Too many connections from this address')
+    slot(admission.reserve('203.0.113.8'))
+    expect(refusalOf(admission.reserve('203.0.113.9'))?.reason).toBe('Too many new connections')
+  })
+
+  it('does not count a handshake refused for its rate', () => {
+    const admission = new Admission({ maxHandshakesPerSecond: 10, maxConnections: 2, maxConnectionsPerIp: 1 })
+    slot(admission.reserve('203.0.113.7'))
+    expect(refusalOf(admission.reserve('203.0.113.8'))?.reason).toBe('Too many new connections')
+    vi.advanceTimersByTime(100)
+    // Neither the per-IP count of .8 nor maxConnections kept the refused one.
+    slot(admission.reserve('203.0.113.8'))
+  })
+})
+
+describe('the Node transport\'s text-frame writer', () => {
+  /** What `writeTextFrame` reads of ws's WebSocket; `written` holds every buffer given to the TCP socket. */
+  function fakeWebSocket({ senderState = 0, readyState = 1 } = {}) {
+    const written: Buffer[] = []
+    const ws = {
+      send: () => {},
+      ping: () => {},
+      listeners: () => [() => {}],
+      readyState,
+      _sender: { _state: senderState },
+      _socket: {
+        write: (chunk: Uint8Array) => {
+          written.push(Buffer.from(chunk))
+          return true
+        },
+        cork: () => {},
+        uncork: () => {},
+        bytesRead: 0,
+        bytesWritten: 0,
+        writableLength: 0,
+        writableNeedDrain: false,
+        _handle: { getpeername: () => 0 },
+        _isIdle: true,
+      },
+    }
+    return { ws: ws as unknown as NodeWebSocket, written }
+  }
+
+  /** crossws's Node peer as far as the transport reads it; `sent` holds what went through `peer.send` (ws frames it). */
+  function fakePeer(ws: NodeWebSocket) {
+    const sent: string[] = []
+    const peer = {
+      _internal: { ws, nodeReq: { socket: {} }, request: { url: 'ws://x/_orpc' } },
+      send: (text: string) => {
+        sent.push(text)
+      },
+    }
+    return { peer: peer as unknown as Peer, sent }
+  }
+
+  /** One frame read back by RFC 6455 5.2, by hand. */
+  function parseFrame(frame: Buffer) {
+    const fin = (frame[0]! & 0x80) !== 0
+    const reserved = (frame[0]! & 0x70) >> 4
+    const opcode = frame[0]! & 0x0F
+    const masked = (frame[1]! & 0x80) !== 0
+    let length = frame[1]! & 0x7F
+    let headerLength = 2
+    if (length === 126) {
+      length = frame.readUInt16BE(2)
+      headerLength = 4
+    }
+    else if (length === 127) {
+      length = Number(frame.readBigUInt64BE(2))
+      headerLength = 10
+    }
+    return { fin, reserved, opcode, masked, length, headerLength, payload: frame.subarray(headerLength) }
+  }
+
+  function send(text: string, options?: { senderState?: number, readyState?: number }) {
+    const { ws, written } = fakeWebSocket(options)
+    const { peer, sent } = fakePeer(ws)
+    nodeTransport.sendText(peer, ws, text)
+    return { written, sent }
+  }
+
+  function expectOneTextFrame(text: string) {
+    const { written, sent } = send(text)
+    expect(sent).toEqual([])
+    expect(written).toHaveLength(1)
+    const frame = parseFrame(written[0]!)
+    expect(frame).toMatchObject({ fin: true, reserved: 0, opcode: 1, masked: false, length: Buffer.byteLength(text) })
+    expect(frame.payload.byteLength).toBe(frame.length)
+    expect(frame.payload.toString('utf8')).toBe(text)
+    return { frame, bytes: written[0]! }
+  }
+
+  beforeAll(() => {
+    const warned = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    try {
+      // The first probe is kept for the process: every private shape is present on this fake.
+      const shapes = probeNodeShapes(fakePeer(fakeWebSocket().ws).peer)
+      expect(Object.values(shapes).every(Boolean)).toBe(true)
+      expect(shapes.senderState).toBe(true)
+      expect(warned).not.toHaveBeenCalled()
+    }
+    finally {
+      warned.mockRestore()
+    }
+  })
+
+  it('frames a short text with a 7-bit length', () => {
+    const { frame, bytes } = expectOneTextFrame('hello')
+    expect(frame.headerLength).toBe(2)
+    expect([...bytes]).toEqual([0x81, 0x05, ...Buffer.from('hello')])
+  })
+
+  it('frames an empty text', () => {
+    const { bytes } = expectOneTextFrame('')
+    expect([...bytes]).toEqual([0x81, 0x00])
+  })
+
+  it('keeps the 7-bit length up to 125 bytes', () => {
+    expect(expectOneTextFrame('x'.repeat(125)).frame.headerLength).toBe(2)
+  })
+
+  it('frames 126 bytes and more with a 16-bit length', () => {
+    expect(expectOneTextFrame('x'.repeat(126)).bytes.subarray(0, 4)).toEqual(Buffer.from([0x81, 0x7E, 0x00, 0x7E]))
+    const { frame, bytes } = expectOneTextFrame('y'.repeat(200))
+    expect(frame.headerLength).toBe(4)
+    expect([...bytes.subarray(0, 4)]).toEqual([0x81, 0x7E, 0x00, 0xC8])
+    expect(bytes.byteLength).toBe(204)
+  })
+
+  it('counts the length of multi-byte UTF-8 text in bytes', () => {
+    const text = 'héllo € 😀'
+    const { frame } = expectOneTextFrame(text)
+    expect(text.length).toBe(10)
+    expect(frame.length).toBe(15)
+    // 50 UTF-16 units, 150 bytes: the 16-bit length, though the text is under 126 units.
+    const euros = expectOneTextFrame('€'.repeat(50))
+    expect(euros.frame.headerLength).toBe(4)
+    expect(euros.frame.length).toBe(150)
+  })
+
+  it('frames up to 65,535 bytes itself', () => {
+    const { bytes } = expectOneTextFrame('z'.repeat(0xFFFF))
+    expect([...bytes.subarray(0, 4)]).toEqual([0x81, 0x7E, 0xFF, 0xFF])
+  })
+
+  it.each([
+    ['65,536 bytes', 'z'.repeat(0x10000)],
+    ['70,000 bytes', 'z'.repeat(70_000)],
+    ['65,538 bytes of multi-byte text', '€'.repeat(21_846)],
+  ])('leaves a text of %s to ws (peer.send)', (_, text) => {
+    const { written, sent } = send(text)
+    expect(written).toEqual([])
+    expect(sent).toEqual([text])
+  })
+
+  it('leaves the text to ws while ws\'s own queue is in use', () => {
+    const { written, sent } = send('hello', { senderState: 1 })
+    expect(written).toEqual([])
+    expect(sent).toEqual(['hello'])
+  })
+
+  it.each([0, 2, 3])('leaves the text to ws when the socket is not open (readyState %i)', (readyState) => {
+    const { written, sent } = send('hello', { readyState })
+    expect(written).toEqual([])
+    expect(sent).toEqual(['hello'])
+  })
+
+  it('leaves the text to ws when ws has no TCP socket', () => {
+    const { ws } = fakeWebSocket()
+    delete (ws as { _socket?: unknown })._socket
+    const { peer, sent } = fakePeer(ws)
+    nodeTransport.sendText(peer, ws, 'hello')
+    expect(sent).toEqual(['hello'])
+  })
+})
