@@ -9,7 +9,7 @@ import type { AdmissionLimits, AdmissionSlot } from '../src/runtime/server/admis
 import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
 import { closeCodeForStatus, errorFromRefusal, refusalFromError } from '../src/runtime/server/context'
-import { selectSubprotocol } from '../src/runtime/server/handler'
+import { createRpcWebSocketHooks, selectSubprotocol } from '../src/runtime/server/handler'
 import { isValidCloseCode, toCloseReason, TokenBucket } from '../src/runtime/server/socket'
 import type { NodeWebSocket } from '../src/runtime/server/transports/node'
 import { nodeTransport, probeNodeShapes } from '../src/runtime/server/transports/node'
@@ -66,6 +66,15 @@ describe('TokenBucket', () => {
     takeAll(bucket)
     vi.advanceTimersByTime(60_000)
     expect(takeAll(bucket)).toBe(3)
+  })
+
+  it('is not drained by a clock set back (NTP): it goes on refilling from there', () => {
+    const bucket = new TokenBucket(10, 1000)
+    takeAll(bucket)
+    vi.setSystemTime(Date.now() - 60_000)
+    expect(bucket.take()).toBe(false)
+    vi.advanceTimersByTime(100)
+    expect(bucket.take()).toBe(true)
   })
 
   it('keeps fractions of a token between takes', () => {
@@ -599,5 +608,15 @@ describe('the Node transport\'s text-frame writer', () => {
     const { peer, sent } = fakePeer(ws)
     nodeTransport.sendText(peer, ws, 'hello')
     expect(sent).toEqual(['hello'])
+  })
+})
+
+describe('handler options', () => {
+  it('refuses limits that would switch a guard off or lock everyone out', () => {
+    const router = {}
+    expect(() => createRpcWebSocketHooks({ router, rateLimit: { max: 10, windowMs: 0 } })).toThrow(/rateLimit.windowMs must be a number above 0/)
+    expect(() => createRpcWebSocketHooks({ router, maxHandshakesPerSecond: 0 })).toThrow(/maxHandshakesPerSecond/)
+    expect(() => createRpcWebSocketHooks({ router, maxCallsInFlight: Number.NaN })).toThrow(/maxCallsInFlight/)
+    expect(createRpcWebSocketHooks({ router, rateLimit: false, maxConnections: 5 })).toHaveProperty('open')
   })
 })

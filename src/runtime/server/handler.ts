@@ -129,6 +129,20 @@ function offeredSubprotocols(request: RpcUpgradeRequest): string[] {
   return request.headers.get('sec-websocket-protocol')?.split(',').map(protocol => protocol.trim()).filter(Boolean) ?? []
 }
 
+/** Refuses limits that would switch a guard off or lock everyone out without a word (0, negative, NaN). */
+function assertLimits(limits: RpcServerLimits) {
+  const positive = (name: string, value: number) => {
+    if (!(value > 0)) throw new TypeError(`[nuxt-orpc] ${name} must be a number above 0 (got ${value}).`)
+  }
+  for (const [name, value] of Object.entries(limits)) {
+    if (typeof value === 'number') positive(name, value)
+  }
+  if (limits.rateLimit) {
+    positive('rateLimit.max', limits.rateLimit.max)
+    positive('rateLimit.windowMs', limits.rateLimit.windowMs)
+  }
+}
+
 /** Whether a message is over `max` bytes, for transports that did not bound it while reading. */
 function isLargerThan(data: string | Uint8Array, max: number): boolean {
   if (typeof data !== 'string') return data.byteLength > max
@@ -153,6 +167,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   for (const key of Object.keys(defaultServerLimits) as Array<keyof RpcServerLimits>) {
     if (options[key] !== undefined) (limits as unknown as Record<string, unknown>)[key] = options[key]
   }
+  assertLimits(limits)
   // One options object for both: oRPC's handler lets its plugins add interceptors to it, and the plain-call
   // path must see them (it steps aside when there are any).
   const handlerOptions: StandardRPCHandlerOptions<object> = { ...options.handlerOptions }

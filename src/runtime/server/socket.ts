@@ -98,7 +98,9 @@ export class TokenBucket {
 
   take(): boolean {
     const now = Date.now()
-    this.tokens = Math.min(this.capacity, this.tokens + (now - this.updatedAt) * this.ratePerWindow / this.windowMs)
+    // A clock set back (NTP) refills nothing rather than draining the bucket for as long as it jumped.
+    const elapsed = Math.max(0, now - this.updatedAt)
+    this.tokens = Math.min(this.capacity, this.tokens + elapsed * this.ratePerWindow / this.windowMs)
     this.updatedAt = now
     if (this.tokens < 1) return false
     this.tokens -= 1
