@@ -1,5 +1,7 @@
 import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/standard'
 import { os } from '@orpc/server'
+import { ResponseHeadersPlugin } from '@orpc/server/plugins'
+import { StandardRPCHandler } from '@orpc/server/standard'
 import { describe, expect, it } from 'vitest'
 import { reactive } from 'vue'
 import { PlainCallHandler } from '../src/runtime/server/plain-call'
@@ -126,5 +128,18 @@ describe('PlainCallHandler output', () => {
     })
     const answer = await handler.call('/money', undefined, {}, signal)
     expect(answer.body).toEqual({ json: { price: '2.5 EUR' }, meta: [[21, 'price']] })
+  })
+})
+
+describe('PlainCallHandler beside oRPC plugins', () => {
+  it('steps aside when a plugin adds interceptors to the handler options it shares with oRPC\'s handler', () => {
+    const router = { ping: os.handler(() => 'pong') }
+    const bare = {}
+    new StandardRPCHandler(router, bare)
+    expect(new PlainCallHandler(router, bare).enabled).toBe(true)
+    // The plugin's init mutates the options object: the plain path must see what it added.
+    const withPlugin = { plugins: [new ResponseHeadersPlugin()] }
+    new StandardRPCHandler(router, withPlugin)
+    expect(new PlainCallHandler(router, withPlugin).enabled).toBe(false)
   })
 })
