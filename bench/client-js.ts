@@ -5,8 +5,8 @@
 // Usage: jiti bench/client-js.ts [rpc|orpc]  (rpc: createRpcClient, as useRpc() makes it; orpc: oRPC's
 // createORPCClient over the same connection). The in-process server's share (about 1 us) is in both.
 import { createORPCClient } from '@orpc/client'
-import { createRpcClient, createRpcConnection } from '../src/runtime/app/connection'
-import type { RpcConnectionOptions } from '../src/runtime/app/connection'
+import { createRpcClient, createRpcConnection } from '../src/runtime/client/connection'
+import type { RpcConnectionOptions } from '../src/runtime/client/connection'
 
 /** nuxt-orpc's server sends this once it accepted the connection (and as a heartbeat). */
 const readyFrame = '{"i":-1,"t":4}'

@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url'
 import { $fetch, getServerLogs, setup, startServer, stopServer, url } from '@nuxt/test-utils/e2e'
 import { getRandomPort } from 'get-port-please'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { RpcConnection } from '../src/runtime/app/connection'
+import type { RpcConnection } from '../src/runtime/client/connection'
 import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
 
 const port = await getRandomPort('127.0.0.1')

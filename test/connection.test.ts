@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import type { ClientContext, ClientLink } from '@orpc/client'
 import { createORPCClient } from '@orpc/client'
-import { createRpcClient, reconnectDelay } from '../src/runtime/app/connection'
+import { createRpcClient, reconnectDelay } from '../src/runtime/client/connection'
 import { createClient, rejectionOf, waitFor } from './helpers'
 
 /** A real oRPC crossws server (oRPC's stock handler, no nuxt-orpc code) that records every frame it gets. */

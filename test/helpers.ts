@@ -1,8 +1,8 @@
 import { appendFileSync, mkdirSync } from 'node:fs'
 import { getEventMeta } from '@orpc/server'
 import WebSocket from 'ws'
-import type { RpcConnectionOptions } from '../src/runtime/app/connection'
-import { createRpcClient, createRpcConnection } from '../src/runtime/app/connection'
+import type { RpcConnectionOptions } from '../src/runtime/client/connection'
+import { createRpcClient, createRpcConnection } from '../src/runtime/client/connection'
 
 export interface Closed {
   code: number

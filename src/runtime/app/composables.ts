@@ -5,8 +5,8 @@ import { joinURL } from 'ufo'
 import { useNuxtApp, useRequestEvent, useRuntimeConfig } from '#imports'
 import type { RpcRouter } from '../types'
 import { useRpcCaller } from '../shared/caller'
-import type { RpcConnectionStatus } from './connection'
-import { createRpcClient, createRpcConnection } from './connection'
+import type { RpcConnectionStatus } from '../client/connection'
+import { createRpcClient, createRpcConnection } from '../client/connection'
 
 interface RpcAppState {
   client: RouterClient<RpcRouter>

@@ -1,10 +1,10 @@
 import { getCurrentScope, onScopeDispose, shallowReadonly, shallowRef, watchEffect } from 'vue'
 import type { Ref } from 'vue'
 import { useNuxtApp, useRuntimeConfig } from '#imports'
-import type { ResumableSubscription, RpcSubscriptionSource, RpcSubscriptionStatus } from './resumable'
-import { startResumableSubscription } from './resumable'
+import type { ResumableSubscription, RpcSubscriptionSource, RpcSubscriptionStatus } from '../client/resumable'
+import { startResumableSubscription } from '../client/resumable'
 
-export type { RpcSubscriptionCallOptions, RpcSubscriptionSource, RpcSubscriptionStatus } from './resumable'
+export type { RpcSubscriptionCallOptions, RpcSubscriptionSource, RpcSubscriptionStatus } from '../client/resumable'
 
 export interface UseRpcSubscriptionOptions<T> {
   /**
