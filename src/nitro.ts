@@ -253,7 +253,7 @@ export function setupNitro(nitro: Nitro) {
     nitro.options.imports.presets ||= []
     nitro.options.imports.presets.push(
       { from: join(runtimeDir, 'server/rpc'), imports: ['rpc'] },
-      { from: join(runtimeDir, 'server/socket'), imports: ['closeRpcConnections'] },
+      { from: join(runtimeDir, 'server/registry'), imports: ['closeRpcConnections'] },
       { from: join(runtimeDir, 'server/publisher/index'), imports: ['usePublisher'] },
     )
   }

@@ -1,5 +1,7 @@
 import type { RpcRefusal } from './context'
-import { isShuttingDown, RpcCloseCode, TokenBucket } from './socket'
+import { RpcCloseCode } from '../shared/protocol'
+import { TokenBucket } from './limits'
+import { isShuttingDown } from './registry'
 
 /**
  * Whether a handshake's Origin may open the socket. No Origin: not a browser, so no victim's cookies; allowed.

@@ -2,7 +2,7 @@ import { ORPCError } from '@orpc/server'
 import type { H3Event } from 'h3'
 import { getRequestURL, isError } from 'h3'
 import type { RpcContextFunction, RpcContextInput, RpcUpgradeRequest } from '../types'
-import { toCloseReason } from './socket'
+import { toCloseReason } from './registry'
 import type { RpcTransport } from './transports'
 
 /** Why a connection (or an SSR call) was refused: a WebSocket close code and a reason. */

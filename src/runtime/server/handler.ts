@@ -11,8 +11,10 @@ import { Admission, isOriginAllowed, isRefusal, normalizeHosts, normalizeOrigins
 import type { RpcRefusal } from './context'
 import { contextInputFromUpgrade, refusalFromError } from './context'
 import { PlainCallHandler } from './plain-call'
-import type { RpcRoute, RpcSocketLimits } from './socket'
-import { isShuttingDown, liveSockets, PendingConnection, pendingConnections, RpcSocket, toCloseReason } from './socket'
+import type { RpcSocketLimits } from './limits'
+import { isShuttingDown, liveSockets, PendingConnection, pendingConnections, toCloseReason } from './registry'
+import type { RpcRoute } from './socket'
+import { RpcSocket } from './socket'
 import { transportOf, webTransport } from './transports'
 import { upgradeContextOf } from './transports/node'
 

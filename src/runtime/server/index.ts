@@ -1,7 +1,7 @@
 export { createRpcWebSocketHooks, countRpcConnections, defaultServerLimits, defineRpcWebSocketHandler, heartbeatFrame, isOriginAllowed, RpcCloseCode } from './handler'
 export type { RpcServerLimits, RpcWebSocketHandlerOptions } from './handler'
-export { closeRpcConnections, shutdownRpcConnections } from './socket'
-export type { RpcConnectionInfo } from './socket'
+export { closeRpcConnections, shutdownRpcConnections } from './registry'
+export type { RpcConnectionInfo } from './registry'
 export { createRpcCaller } from './caller'
 export type { RpcContext, RpcContextFunction, RpcContextInput, RpcRouter, RpcUpgradeRequest } from '../types'
 // The publisher's parts that need no Nitro (usePublisher() is Nitro's auto-import).

@@ -5,7 +5,7 @@ import { provideRpcCaller } from '../shared/caller'
 import { createRpcCaller } from './caller'
 import type { ResolvedRuntimeOptions } from './config'
 import { selectSubprotocol } from './handler'
-import { shutdownRpcConnections } from './socket'
+import { shutdownRpcConnections } from './registry'
 import { createNodeAdapterOptions } from './transports/node'
 import { answerSubprotocolsOnDeno } from './transports/web'
 

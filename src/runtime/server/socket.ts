@@ -3,13 +3,18 @@ import type { StandardHandler } from '@orpc/server/standard'
 import { createServerPeerHandleRequestFn } from '@orpc/server/standard-peer'
 import type { DecodedRequestMessage, EncodedMessage, EventIteratorPayload } from '@orpc/standard-server-peer'
 import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType, serializeResponseMessage, toEventIterator } from '@orpc/standard-server-peer'
-import { AbortError, AsyncIdQueue, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
+import { AbortError, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
 import type { StandardRequest, StandardResponse } from '@orpc/standard-server'
 import { ErrorEvent, getEventMeta, HibernationEventIterator, isEventIteratorHeaders } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
 import { binaryDelimiter, RpcCloseCode } from '../shared/protocol'
 import type { RpcTransport } from './transports'
+import { InputEventQueue } from './input-queue'
+import type { RpcSocketLimits } from './limits'
+import { TokenBucket } from './limits'
+import type { RegisteredConnection } from './registry'
+import { callSettled, liveSockets } from './registry'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
 import { asPlainCall, isPlainBody } from './plain-call'
 
@@ -25,26 +30,6 @@ type CallInFlight = AbortController | { streaming: AbortController } | 'unanswer
 const controllerOf = (call: CallInFlight | undefined): AbortController | undefined =>
   call instanceof AbortController ? call : typeof call === 'object' ? call.streaming : undefined
 
-/** Per-connection limits, resolved from the module options. */
-export interface RpcSocketLimits {
-  maxCallsInFlight: number
-  rateLimit: { max: number, windowMs: number } | false
-  maxBufferedBytes: number
-  maxBufferedInputBytes: number
-}
-
-/** WebSocket close reasons are limited to 123 bytes of UTF-8. */
-export function toCloseReason(text: string): string {
-  const bytes = new TextEncoder().encode(text)
-  if (bytes.length <= 123) return text
-  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, '') + '...'
-}
-
-/** Close codes a server may send (RFC 6455 7.4: not 1004-1006, none reserved past 1014 below 3000). */
-export function isValidCloseCode(code: number): boolean {
-  return Number.isInteger(code) && ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
-}
-
 /** What every connection of one route shares: oRPC's handler, the plain-call path, the limits and the runtime's transport. */
 export interface RpcRoute {
   readonly standardHandler: StandardHandler<object>
@@ -52,96 +37,6 @@ export interface RpcRoute {
   readonly limits: RpcSocketLimits
   /** Known from the first upgrade (one process runs one runtime). */
   transport: RpcTransport
-}
-
-/** What `closeRpcConnections` and other server code can see of a connection. */
-export interface RpcConnectionInfo {
-  /** crossws's peer id; empty while the handshake is finishing. */
-  readonly id: string
-  /** The context the context function returned for this connection. */
-  readonly context: RpcContext
-  readonly remoteAddress: string | undefined
-}
-
-/** Every open connection of this process, for `closeRpcConnections` and shutdown. */
-export const liveSockets = new Set<RpcSocket>()
-
-/**
- * A connection whose context is made but whose socket is not open yet: its handshake is finishing. Seen by
- * `closeRpcConnections`, so a session revoked in that window does not open a socket afterwards.
- */
-export class PendingConnection implements RpcConnectionInfo {
-  /** Empty: crossws gives the peer its id when the socket opens. */
-  readonly id = ''
-  /** Set by `closeRpcConnections`: the socket is closed with this as soon as it opens. */
-  revoked: { code: number, reason: string } | undefined
-
-  /** `contextValue`: the context function's result; undefined without a context function. */
-  constructor(readonly contextValue: RpcContext | undefined, readonly remoteAddress: string | undefined) {}
-
-  get context(): RpcContext {
-    return this.contextValue ?? {} as RpcContext
-  }
-}
-
-/** Every pending connection of this process (see `PendingConnection`). */
-export const pendingConnections = new Set<PendingConnection>()
-
-/** A token bucket holding up to `capacity` tokens, refilled continuously with `ratePerWindow` per `windowMs`. */
-export class TokenBucket {
-  private tokens: number
-  private updatedAt = Date.now()
-
-  constructor(private readonly capacity: number, private readonly windowMs: number, private readonly ratePerWindow = capacity) {
-    this.tokens = capacity
-  }
-
-  take(): boolean {
-    const now = Date.now()
-    // A clock set back (NTP) refills nothing rather than draining the bucket for as long as it jumped.
-    const elapsed = Math.max(0, now - this.updatedAt)
-    this.tokens = Math.min(this.capacity, this.tokens + elapsed * this.ratePerWindow / this.windowMs)
-    this.updatedAt = now
-    if (this.tokens < 1) return false
-    this.tokens -= 1
-    return true
-  }
-}
-
-/**
- * The events of every streamed input on one connection that their procedures have not pulled yet, with the
- * bytes of the frames that brought them. oRPC's peer keeps such events in a queue of its own, opened for every
- * call whether it takes streamed input or not, and with no bound; this one is opened only for a call whose
- * request declares streamed input, and the socket closes when it holds more than `maxBufferedInputBytes`.
- */
-class InputEventQueue extends AsyncIdQueue<EventIteratorPayload> {
-  /** Bytes of the events queued, in all. */
-  bytes = 0
-  /** Per call, the size of each event queued, oldest first. */
-  private readonly sizes = new Map<string, number[]>()
-
-  pushEvent(id: string, event: EventIteratorPayload, bytes: number) {
-    const sizes = this.sizes.get(id)
-    if (sizes) sizes.push(bytes)
-    else this.sizes.set(id, [bytes])
-    this.bytes += bytes
-    this.push(id, event)
-  }
-
-  override async pull(id: string): Promise<EventIteratorPayload> {
-    const event = await super.pull(id)
-    this.bytes -= this.sizes.get(id)?.shift() ?? 0
-    return event
-  }
-
-  override close(options: { id?: string, reason?: unknown } = {}) {
-    for (const [id, sizes] of this.sizes) {
-      if (options.id !== undefined && id !== options.id) continue
-      for (const size of sizes) this.bytes -= size
-      this.sizes.delete(id)
-    }
-    super.close(options)
-  }
 }
 
 const textDecoder = new TextDecoder()
@@ -157,7 +52,7 @@ const textDecoder = new TextDecoder()
  * Everything else (streamed input, files and forms going in, calls with headers, aborts of those) goes
  * through that peer. The wire format is oRPC's in every case.
  */
-export class RpcSocket implements RpcConnectionInfo {
+export class RpcSocket implements RegisteredConnection {
   // Fields are `declare`d and assigned in the constructor: bundlers lower class fields to helper calls (Nitro's
   // does), and V8 then sizes the object for about ten of them, keeping the rest in a second array (0.1 KB
   // more per connection). Assigned here, they all sit in the object itself.
@@ -381,6 +276,7 @@ export class RpcSocket implements RpcConnectionInfo {
     finally {
       this.calls.delete(id)
       this.inputs?.close({ id })
+      callSettled(this)
     }
   }
 
@@ -456,6 +352,7 @@ export class RpcSocket implements RpcConnectionInfo {
     }
     finally {
       this.calls.delete(id)
+      callSettled(this)
     }
   }
 
@@ -475,6 +372,7 @@ export class RpcSocket implements RpcConnectionInfo {
       if (signal.aborted || this.closed) return
       this.send(head)
       this.calls.set(id, { streaming: controller })
+      callSettled(this)
       while (true) {
         let event: EventIteratorPayload
         try {
@@ -535,7 +433,10 @@ export class RpcSocket implements RpcConnectionInfo {
     return this.peerInstance ??= new ServerPeerWithoutCodec(async ([id, type, payload]) => {
       const encoded = await encodeResponseMessage(id, type, payload)
       if (type === MessageType.EVENT_ITERATOR) await this.drained()
-      else if (type === MessageType.RESPONSE && this.callsById?.has(id)) this.callsById.set(id, 'answered')
+      else if (type === MessageType.RESPONSE && this.callsById?.has(id)) {
+        this.callsById.set(id, 'answered')
+        callSettled(this)
+      }
       this.send(encoded)
     })
   }
@@ -654,57 +555,3 @@ export class RpcSocket implements RpcConnectionInfo {
     return drained
   }
 }
-
-/**
- * Closes every open connection whose info matches `filter` (all of them without one), e.g. a user's sockets
- * on logout: `closeRpcConnections(connection => connection.context.user?.id === userId)`. Their calls in
- * flight are aborted; clients get `UNAUTHORIZED` (code 4401) by default. Returns how many were closed.
- * Connections on other server instances are not reached.
- */
-export function closeRpcConnections(
-  filter?: (connection: RpcConnectionInfo) => boolean,
-  { code = RpcCloseCode.Unauthorized, reason = 'Session ended' }: { code?: number, reason?: string } = {},
-): number {
-  if (!isValidCloseCode(code)) {
-    throw new TypeError(`[nuxt-orpc] closeRpcConnections: ${code} is not a close code a server may send (1000 to 1014 but 1004 to 1006, or 3000 to 4999; 4401 by default).`)
-  }
-  const closeReason = toCloseReason(reason)
-  let count = 0
-  // Handshakes that are finishing are closed as soon as they open.
-  for (const pending of pendingConnections) {
-    if (filter && !filter(pending)) continue
-    pending.revoked = { code, reason: closeReason }
-    count++
-  }
-  for (const socket of [...liveSockets]) {
-    if (filter && !filter(socket)) continue
-    try {
-      socket.close(code, closeReason)
-    }
-    catch (error) {
-      // Its calls are aborted all the same (`close` disposes first); the other sockets are still closed.
-      console.error('[nuxt-orpc] closeRpcConnections: a socket failed to close.', error)
-    }
-    count++
-  }
-  return count
-}
-
-let shuttingDown: Promise<void> | undefined
-
-/**
- * Graceful shutdown: waits (up to `timeout` ms) until no call waits for its response, then closes every
- * connection with 1001 so clients reconnect elsewhere. Streams are not waited for: they end with the socket.
- */
-export function shutdownRpcConnections(timeout: number): Promise<void> {
-  return shuttingDown ??= (async () => {
-    const deadline = Date.now() + timeout
-    while (Date.now() < deadline && [...liveSockets].some(socket => socket.answering)) {
-      await new Promise(resolve => setTimeout(resolve, 20))
-    }
-    closeRpcConnections(undefined, { code: RpcCloseCode.GoingAway, reason: 'Server shutting down' })
-  })()
-}
-
-/** True once a shutdown began: new connections are refused with 1001. */
-export const isShuttingDown = () => shuttingDown !== undefined
