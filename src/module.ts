@@ -8,37 +8,20 @@ import { defu } from 'defu'
 import { relative, resolve } from 'pathe'
 import type { NuxtOrpcServerOptions } from './nitro'
 import { resolveServerFiles, serverDefaults, setupNitro } from './nitro'
+import type { RpcClientTimers } from './runtime/shared/options'
+import { clientTimerDefaults } from './runtime/shared/options'
 
-export interface ModuleOptions extends NuxtOrpcServerOptions {
+/** The module's options: the server half's (`NuxtOrpcServerOptions`) and the browser connection's timers. */
+export interface ModuleOptions extends NuxtOrpcServerOptions, Partial<RpcClientTimers> {
   /**
    * Set to `false` to turn the module off.
    * @default true
    */
   enabled?: boolean
-  /**
-   * Browser client: the first reconnect waits about this long (ms); each further attempt doubles it up to
-   * `reconnectMaxDelay`. Every wait is drawn at random between half and all of that value, afresh per attempt.
-   * @default 500
-   */
-  reconnectBaseDelay?: number
-  /**
-   * Browser client: the longest wait between two reconnect attempts (ms).
-   * @default 10000
-   */
-  reconnectMaxDelay?: number
-  /**
-   * Browser client: how long a call made while the socket is (re)connecting waits for it before it rejects
-   * with `CONNECTION_TIMEOUT` (ms). The call is sent once, when the socket opens, or never.
-   * @default 10000
-   */
-  connectTimeout?: number
 }
 
-export interface RpcPublicRuntimeConfig {
+export interface RpcPublicRuntimeConfig extends RpcClientTimers {
   route: string
-  reconnectBaseDelay: number
-  reconnectMaxDelay: number
-  connectTimeout: number
   /** Silence after which the browser replaces its socket: the server's heartbeatInterval + heartbeatTimeout. */
   heartbeatTimeout: number
 }
@@ -58,9 +41,7 @@ export default defineNuxtModule<ModuleOptions>({
   defaults: {
     enabled: true,
     ...serverDefaults,
-    reconnectBaseDelay: 500,
-    reconnectMaxDelay: 10_000,
-    connectTimeout: 10_000,
+    ...clientTimerDefaults,
   },
   setup(options, nuxt) {
     const resolver = createResolver(import.meta.url)

@@ -5,9 +5,14 @@ import type { Nitro, NitroModule } from 'nitropack'
 import { findExportNames } from 'mlly'
 import { dirname, join, relative, resolve } from 'pathe'
 import { publisherDefaults } from './runtime/server/publisher/defaults'
+import type { RpcServerLimits } from './runtime/shared/options'
+import { defaultMaxMessageBytes, serverLimitDefaults } from './runtime/shared/options'
 
-/** Options of the server half, under `orpc` in nitro.config (or in nuxt.config, which passes them on). */
-export interface NuxtOrpcServerOptions {
+/**
+ * Options of the server half, under `orpc` in nitro.config (or in nuxt.config, which passes them on). The
+ * limits and timers are `RpcServerLimits` (src/runtime/shared/options.ts), declared once for every entry point.
+ */
+export interface NuxtOrpcServerOptions extends Partial<RpcServerLimits> {
   /**
    * The router module, relative to Nitro's source directory (`server/` in Nuxt). Its named export `router`,
    * or else its default export, is served.
@@ -41,58 +46,6 @@ export interface NuxtOrpcServerOptions {
    * @default 1048576 (1 MiB)
    */
   maxMessageBytes?: number
-  /**
-   * Calls one connection may have running at once. Past it a new call is refused at once with
-   * `TOO_MANY_REQUESTS` (the socket stays open).
-   * @default 128
-   */
-  maxCallsInFlight?: number
-  /**
-   * Per-connection rate limit: at most `max` new calls per `windowMs` (a token bucket), else the call is refused
-   * with `TOO_MANY_REQUESTS`. Off by default; `{ max: 200, windowMs: 1000 }` suits most interactive apps.
-   * @default false
-   */
-  rateLimit?: { max: number, windowMs: number } | false
-  /**
-   * New connections this route accepts per second (a token bucket); past it a socket is closed with 1013 and
-   * the client retries after its backoff, so a reconnect storm after a restart is let in at a steady rate.
-   * @default 1000
-   */
-  maxHandshakesPerSecond?: number
-  /**
-   * Open connections this server process accepts. Past it a new socket is closed with 1013.
-   * @default 10000
-   */
-  maxConnections?: number
-  /**
-   * Open connections from one IP address (as the socket sees it: behind a proxy, every client shares the
-   * proxy's address, so raise this). Past it a new socket is closed with 1013.
-   * @default 100
-   */
-  maxConnectionsPerIp?: number
-  /**
-   * The server pings every connection this often (ms) and sends a heartbeat frame the browser client watches.
-   * @default 25000
-   */
-  heartbeatInterval?: number
-  /**
-   * A connection that does not answer a ping within this time (ms) is terminated. The browser client gives
-   * up on a silent server after `heartbeatInterval + heartbeatTimeout` and reconnects.
-   * @default 20000
-   */
-  heartbeatTimeout?: number
-  /**
-   * A stream pauses while its socket holds more than this many bytes not yet sent (a slow reader).
-   * @default 1048576 (1 MiB)
-   */
-  maxBufferedBytes?: number
-  /**
-   * Bytes of streamed input (events a client sends to a call whose input is an event iterator) one
-   * connection may have waiting for its procedures to read them. Past it the socket is closed with 1008.
-   * Events for calls that take no streamed input are dropped.
-   * @default 4194304 (4 MiB)
-   */
-  maxBufferedInputBytes?: number
   /**
    * On SIGTERM/SIGINT: how long (ms) calls waiting for their response may still finish before every socket is
    * closed with 1001. Nitro's own limit (`NITRO_SHUTDOWN_TIMEOUT`, 30 s) still applies around it.
@@ -154,16 +107,8 @@ export const serverDefaults: ResolvedServerOptions = {
   route: '/_orpc',
   allowedOrigins: [],
   allowedHosts: [],
-  maxMessageBytes: 1024 * 1024,
-  maxCallsInFlight: 128,
-  rateLimit: false,
-  maxHandshakesPerSecond: 1000,
-  maxConnections: 10_000,
-  maxConnectionsPerIp: 100,
-  heartbeatInterval: 25_000,
-  heartbeatTimeout: 20_000,
-  maxBufferedBytes: 1024 * 1024,
-  maxBufferedInputBytes: 4 * 1024 * 1024,
+  maxMessageBytes: defaultMaxMessageBytes,
+  ...serverLimitDefaults,
   shutdownTimeout: 10_000,
   publisher: publisherDefaults,
 }

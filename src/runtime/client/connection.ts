@@ -2,6 +2,8 @@ import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
+import type { RpcClientTimers } from '../shared/options'
+import { clientTimerDefaults } from '../shared/options'
 import { readySubprotocol, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { StreamWrapper } from './plain-calls'
 import { PlainCallClient } from './plain-calls'
@@ -25,15 +27,9 @@ export const RpcClientErrorCode = {
   ConnectionTimeout: 'CONNECTION_TIMEOUT',
 } as const
 
-export interface RpcConnectionOptions {
+export interface RpcConnectionOptions extends Partial<RpcClientTimers> {
   /** The `ws:`/`wss:` URL of the route, or a function returning it (read on every connect). */
   url: string | (() => string)
-  /** @default 500 */
-  reconnectBaseDelay?: number
-  /** @default 10000 */
-  reconnectMaxDelay?: number
-  /** @default 10000 */
-  connectTimeout?: number
   /**
    * Silence (ms) after which the socket counts as dead and is replaced. The server sends a heartbeat frame
    * every `heartbeatInterval`, so this should exceed it (nuxt-orpc passes the server's
@@ -317,9 +313,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
 
   constructor(options: RpcConnectionOptions) {
     this.options = {
-      reconnectBaseDelay: 500,
-      reconnectMaxDelay: 10_000,
-      connectTimeout: 10_000,
+      ...clientTimerDefaults,
       heartbeatTimeout: 45_000,
       WebSocket: globalThis.WebSocket,
       ...options,

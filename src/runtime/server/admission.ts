@@ -1,4 +1,5 @@
 import type { RpcRefusal } from './context'
+import type { RpcServerLimits } from '../shared/options'
 import { RpcCloseCode } from '../shared/protocol'
 import { TokenBucket } from './limits'
 import { isShuttingDown } from './registry'
@@ -86,12 +87,8 @@ export function ipKeyOf(address: string): string {
   return `${prefix.join(':')}::/64`
 }
 
-/** The caps `Admission` enforces; module options of the same names. */
-export interface AdmissionLimits {
-  maxHandshakesPerSecond: number
-  maxConnections: number
-  maxConnectionsPerIp: number
-}
+/** The caps `Admission` enforces. */
+export type AdmissionLimits = Pick<RpcServerLimits, 'maxHandshakesPerSecond' | 'maxConnections' | 'maxConnectionsPerIp'>
 
 /**
  * A handshake's place under the caps, from the upgrade that reserved it until its socket opens (or the

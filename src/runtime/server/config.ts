@@ -1,4 +1,4 @@
-import type { RpcServerLimits } from './handler'
+import type { RpcServerLimits } from '../shared/options'
 
 /** The server options as Nitro's runtime config holds them (`runtimeConfig.orpc`). */
 export interface ResolvedRuntimeOptions extends RpcServerLimits {

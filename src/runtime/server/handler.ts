@@ -4,14 +4,15 @@ import { StandardRPCHandler } from '@orpc/server/standard'
 import type { IncomingMessage } from 'node:http'
 import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
+import type { RpcServerLimits } from '../shared/options'
+import { defaultMaxMessageBytes, serverLimitDefaults } from '../shared/options'
 import { heartbeatFrame, readySubprotocol, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
-import type { AdmissionLimits, AdmissionSlot } from './admission'
+import type { AdmissionSlot } from './admission'
 import { Admission, isOriginAllowed, isRefusal, normalizeHosts, normalizeOrigins } from './admission'
 import type { RpcRefusal } from './context'
 import { contextInputFromUpgrade, refusalFromError } from './context'
 import { PlainCallHandler } from './plain-call'
-import type { RpcSocketLimits } from './limits'
 import { isShuttingDown, liveSockets, PendingConnection, pendingConnections, toCloseReason } from './registry'
 import type { RpcRoute } from './socket'
 import { RpcSocket } from './socket'
@@ -20,23 +21,10 @@ import { upgradeContextOf } from './transports/node'
 
 export { heartbeatFrame, isOriginAllowed, RpcCloseCode, rpcSubprotocols }
 
-/** Limits and timers of the server half; every one is a module option with the same name. */
-export interface RpcServerLimits extends RpcSocketLimits, AdmissionLimits {
-  heartbeatInterval: number
-  heartbeatTimeout: number
-}
+export type { RpcServerLimits }
 
-export const defaultServerLimits: RpcServerLimits = {
-  maxCallsInFlight: 128,
-  rateLimit: false,
-  maxBufferedBytes: 1024 * 1024,
-  maxBufferedInputBytes: 4 * 1024 * 1024,
-  maxHandshakesPerSecond: 1000,
-  maxConnections: 10_000,
-  maxConnectionsPerIp: 100,
-  heartbeatInterval: 25_000,
-  heartbeatTimeout: 20_000,
-}
+/** The limits' defaults (the module's options share them). */
+export const defaultServerLimits: RpcServerLimits = serverLimitDefaults
 
 export interface RpcWebSocketHandlerOptions extends Partial<RpcServerLimits> {
   /** The oRPC router to serve. */
@@ -180,7 +168,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     // Until the first upgrade says which runtime this is.
     transport: webTransport,
   }
-  const maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024
+  const maxMessageBytes = options.maxMessageBytes ?? defaultMaxMessageBytes
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const allowedHosts = normalizeHosts(options.allowedHosts ?? [])
   const createContext = options.createContext

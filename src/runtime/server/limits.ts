@@ -1,10 +1,7 @@
-/** Per-connection limits, resolved from the module options. */
-export interface RpcSocketLimits {
-  maxCallsInFlight: number
-  rateLimit: { max: number, windowMs: number } | false
-  maxBufferedBytes: number
-  maxBufferedInputBytes: number
-}
+import type { RpcServerLimits } from '../shared/options'
+
+/** The limits one connection enforces. */
+export type RpcSocketLimits = Pick<RpcServerLimits, 'maxCallsInFlight' | 'rateLimit' | 'maxBufferedBytes' | 'maxBufferedInputBytes'>
 
 /** A token bucket holding up to `capacity` tokens, refilled continuously with `ratePerWindow` per `windowMs`. */
 export class TokenBucket {
