@@ -12,6 +12,7 @@ import type { RpcConnectionOptions } from '../src/runtime/client/connection'
 import { createRpcClient, createRpcConnection } from '../src/runtime/client/connection'
 import type { router } from './fixture/server/rpc'
 import type { ColdResult, FromClient, IdleResult, Job, PatternSpec, ServerStats, Target, ThroughputResult, ToClient } from './shared'
+import { browserLike } from './shared'
 
 type BenchClient = RouterClient<typeof router>
 
@@ -109,7 +110,8 @@ async function connectOrpc(url: string, origin: string): Promise<BenchConnection
 async function connectNuxt(url: string, origin: string, plainOrpc: boolean): Promise<BenchConnection> {
   class BenchWebSocket extends WebSocket {
     constructor(address: string, protocols?: string[]) {
-      super(address, plainOrpc ? protocols?.filter(protocol => protocol !== 'nuxt-orpc') : protocols, { origin })
+      const offered = (plainOrpc ? protocols?.filter(protocol => protocol !== 'nuxt-orpc') : protocols) ?? []
+      super(address, offered, browserLike(origin, offered))
     }
   }
   const connection = createRpcConnection({ url, WebSocket: BenchWebSocket as unknown as RpcConnectionOptions['WebSocket'] })
@@ -383,7 +385,7 @@ async function openIdle(target: Target, serverUrl: string): Promise<IdleSocket> 
   const path = { a: '/raw', b: '/orpc-bare', c: '/_orpc' }[target.letter as 'a' | 'b' | 'c']
   // nuxt-orpc's client offers its subprotocol and waits for the ready frame: the connection is then fully set up.
   const protocols = target.letter === 'c' ? ['orpc', 'nuxt-orpc'] : []
-  const socket = new WebSocket(`${serverUrl.replace(/^http/, 'ws')}${path}`, protocols, { origin })
+  const socket = new WebSocket(`${serverUrl.replace(/^http/, 'ws')}${path}`, protocols, browserLike(origin, protocols))
   let open = true
   socket.on('close', () => open = false)
   if (target.letter === 'c') {

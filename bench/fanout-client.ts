@@ -8,6 +8,7 @@ import { createRpcConnection } from '../src/runtime/client/connection'
 import type { router } from './fixture/server/rpc'
 import type { FanoutEvent } from './fixture/server/rpc/fanout'
 import type { FanoutAnswer, FanoutRequest, FromFanoutClient, SubscriberReport, ToFanoutClient } from './shared'
+import { browserLike } from './shared'
 
 type BenchClient = RouterClient<typeof router>
 
@@ -20,7 +21,7 @@ const send = (message: FromFanoutClient) => process.send!(message)
 function connect(serverUrl: string, onReconnect?: () => void): { connection: RpcConnection, client: BenchClient } {
   class BenchWebSocket extends WebSocket {
     constructor(address: string, protocols?: string[]) {
-      super(address, protocols, { origin: serverUrl })
+      super(address, protocols, browserLike(serverUrl, protocols))
     }
   }
   let previous = 'idle'

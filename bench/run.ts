@@ -20,9 +20,7 @@ import { failures, renderReport, summarize } from './report'
 const benchDir = dirname(fileURLToPath(import.meta.url))
 const rootDir = join(benchDir, '..')
 const fixtureDir = join(benchDir, 'fixture')
-const serverEntry = join(fixtureDir, '.output/server/index.mjs')
 const socketIoEntry = join(benchDir, 'socketio-server.mjs')
-const buildHashFile = join(fixtureDir, '.output/bench-build.hash')
 const resultsDir = join(benchDir, 'results')
 
 const { values: options, positionals } = parseArgs({
@@ -40,6 +38,7 @@ const { values: options, positionals } = parseArgs({
     'merge': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
     'redis-url': { type: 'string', default: defaultRedisUrl },
+    'runtime': { type: 'string', default: 'node' },
     'help': { type: 'boolean', default: false },
   },
 })
@@ -55,6 +54,8 @@ if (options.help) {
   --rebuild / --no-build  always / never build the fixture (default: when its sources changed)
   --cpu-prof              write the fixture servers' V8 CPU profiles to bench/results/profiles/, the load
                           process's to bench/results/profiles/load/
+  --runtime node|bun|deno the runtime of the fixture server (default node); bun and deno build with their Nitro
+                          preset, run from node_modules/.bin, and leave out (d) and Socket.IO (e)
   --redis-url URL         the Redis the fanout pattern uses (default ${defaultRedisUrl}); without one it is
                           skipped, or fails under CI=true
   --out FILE              where the JSON goes (default bench/results/bench-<time>.json)
@@ -64,6 +65,24 @@ if (options.help) {
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
+
+/** How the fixture server runs on a `--runtime`: its Nitro preset, its build's folder and its command. */
+interface BenchRuntime {
+  preset: string
+  output: string
+  command: (entry: string, execArgv: string[]) => [string, string[]]
+}
+
+const runtimes: Record<'node' | 'bun' | 'deno', BenchRuntime> = {
+  node: { preset: 'node-server', output: '.output', command: (entry, execArgv) => [process.execPath, [...execArgv, entry]] },
+  bun: { preset: 'bun', output: '.output-bun', command: entry => [join(rootDir, 'node_modules/.bin/bun'), ['run', entry]] },
+  deno: { preset: 'deno-server', output: '.output-deno', command: entry => [join(rootDir, 'node_modules/.bin/deno'), ['run', '--allow-net', '--allow-read', '--allow-env', '--allow-sys', entry]] },
+}
+if (!(options.runtime! in runtimes)) throw new Error(`--runtime: "${options.runtime}" is not one of ${Object.keys(runtimes).join(', ')}`)
+const runtimeName = options.runtime as keyof typeof runtimes
+const runtime = runtimes[runtimeName]
+const serverEntry = join(fixtureDir, runtime.output, 'server/index.mjs')
+const buildHashFile = join(fixtureDir, runtime.output, 'bench-build.hash')
 
 // Every process this harness starts, so that a failure or Ctrl-C still ends them all.
 const children = new Set<ChildProcess>()
@@ -115,7 +134,8 @@ async function buildFixture() {
   log('fixture: building (nuxi build bench/fixture) ...')
   const started = Date.now()
   const nuxi = join(rootDir, 'node_modules/.bin/nuxi')
-  const child = track(spawn(process.execPath, [nuxi, 'build', fixtureDir], { cwd: rootDir, stdio: ['ignore', 2, 2] }))
+  const env = runtimeName === 'node' ? process.env : { ...process.env, NITRO_PRESET: runtime.preset, NUXT_ORPC_BENCH_OUTPUT: join(fixtureDir, runtime.output) }
+  const child = track(spawn(process.execPath, [nuxi, 'build', fixtureDir], { cwd: rootDir, env, stdio: ['ignore', 2, 2] }))
   const code = await new Promise<number | null>(resolve => child.once('exit', resolve))
   if (code !== 0) throw new Error(`nuxi build exited with ${code}`)
   await writeFile(buildHashFile, hash)
@@ -141,14 +161,15 @@ interface ServerExtras {
 async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number, { env, label = `${kind} server` }: ServerExtras = {}): Promise<BenchServer> {
   // With a port given, the spawn happens before this function first yields.
   const port = freePort ?? await getRandomPort('127.0.0.1')
-  const child = track(spawn(process.execPath, [...execArgv, kind === 'nuxt' ? serverEntry : socketIoEntry], {
+  const [command, args] = kind === 'nuxt' ? runtime.command(serverEntry, execArgv) : [process.execPath, [...execArgv, socketIoEntry]]
+  const child = track(spawn(command, args, {
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
   }))
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
   child.stderr!.on('data', (chunk: Buffer) => log(`[${label}] ${chunk.toString().trimEnd()}`))
   const listening = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('Listening on') && resolve())
+    child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('Listening') && resolve())
     child.once('exit', code => reject(new Error(`${label} exited with ${code}`)))
     setTimeout(() => reject(new Error(`${label} did not listen within 30 s`)), 30_000).unref()
   })
@@ -362,7 +383,9 @@ async function measure(): Promise<BenchReport> {
     }
     return true
   })
-  const chosenTargets = targets.filter(target => !wantedTargets || wantedTargets.includes(target.key))
+  // Beside Bun or Deno, Socket.IO (which runs on Node) would compare runtimes, not servers, and (d) is oRPC's
+  // Node adapter behind Nitro's emulated Node request (its event streams fail there): both are left out.
+  const chosenTargets = targets.filter(target => (!wantedTargets || wantedTargets.includes(target.key)) && (runtimeName === 'node' || (target.server !== 'socketio' && target.letter !== 'd')))
 
   const lock = JSON.parse(await readFile(join(rootDir, 'package-lock.json'), 'utf8'))
   const startedAt = new Date()
@@ -376,8 +399,8 @@ async function measure(): Promise<BenchReport> {
     // The fan-out job starts servers of its own; the shared ones are for every other pattern.
     if (patterns.some(pattern => pattern.spec.kind !== 'fanout')) {
       servers.nuxt = await startServer('nuxt', profiling())
-      servers.socketio = await startServer('socketio')
-      log(`servers: fixture ${servers.nuxt.url}, Socket.IO ${servers.socketio.url}`)
+      if (chosenTargets.some(target => target.server === 'socketio')) servers.socketio = await startServer('socketio')
+      log(`servers: fixture on ${runtimeName} ${servers.nuxt.url}${servers.socketio ? `, Socket.IO ${servers.socketio.url}` : ''}`)
     }
     if (!quick && patterns.some(pattern => isThroughputPattern(pattern.spec))) {
       // Not recorded: every target's code paths run once (and get optimized) on both sides before round one,
@@ -442,7 +465,9 @@ async function measure(): Promise<BenchReport> {
       rounds,
       patterns: Object.fromEntries(patterns.map((pattern, index) => [pattern.id, { title: pattern.title, ...sample[index] }])),
       notes: [
-        'One built fixture server (Nuxt 4, node-server preset, node --expose-gc) serves (a)-(d) side by side; Socket.IO (e) runs in its own process (node --expose-gc).',
+        runtimeName === 'node'
+          ? 'One built fixture server (Nuxt 4, node-server preset, node --expose-gc) serves (a)-(d) side by side; Socket.IO (e) runs in its own process (node --expose-gc).'
+          : `One built fixture server (Nuxt 4, ${runtime.preset} preset, run by ${runtimeName}) serves (a)-(c) side by side; (d), oRPC's Node adapter, and Socket.IO (e) are left out.`,
         'One load process (Node 22, forked from the harness) drives every job, one job at a time, over 127.0.0.1; the servers and the load process share the machine\'s cores.',
         'WebSocket clients use the ws package (socket.io-client uses it too); every handshake carries Origin: http://127.0.0.1:<port> like a same-origin page.',
         'Call body: {"id":42,"text":"hello from the bench"}; echo procedures have no input schema. Stream events are the integers 0..N-1.',

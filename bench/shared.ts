@@ -291,3 +291,17 @@ export type FromFanoutClient
     /** Every subscriber of this process has the event (probes: every subscriber has had one). */
     | { type: 'delivered', seq: number }
     | { type: 'live' }
+
+/**
+ * ws's options for a handshake like a browser's: the page's Origin, and the offered subprotocols joined with
+ * ", " (ws joins them with "," alone, which Deno does not split: see the README's runtime notes).
+ */
+export function browserLike(origin: string, protocols: readonly string[] = []) {
+  return {
+    origin,
+    finishRequest: (request: { setHeader: (name: string, value: string) => void, end: () => void }) => {
+      if (protocols.length) request.setHeader('Sec-WebSocket-Protocol', protocols.join(', '))
+      request.end()
+    },
+  }
+}

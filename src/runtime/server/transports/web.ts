@@ -81,16 +81,21 @@ type DenoUpgrade = ((request: Request, options?: DenoUpgradeOptions) => unknown)
  * crossws 0.3's Deno adapter hands the upgrade hook's headers to `Deno.upgradeWebSocket`, which answers a
  * subprotocol only through its `protocol` option: every client that offers one (nuxt-orpc's own, Chrome)
  * then fails the handshake ("Server did not respond with sent protocols"). crossws 0.4 passes it
- * (h3js/crossws#203); until Nitro 2 ships that, the option is filled from the header here, once per process.
- * Does nothing outside Deno.
+ * (h3js/crossws#203); until Nitro 2 ships that, the option is filled here, once per process: the protocol the
+ * upgrade hook chose, else (another WebSocket route) the first offered, as ws picks on Node. Deno reads the
+ * offered list split at ", " only: a client that joins it with "," alone (the `ws` package) offers one
+ * unknown protocol, and such a handshake is answered with none (the client then refuses it) rather than
+ * failing inside Deno. Does nothing outside Deno.
  */
 export function answerSubprotocolsOnDeno() {
   const deno = (globalThis as { Deno?: { upgradeWebSocket?: DenoUpgrade } }).Deno
   const upgrade = deno?.upgradeWebSocket
   if (!deno || !upgrade || upgrade.nuxtOrpc) return
   const answering: DenoUpgrade = (request, options = {}) => {
-    const protocol = options.protocol ?? new Headers(options.headers).get('sec-websocket-protocol') ?? undefined
-    return upgrade.call(deno, request, protocol ? { ...options, protocol } : options)
+    const offered = request.headers.get('sec-websocket-protocol')?.split(', ') ?? []
+    const chosen = options.protocol ?? new Headers(options.headers).get('sec-websocket-protocol') ?? offered[0]
+    const protocol = chosen && offered.includes(chosen) ? chosen : undefined
+    return upgrade.call(deno, request, { ...options, protocol })
   }
   answering.nuxtOrpc = true
   deno.upgradeWebSocket = answering
