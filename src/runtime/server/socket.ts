@@ -1,7 +1,7 @@
 import { ORPCError } from '@orpc/client'
 import type { StandardHandler } from '@orpc/server/standard'
 import { createServerPeerHandleRequestFn } from '@orpc/server/standard-peer'
-import type { DecodedRequestMessage, EncodedMessage, EventIteratorPayload } from '@orpc/standard-server-peer'
+import type { DecodedRequestMessage, EventIteratorPayload } from '@orpc/standard-server-peer'
 import { decodeRequestMessage, deserializeRequestMessage, encodeResponseMessage, experimental_ServerPeerWithoutCodec as ServerPeerWithoutCodec, MessageType, serializeResponseMessage, toEventIterator } from '@orpc/standard-server-peer'
 import { AbortError, isAsyncIteratorObject, stringifyJSON } from '@orpc/shared'
 import type { StandardRequest, StandardResponse } from '@orpc/standard-server'
@@ -10,6 +10,7 @@ import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
 import { binaryDelimiter, RpcCloseCode } from '../shared/protocol'
 import type { RpcTransport } from './transports'
+import { ConnectionOutput } from './output'
 import { InputEventQueue } from './input-queue'
 import type { RpcSocketLimits } from './limits'
 import { TokenBucket } from './limits'
@@ -52,26 +53,14 @@ const textDecoder = new TextDecoder()
  * Everything else (streamed input, files and forms going in, calls with headers, aborts of those) goes
  * through that peer. The wire format is oRPC's in every case.
  */
-export class RpcSocket implements RegisteredConnection {
-  // Fields are `declare`d and assigned in the constructor: bundlers lower class fields to helper calls (Nitro's
-  // does), and V8 then sizes the object for about ten of them, keeping the rest in a second array (0.1 KB
-  // more per connection). Assigned here, they all sit in the object itself.
-  readonly declare connection: Peer
-  /** The transport's handle on the socket (on Node ws's WebSocket). */
-  readonly declare websocket: unknown
+export class RpcSocket extends ConnectionOutput implements RegisteredConnection {
+  // Fields are `declare`d and assigned in the constructors (see ConnectionOutput).
   readonly declare remoteAddress: string | undefined
   /** The key the route's per-IP cap counts it under (see `ipKeyOf`), for when it closes. */
   readonly declare ipKey: string | undefined
-  /** Bytes read from the peer when the heartbeat last pinged it (-1: not pinged yet). */
-  private declare readAtPing: number
-  /** Bytes the peer had taken when the heartbeat last pinged it. */
-  private declare flushedAtPing: number
-  private readonly declare route: RpcRoute
   /** The connection's context; `{}` is made on first use when the context function is off. */
   private declare contextValue: RpcContext | undefined
   private declare budget: TokenBucket | undefined
-  private declare closed: boolean
-  private declare corked: boolean
   /** oRPC's peer (four maps and queues), made on the first call that needs it. */
   private declare peerInstance: ServerPeerWithoutCodec | undefined
   /** Every call in flight by id; made on the first call (an idle connection holds no map). */
@@ -80,39 +69,23 @@ export class RpcSocket implements RegisteredConnection {
   private declare decoding: Promise<void> | undefined
   /** Events of streamed inputs not yet pulled; made on the first call with streamed input. */
   private declare inputs: InputEventQueue | undefined
-  /** While the socket holds more than `maxBufferedBytes` unsent, it is not read (no new call makes more). */
-  private declare readingPaused: boolean
-  /** The one wait for the socket's buffer to drain that every paused stream and the paused reader share. */
-  private declare drainWait: { drained: Promise<void>, wake: () => void } | undefined
 
   /**
    * Frames reach `receive`: through the transport (`adopt`), or from crossws's `message` hook where it does
    * not take them itself.
    */
   constructor(connection: Peer, context: RpcContext | undefined, remoteAddress: string | undefined, ipKey: string | undefined, route: RpcRoute) {
-    this.connection = connection
-    this.websocket = route.transport.socketOf(connection)
+    super(connection, route)
     this.remoteAddress = remoteAddress
     this.ipKey = ipKey
-    this.readAtPing = -1
-    this.flushedAtPing = 0
-    this.route = route
     this.contextValue = context
     const { rateLimit } = route.limits
     this.budget = rateLimit ? new TokenBucket(rateLimit.max, rateLimit.windowMs) : undefined
-    this.closed = false
-    this.corked = false
     this.peerInstance = undefined
     this.callsById = undefined
     this.decoding = undefined
     this.inputs = undefined
-    this.readingPaused = false
-    this.drainWait = undefined
     liveSockets.add(this)
-  }
-
-  private get transport(): RpcTransport {
-    return this.route.transport
   }
 
   get id() {
@@ -129,33 +102,6 @@ export class RpcSocket implements RegisteredConnection {
       if (call instanceof AbortController || call === 'unanswered') return true
     }
     return false
-  }
-
-  /** The heartbeat's ping, where the transport has one; it notes how far the socket's counters were. */
-  ping() {
-    const progress = this.transport.ping(this.websocket)
-    if (!progress) return
-    this.readAtPing = progress.read
-    this.flushedAtPing = progress.flushed
-  }
-
-  /**
-   * Whether the peer looks dead since the last ping: nothing arrived from it (no pong, no frame) while the
-   * socket was being read, or bytes waited to be sent and none went out. Counting bytes needs no listener or
-   * timestamp per connection. A client that sends a byte now and then but never reads is caught by the
-   * second rule.
-   */
-  get unresponsive(): boolean {
-    if (this.readAtPing === -1) return false
-    const progress = this.transport.progressOf(this.websocket)
-    if (!progress) return false
-    if (!this.readingPaused && progress.read === this.readAtPing) return true
-    return progress.waiting > 0 && progress.flushed === this.flushedAtPing
-  }
-
-  /** Ends the connection at once (a dead peer). */
-  terminate() {
-    this.transport.terminate(this.connection, this.websocket)
   }
 
   private get calls() {
@@ -223,7 +169,7 @@ export class RpcSocket implements RegisteredConnection {
     for (const call of this.callsById?.values() ?? []) controllerOf(call)?.abort()
     this.peerInstance?.close()
     this.inputs?.close()
-    this.drainWait?.wake()
+    this.wakeDrainWaiters()
   }
 
   /** Closes the socket; its calls are aborted at once, not when the closing handshake ends. */
@@ -459,99 +405,5 @@ export class RpcSocket implements RegisteredConnection {
   /** A response whose body is plain JSON, in oRPC's message format. */
   private sendResponse(id: string, response: StandardResponse, alone = false) {
     this.send(stringifyJSON(serializeResponseMessage(id, MessageType.RESPONSE, response)), alone)
-  }
-
-  /**
-   * Replies made in the same tick leave in one write where the transport can cork (Node): the first send of a
-   * tick corks the socket and the next tick uncorks it (a write per frame is most of a reply's cost under
-   * load). A frame known to be `alone` in its tick is written at once: corking would only add work.
-   */
-  private send(encoded: EncodedMessage, alone = false) {
-    if (this.closed) return
-    const transport = this.transport
-    if (!this.corked && !alone) {
-      const uncork = transport.cork(this.websocket)
-      if (uncork) {
-        this.corked = true
-        process.nextTick(() => {
-          this.corked = false
-          uncork()
-          this.checkBuffered()
-        })
-      }
-    }
-    if (typeof encoded === 'string') transport.sendText(this.connection, this.websocket, encoded)
-    else this.connection.send(encoded)
-    // Under a cork the tick's writes are looked at once, when it is lifted.
-    if (!this.corked) this.checkBuffered()
-  }
-
-  private checkBuffered() {
-    if (this.readingPaused || this.closed) return
-    const buffered = this.transport.bufferedBytes(this.websocket) ?? 0
-    if (buffered > this.route.limits.maxBufferedBytes) this.pauseReading(buffered)
-  }
-
-  private get overBuffered(): boolean {
-    return (this.transport.bufferedBytes(this.websocket) ?? 0) > this.route.limits.maxBufferedBytes
-  }
-
-  /**
-   * A client that sends calls but does not read their answers would have the server queue every reply. Past
-   * `maxBufferedBytes` unsent, the socket is not read until its buffer drains: the client's frames wait in
-   * its own TCP buffers, and only calls already running can still add replies. Where the transport cannot
-   * pause reading, the socket is closed with 1013 once twice that waits: streams stop at `maxBufferedBytes`
-   * (one event over at most), so only replies to a client that keeps calling get there.
-   */
-  private pauseReading(buffered: number) {
-    const transport = this.transport
-    if (!transport.pauseReading(this.websocket)) {
-      if (buffered > 2 * this.route.limits.maxBufferedBytes) this.close(RpcCloseCode.TryAgainLater, 'Too many replies waiting: the client does not read')
-      return
-    }
-    this.readingPaused = true
-    void this.drained().then(() => {
-      this.readingPaused = false
-      if (!this.closed) transport.resumeReading(this.websocket)
-    })
-  }
-
-  /**
-   * Resolves once the socket holds at most `maxBufferedBytes` unsent, it closes, or `signal` aborts. Streams
-   * wait here before each event (oRPC's peer awaits its send, which waits here, before pulling the next), so a
-   * slow reader cannot make the server buffer without bound.
-   */
-  private async drained(signal?: AbortSignal) {
-    if (!this.overBuffered) return
-    const wake = () => this.drainWait?.wake()
-    signal?.addEventListener('abort', wake, { once: true })
-    try {
-      while (!this.closed && !signal?.aborted && this.overBuffered) await this.nextDrain()
-    }
-    finally {
-      signal?.removeEventListener('abort', wake)
-    }
-  }
-
-  /**
-   * One wait per socket, however many streams are paused on it: the transport's drain event (the buffer is
-   * empty again) where it has one, else a short timer (a queue inside ws, runtimes without the event).
-   */
-  private nextDrain(): Promise<void> {
-    if (this.drainWait) return this.drainWait.drained
-    let wake!: () => void
-    const drained = new Promise<void>((resolve) => {
-      wake = () => {
-        if (this.drainWait?.drained !== drained) return
-        this.drainWait = undefined
-        stopListening?.()
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    const stopListening = this.transport.onDrain(this.websocket, wake)
-    const timer = stopListening ? undefined : setTimeout(wake, 10)
-    this.drainWait = { drained, wake }
-    return drained
   }
 }

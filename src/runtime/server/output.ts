@@ -1,0 +1,174 @@
+import type { EncodedMessage } from '@orpc/standard-server-peer'
+import type { Peer } from 'crossws'
+import { RpcCloseCode } from '../shared/protocol'
+import type { RpcRoute } from './socket'
+import type { RpcTransport } from './transports'
+
+/**
+ * What a connection sends and how it keeps the send buffer bounded: a tick's replies corked into one write,
+ * reading paused while more than `maxBufferedBytes` waits unsent, one drain wait that every paused stream
+ * shares, and the heartbeat's view of whether the peer still reads. `RpcSocket` adds frames and calls.
+ */
+export abstract class ConnectionOutput {
+  // Fields are `declare`d and assigned in the constructor: bundlers lower class fields to helper calls (Nitro's
+  // does), and V8 then sizes the object for about ten of them, keeping the rest in a second array (0.1 KB
+  // more per connection). Assigned in constructors, they all sit in the object itself.
+  readonly declare connection: Peer
+  /** The transport's handle on the socket (on Node ws's WebSocket). */
+  readonly declare websocket: unknown
+  protected readonly declare route: RpcRoute
+  protected declare closed: boolean
+  private declare corked: boolean
+  /** While the socket holds more than `maxBufferedBytes` unsent, it is not read (no new call makes more). */
+  private declare readingPaused: boolean
+  /** The one wait for the socket's buffer to drain that every paused stream and the paused reader share. */
+  private declare drainWait: { drained: Promise<void>, wake: () => void } | undefined
+  /** Bytes read from the peer when the heartbeat last pinged it (-1: not pinged yet). */
+  private declare readAtPing: number
+  /** Bytes the peer had taken when the heartbeat last pinged it. */
+  private declare flushedAtPing: number
+
+  constructor(connection: Peer, route: RpcRoute) {
+    this.connection = connection
+    this.websocket = route.transport.socketOf(connection)
+    this.route = route
+    this.closed = false
+    this.corked = false
+    this.readingPaused = false
+    this.drainWait = undefined
+    this.readAtPing = -1
+    this.flushedAtPing = 0
+  }
+
+  abstract close(code: number, reason: string): void
+
+  protected get transport(): RpcTransport {
+    return this.route.transport
+  }
+
+  /** The heartbeat's ping, where the transport has one; it notes how far the socket's counters were. */
+  ping() {
+    const progress = this.transport.ping(this.websocket)
+    if (!progress) return
+    this.readAtPing = progress.read
+    this.flushedAtPing = progress.flushed
+  }
+
+  /**
+   * Whether the peer looks dead since the last ping: nothing arrived from it (no pong, no frame) while the
+   * socket was being read, or bytes waited to be sent and none went out. Counting bytes needs no listener or
+   * timestamp per connection. A client that sends a byte now and then but never reads is caught by the
+   * second rule.
+   */
+  get unresponsive(): boolean {
+    if (this.readAtPing === -1) return false
+    const progress = this.transport.progressOf(this.websocket)
+    if (!progress) return false
+    if (!this.readingPaused && progress.read === this.readAtPing) return true
+    return progress.waiting > 0 && progress.flushed === this.flushedAtPing
+  }
+
+  /** Ends the connection at once (a dead peer). */
+  terminate() {
+    this.transport.terminate(this.connection, this.websocket)
+  }
+
+  /**
+   * Replies made in the same tick leave in one write where the transport can cork (Node): the first send of a
+   * tick corks the socket and the next tick uncorks it (a write per frame is most of a reply's cost under
+   * load). A frame known to be `alone` in its tick is written at once: corking would only add work.
+   */
+  protected send(encoded: EncodedMessage, alone = false) {
+    if (this.closed) return
+    const transport = this.transport
+    if (!this.corked && !alone) {
+      const uncork = transport.cork(this.websocket)
+      if (uncork) {
+        this.corked = true
+        process.nextTick(() => {
+          this.corked = false
+          uncork()
+          this.checkBuffered()
+        })
+      }
+    }
+    if (typeof encoded === 'string') transport.sendText(this.connection, this.websocket, encoded)
+    else this.connection.send(encoded)
+    // Under a cork the tick's writes are looked at once, when it is lifted.
+    if (!this.corked) this.checkBuffered()
+  }
+
+  private checkBuffered() {
+    if (this.readingPaused || this.closed) return
+    const buffered = this.transport.bufferedBytes(this.websocket) ?? 0
+    if (buffered > this.route.limits.maxBufferedBytes) this.pauseReading(buffered)
+  }
+
+  private get overBuffered(): boolean {
+    return (this.transport.bufferedBytes(this.websocket) ?? 0) > this.route.limits.maxBufferedBytes
+  }
+
+  /**
+   * A client that sends calls but does not read their answers would have the server queue every reply. Past
+   * `maxBufferedBytes` unsent, the socket is not read until its buffer drains: the client's frames wait in
+   * its own TCP buffers, and only calls already running can still add replies. Where the transport cannot
+   * pause reading, the socket is closed with 1013 once twice that waits: streams stop at `maxBufferedBytes`
+   * (one event over at most), so only replies to a client that keeps calling get there.
+   */
+  private pauseReading(buffered: number) {
+    const transport = this.transport
+    if (!transport.pauseReading(this.websocket)) {
+      if (buffered > 2 * this.route.limits.maxBufferedBytes) this.close(RpcCloseCode.TryAgainLater, 'Too many replies waiting: the client does not read')
+      return
+    }
+    this.readingPaused = true
+    void this.drained().then(() => {
+      this.readingPaused = false
+      if (!this.closed) transport.resumeReading(this.websocket)
+    })
+  }
+
+  /**
+   * Resolves once the socket holds at most `maxBufferedBytes` unsent, it closes, or `signal` aborts. Streams
+   * wait here before each event (oRPC's peer awaits its send, which waits here, before pulling the next), so a
+   * slow reader cannot make the server buffer without bound.
+   */
+  protected async drained(signal?: AbortSignal) {
+    if (!this.overBuffered) return
+    const wake = () => this.drainWait?.wake()
+    signal?.addEventListener('abort', wake, { once: true })
+    try {
+      while (!this.closed && !signal?.aborted && this.overBuffered) await this.nextDrain()
+    }
+    finally {
+      signal?.removeEventListener('abort', wake)
+    }
+  }
+
+  /**
+   * One wait per socket, however many streams are paused on it: the transport's drain event (the buffer is
+   * empty again) where it has one, else a short timer (a queue inside ws, runtimes without the event).
+   */
+  private nextDrain(): Promise<void> {
+    if (this.drainWait) return this.drainWait.drained
+    let wake!: () => void
+    const drained = new Promise<void>((resolve) => {
+      wake = () => {
+        if (this.drainWait?.drained !== drained) return
+        this.drainWait = undefined
+        stopListening?.()
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    const stopListening = this.transport.onDrain(this.websocket, wake)
+    const timer = stopListening ? undefined : setTimeout(wake, 10)
+    this.drainWait = { drained, wake }
+    return drained
+  }
+
+  /** Lets every wait for the drain go (the socket closed). */
+  protected wakeDrainWaiters() {
+    this.drainWait?.wake()
+  }
+}
