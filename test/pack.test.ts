@@ -84,6 +84,16 @@ async function driveBuiltServer(dir: string, route: string) {
   }
 }
 
+/** Installs the app in `dir`, builds it with `builder`, and checks the socket at `route` and the page at `/`. */
+async function expectAppWorks(dir: string, builder: 'nuxi' | 'nitropack', route: string, pageText: string) {
+  await install(dir)
+  await run(join(dir, 'node_modules/.bin', builder), ['build'], { cwd: dir, timeout: 300_000 })
+  const { result, page, logs } = await driveBuiltServer(dir, route)
+  expect(result).toEqual({ hello: 'Hello packed', counts: [0, 1, 2] })
+  expect(page).toContain(pageText)
+  expect(logs).not.toMatch(/unhandledRejection|uncaughtException/i)
+}
+
 describe.skipIf(!enabled)('the packed module, installed as a user would', () => {
   beforeAll(async () => {
     workDir = await mkdtemp(join(tmpdir(), 'nuxt-orpc-pack-'))
@@ -104,12 +114,7 @@ describe.skipIf(!enabled)('the packed module, installed as a user would', () => 
       'app/app.vue': `<script setup lang="ts">\nconst { data } = await useAsyncData('hello', () => useRpc().hello({ name: 'SSR' }))\n</script>\n\n<template>\n  <p id="hello">{{ data }}</p>\n</template>\n`,
       'check.mjs': check,
     })
-    await install(dir)
-    await run(join(dir, 'node_modules/.bin/nuxi'), ['build'], { cwd: dir, timeout: 300_000 })
-    const { result, page, logs } = await driveBuiltServer(dir, '/_orpc')
-    expect(result).toEqual({ hello: 'Hello packed', counts: [0, 1, 2] })
-    expect(page).toContain('Hello SSR')
-    expect(logs).not.toMatch(/unhandledRejection|uncaughtException/i)
+    await expectAppWorks(dir, 'nuxi', '/_orpc', 'Hello SSR')
   }, 600_000)
 
   it('works in a Nitro-only app: build, calls and a stream over the socket', async () => {
@@ -121,11 +126,6 @@ describe.skipIf(!enabled)('the packed module, installed as a user would', () => 
       'routes/index.ts': `export default defineEventHandler(() => 'nitro up')\n`,
       'check.mjs': check,
     })
-    await install(dir)
-    await run(join(dir, 'node_modules/.bin/nitropack'), ['build'], { cwd: dir, timeout: 300_000 })
-    const { result, page, logs } = await driveBuiltServer(dir, '/rpc')
-    expect(result).toEqual({ hello: 'Hello packed', counts: [0, 1, 2] })
-    expect(page).toContain('nitro up')
-    expect(logs).not.toMatch(/unhandledRejection|uncaughtException/i)
+    await expectAppWorks(dir, 'nitropack', '/rpc', 'nitro up')
   }, 600_000)
 })
