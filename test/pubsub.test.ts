@@ -305,6 +305,18 @@ describe.skipIf(skipRedis || skipBrowser)('in Chromium, two pages on two instanc
 
   const messagesOf = (page: Page) => page.$$eval('#messages li', items => items.map(item => item.textContent!.trim()))
 
+  it('tells a page whose subscription calls around the client it is given (no signal, no resume) with status error', async () => {
+    const page = await browser.newPage()
+    try {
+      await page.goto(`${left.url}/misuse`, { waitUntil: 'load', timeout: 10_000 })
+      await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'error', undefined, { timeout: 10_000 })
+      expect(await page.textContent('#error')).toContain('make the call through the client it passes')
+    }
+    finally {
+      await page.close()
+    }
+  })
+
   it('renders the page on the server without subscribing (SSR-safe)', async () => {
     const html = await (await fetch(`${left.url}/?room=${freshRoom()}`)).text()
     expect(html).toContain('<span id="status">idle</span>')

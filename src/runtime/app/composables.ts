@@ -5,11 +5,13 @@ import { joinURL } from 'ufo'
 import { useNuxtApp, useRequestEvent, useRuntimeConfig } from '#imports'
 import type { RpcRouter } from '../types'
 import { useRpcCaller } from '../shared/caller'
-import type { RpcConnectionStatus } from '../client/connection'
+import type { RpcConnection, RpcConnectionStatus } from '../client/connection'
 import { createRpcClient, createRpcConnection } from '../client/connection'
 
 interface RpcAppState {
   client: RouterClient<RpcRouter>
+  /** The browser's socket; undefined during SSR. */
+  connection: RpcConnection | undefined
   status: Ref<RpcConnectionStatus>
 }
 
@@ -21,6 +23,7 @@ function useRpcAppState(): RpcAppState {
 
   const status = shallowRef<RpcConnectionStatus>({ state: 'idle', closeCode: undefined, closeReason: undefined })
   let client: RouterClient<RpcRouter>
+  let connection: RpcConnection | undefined
   if (import.meta.server) {
     client = useRpcCaller(useRequestEvent()!) as RouterClient<RpcRouter>
   }
@@ -28,7 +31,7 @@ function useRpcAppState(): RpcAppState {
     const config = useRuntimeConfig()
     const { route, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, heartbeatTimeout } = config.public.orpc
     const path = joinURL(config.app.baseURL, route)
-    const connection = createRpcConnection({
+    connection = createRpcConnection({
       url: () => `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${path}`,
       reconnectBaseDelay,
       reconnectMaxDelay,
@@ -40,7 +43,7 @@ function useRpcAppState(): RpcAppState {
     })
     client = createRpcClient(connection)
   }
-  return nuxtApp[stateKey] = { client, status }
+  return nuxtApp[stateKey] = { client, connection, status }
 }
 
 /**
@@ -57,4 +60,9 @@ export function useRpc(): RouterClient<RpcRouter> {
  */
 export function useRpcStatus(): Readonly<Ref<Readonly<RpcConnectionStatus>>> {
   return shallowReadonly(useRpcAppState().status)
+}
+
+/** The browser's socket (for `useRpcSubscription`); undefined during SSR. Not an auto-import. */
+export function useRpcConnection(): RpcConnection | undefined {
+  return useRpcAppState().connection
 }

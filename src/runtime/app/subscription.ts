@@ -1,10 +1,39 @@
+import type { ClientContext, ClientLink } from '@orpc/client'
+import type { RouterClient } from '@orpc/server'
 import { getCurrentScope, onScopeDispose, shallowReadonly, shallowRef, watchEffect } from 'vue'
 import type { Ref } from 'vue'
 import { useNuxtApp, useRuntimeConfig } from '#imports'
-import type { ResumableSubscription, RpcSubscriptionSource, RpcSubscriptionStatus } from '../client/resumable'
+import type { RpcRouter } from '../types'
+import { createRpcClient } from '../client/client'
+import type { RpcConnection } from '../client/connection'
+import type { ResumableSubscription, RpcSubscriptionCallOptions, RpcSubscriptionStatus } from '../client/resumable'
 import { startResumableSubscription } from '../client/resumable'
+import { useRpcConnection } from './composables'
 
-export type { RpcSubscriptionCallOptions, RpcSubscriptionSource, RpcSubscriptionStatus } from '../client/resumable'
+export type { RpcSubscriptionStatus } from '../client/resumable'
+
+/**
+ * The stream call a subscription makes, through the client it is given: `rpc => rpc.chat.messages({ room })`.
+ * That client hands each call the subscription's abort signal and, when it resumes, the last event id.
+ */
+export type RpcSubscriptionStart<T> = (rpc: RouterClient<RpcRouter>) => Promise<AsyncIterable<T>>
+
+/**
+ * A client of the app's socket for one attempt of a subscription: its calls carry `attempt`'s signal and last
+ * event id. Calling through it is the explicit path from the subscription to its call; `used` tells whether
+ * the start did.
+ */
+function attemptClient(connection: RpcConnection, attempt: RpcSubscriptionCallOptions) {
+  const state = { used: false }
+  const link: ClientLink<ClientContext> = {
+    call(path, input, options) {
+      state.used = true
+      const signal = options.signal ? AbortSignal.any([options.signal, attempt.signal]) : attempt.signal
+      return connection.call(path, input, { ...options, signal, lastEventId: options.lastEventId ?? attempt.lastEventId })
+    },
+  }
+  return { client: createRpcClient<RouterClient<RpcRouter>>(link), state }
+}
 
 export interface UseRpcSubscriptionOptions<T> {
   /**
@@ -32,13 +61,13 @@ export interface RpcSubscription<D> {
   stop: () => void
 }
 
-type EventOf<S> = S extends RpcSubscriptionSource<infer T> ? T : never
+type EventOf<S> = S extends RpcSubscriptionStart<infer T> ? T : never
 
 /**
  * Follows a stream procedure of the app's router as reactive state:
  *
  * ```ts
- * const { data, status } = useRpcSubscription(() => useRpc().chat.messages({ room: room.value }), { accumulate: 50 })
+ * const { data, status } = useRpcSubscription(rpc => rpc.chat.messages({ room: room.value }), { accumulate: 50 })
  * ```
  *
  * It starts in the browser only (during SSR `status` stays `'idle'`), stops when the component unmounts (or
@@ -47,9 +76,9 @@ type EventOf<S> = S extends RpcSubscriptionSource<infer T> ? T : never
  * with the id of the last event it delivered as `lastEventId`, so a procedure built on `usePublisher()`
  * sends what was missed (within the retention window) and nothing twice. Calls are new calls, never replays.
  */
-export function useRpcSubscription<S extends RpcSubscriptionSource<unknown>>(source: S, options: UseRpcSubscriptionOptions<EventOf<S>> & { accumulate: number }): RpcSubscription<EventOf<S>[]>
-export function useRpcSubscription<S extends RpcSubscriptionSource<unknown>>(source: S, options?: UseRpcSubscriptionOptions<EventOf<S>>): RpcSubscription<EventOf<S> | undefined>
-export function useRpcSubscription<T>(source: RpcSubscriptionSource<T>, options: UseRpcSubscriptionOptions<T> = {}): RpcSubscription<T | T[] | undefined> {
+export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options: UseRpcSubscriptionOptions<EventOf<S>> & { accumulate: number }): RpcSubscription<EventOf<S>[]>
+export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options?: UseRpcSubscriptionOptions<EventOf<S>>): RpcSubscription<EventOf<S> | undefined>
+export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: UseRpcSubscriptionOptions<T> = {}): RpcSubscription<T | T[] | undefined> {
   const accumulate = options.accumulate
   const emptyData = () => accumulate === undefined ? undefined : []
   const data = shallowRef<T | T[] | undefined>(emptyData())
@@ -66,6 +95,7 @@ export function useRpcSubscription<T>(source: RpcSubscriptionSource<T>, options:
   if (import.meta.server) return result
 
   const nuxtApp = useNuxtApp()
+  const connection = useRpcConnection()!
   const { reconnectBaseDelay, reconnectMaxDelay } = useRuntimeConfig().public.orpc
   let current: ResumableSubscription | undefined
 
@@ -83,7 +113,14 @@ export function useRpcSubscription<T>(source: RpcSubscriptionSource<T>, options:
     lastEventId.value = undefined
     error.value = undefined
     const subscription = startResumableSubscription(
-      callOptions => nuxtApp.runWithContext(() => source(callOptions)),
+      async (attempt) => {
+        const { client, state } = attemptClient(connection, attempt)
+        const iterable = await nuxtApp.runWithContext(() => start(client))
+        if (!state.used) {
+          throw new TypeError('[nuxt-orpc] useRpcSubscription: make the call through the client it passes (rpc => rpc.chat.messages(input)), or the stream cannot be stopped or resumed.')
+        }
+        return iterable
+      },
       {
         onEvent: deliver,
         onStatus: (next, failure) => {

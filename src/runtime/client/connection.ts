@@ -69,41 +69,6 @@ export function errorForClose(code: number, reason: string): ORPCError<string, {
   })
 }
 
-/** Options a caller that cannot reach the call itself (useRpcSubscription) adds to the next call. */
-export interface RpcAmbientCallOptions {
-  signal?: AbortSignal
-  lastEventId?: string
-}
-
-let ambientCallOptions: RpcAmbientCallOptions | undefined
-
-/**
- * Runs `start` so that the first call it makes through an RpcConnection gets `options` (signal, lastEventId)
- * merged into its own. oRPC's client hands a call to its link synchronously, so a `start` like
- * `() => useRpc().chat.messages({ room })` can be resumed with a `lastEventId` it never mentions.
- */
-export function withRpcCallOptions<T>(options: RpcAmbientCallOptions, start: () => T): T {
-  ambientCallOptions = options
-  try {
-    return start()
-  }
-  finally {
-    ambientCallOptions = undefined
-  }
-}
-
-function takeAmbientCallOptions(options: ClientOptions<ClientContext>): ClientOptions<ClientContext> {
-  const ambient = ambientCallOptions
-  if (!ambient) return options
-  ambientCallOptions = undefined
-  const signals = [options.signal, ambient.signal].filter(signal => signal !== undefined)
-  return {
-    ...options,
-    signal: signals.length > 1 ? AbortSignal.any(signals) : signals[0],
-    lastEventId: options.lastEventId ?? ambient.lastEventId,
-  }
-}
-
 type SocketListener = (event: Event) => void
 type LinkSocket = ConstructorParameters<typeof RPCLink>[0]['websocket']
 
@@ -320,9 +285,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
     }
   }
 
-  call(path: readonly string[], input: unknown, callOptions: ClientOptions<ClientContext>): Promise<unknown> {
+  call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     try {
-      const options = takeAmbientCallOptions(callOptions)
       const session = this.status.state === 'open' ? this.session : undefined
       return session
         ? this.callOn(session, path, input, options)

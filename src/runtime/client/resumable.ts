@@ -1,5 +1,5 @@
 import { getEventMeta, ORPCError } from '@orpc/client'
-import { reconnectDelay, RpcClientErrorCode, withRpcCallOptions } from './connection'
+import { reconnectDelay, RpcClientErrorCode } from './connection'
 
 /**
  * Where a subscription is:
@@ -13,14 +13,14 @@ import { reconnectDelay, RpcClientErrorCode, withRpcCallOptions } from './connec
  */
 export type RpcSubscriptionStatus = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' | 'error'
 
-/** What a subscription's source gets: give both to the call, or let nuxt-orpc add them. */
+/** What a subscription's source gets, and must give to its call: `(options) => client.chat.live(input, options)`. */
 export interface RpcSubscriptionCallOptions {
   signal: AbortSignal
   /** The id of the last event delivered, when resuming. */
   lastEventId: string | undefined
 }
 
-/** A call that returns an event iterator, e.g. `() => useRpc().chat.messages({ room })`. */
+/** A call that returns an event iterator and passes it the options: `options => client.chat.live({ room }, options)`. */
 export type RpcSubscriptionSource<T> = (options: RpcSubscriptionCallOptions) => Promise<AsyncIterable<T>>
 
 export interface ResumableSubscriptionOptions<T> {
@@ -58,6 +58,10 @@ export function isRetryableSubscriptionError(error: unknown): boolean {
  * last event delivered (a new call: frames are never replayed), with backoff, until stopped. The server
  * (nuxt-orpc's publisher) then sends what was missed and nothing twice.
  *
+ * Two layers resume, each its own case. The connection (`RpcConnection`) carries a stream whose events have
+ * ids across a dropped socket by itself: its iterator goes on, and this loop sees nothing. This loop calls
+ * again after what ends a stream: a drop of a stream without ids (`CONNECTION_CLOSED`), a socket that did not
+ * open in time, the publisher's `PUBLISHER_UNAVAILABLE` or `SUBSCRIBER_OVERFLOW`.
  * The first call to `source` happens synchronously inside this function, so a caller can track what it reads.
  */
 export function startResumableSubscription<T>(source: RpcSubscriptionSource<T>, options: ResumableSubscriptionOptions<T>): ResumableSubscription {
@@ -79,7 +83,7 @@ export function startResumableSubscription<T>(source: RpcSubscriptionSource<T>, 
     controller = new AbortController()
     const callOptions = { signal: controller.signal, lastEventId }
     try {
-      return withRpcCallOptions(callOptions, () => source(callOptions))
+      return source(callOptions)
     }
     catch (error) {
       return Promise.reject(error)
