@@ -30,7 +30,8 @@ function eventFromRequest(request: Request): H3Event {
  * - message size: the core refuses a frame over `maxMessageBytes` with 1009 once it has arrived (Bun reads
  *   at most its own `maxPayloadLength`, 16 MiB; Deno has no limit of its own);
  * - backpressure: Deno's `bufferedAmount` is read, waited on with a short timer (no drain event), and a client
- *   that does not read its replies is closed with 1013 (reading cannot be paused); Bun tells nothing of its
+ *   that does not read its replies is closed with 1013 past twice `maxBufferedBytes` (reading cannot be
+ *   paused); Bun tells nothing of its
  *   buffer, and a frame Bun drops (past its `backpressureLimit`, 16 MiB) closes the socket with 1013;
  * - heartbeat: no server-side ping through crossws; Bun's own pings and idle timeout (120 s) end dead peers;
  * - per-IP caps: the address is known once the socket is open (Bun), or not at all (Deno under Nitro 2).
