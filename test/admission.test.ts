@@ -192,6 +192,9 @@ describe('per-IP key', () => {
   it('counts IPv4 (also mapped into IPv6) by address and IPv6 by its /64', () => {
     expect(ipKeyOf('203.0.113.7')).toBe('203.0.113.7')
     expect(ipKeyOf('::ffff:203.0.113.7')).toBe('203.0.113.7')
+    expect(ipKeyOf('::ffff:cb00:7107')).toBe('203.0.113.7')
+    expect(ipKeyOf('0:0:0:0:0:ffff:203.0.113.7')).toBe('203.0.113.7')
+    expect(ipKeyOf('::ffff:cb00:7107')).not.toBe(ipKeyOf('::ffff:cb00:7108'))
     expect(ipKeyOf('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64')
     expect(ipKeyOf('2001:0db8:0001:0002:ffff:ffff:ffff:ffff')).toBe('2001:db8:1:2::/64')
     expect(ipKeyOf('2001:db8::1')).toBe('2001:db8:0:0::/64')

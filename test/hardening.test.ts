@@ -463,6 +463,19 @@ describe('streamed input', () => {
     await waitFor(async () => (await stats()).connections === 1)
   })
 
+  it('drops what still arrives for a streamed input its procedure stopped reading, instead of counting it until the socket closes', async () => {
+    const socket = raw()
+    await socket.opened
+    socket.send(JSON.stringify({ i: 'o', p: { u: '/firstOnly', h: { 'content-type': 'text/event-stream' } } }))
+    const event = JSON.stringify({ i: 'o', t: 3, p: { e: 'message', d: { json: chunk } } })
+    socket.send(event)
+    // The procedure asks the client to stop (an abort frame); one that goes on sending past the bound is not closed.
+    await waitFor(() => socket.responses.get('o')?.some(frame => (frame as { t?: number }).t === 4))
+    for (let n = 0; n < 40; n++) socket.send(event)
+    await waitFor(() => socket.responses.get('o')?.some(frame => (frame as { p?: { b?: { json?: unknown } } }).p?.b?.json === 'read one'), { timeout: 10_000 })
+    expect(socket.socket.readyState).toBe(WebSocket.OPEN)
+  })
+
   it('hands a streamed input to a procedure that reads it slowly, to the end', async () => {
     const socket = raw()
     await socket.opened

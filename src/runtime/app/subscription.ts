@@ -117,6 +117,8 @@ export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: U
         const { client, state } = attemptClient(connection, attempt)
         const iterable = await nuxtApp.runWithContext(() => start(client))
         if (!state.used) {
+          // Whatever it started some other way is ended: nothing would stop it otherwise.
+          await iterable[Symbol.asyncIterator]().return?.()
           throw new TypeError('[nuxt-orpc] useRpcSubscription: make the call through the client it passes (rpc => rpc.chat.messages(input)), or the stream cannot be stopped or resumed.')
         }
         return iterable

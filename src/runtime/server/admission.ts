@@ -68,23 +68,33 @@ export function normalizeHosts(hosts: readonly string[]): string[] {
   })
 }
 
-/** How many 16-bit groups an IPv6 address part holds (an embedded IPv4 address holds two). */
-const groupCount = (groups: string[]) => groups.reduce((count, group) => count + (group.includes('.') ? 2 : 1), 0)
+/** An IPv6 address part's 16-bit groups, as numbers; an embedded IPv4 address gives two. */
+function groupsOf(part: string): number[] {
+  if (!part) return []
+  return part.split(':').flatMap((group) => {
+    if (!group.includes('.')) return [Number.parseInt(group, 16)]
+    const [a = 0, b = 0, c = 0, d = 0] = group.split('.').map(Number)
+    return [a * 256 + b, c * 256 + d]
+  })
+}
 
 /**
- * The key the per-IP cap counts an address under: an IPv4 address as it is (also when mapped into IPv6), an
- * IPv6 address by its /64 prefix, since one subscriber usually holds a whole /64 and can pick any address in it.
+ * The key the per-IP cap counts an address under: an IPv4 address as it is (also when mapped into IPv6, in any
+ * notation), an IPv6 address by its /64 prefix, since one subscriber usually holds a whole /64 and can pick any
+ * address in it.
  */
 export function ipKeyOf(address: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)
-  if (mapped) return mapped[1]!
   if (!address.includes(':')) return address
   const [head = '', tail] = address.replace(/%.*$/, '').toLowerCase().split('::')
-  const headGroups = head ? head.split(':') : []
-  const tailGroups = tail ? tail.split(':') : []
-  const zeros = tail === undefined ? [] : Array.from({ length: Math.max(0, 8 - groupCount(headGroups) - groupCount(tailGroups)) }, () => '0')
-  const prefix = [...headGroups, ...zeros, ...tailGroups].slice(0, 4).map(group => Number.parseInt(group, 16).toString(16))
-  return `${prefix.join(':')}::/64`
+  const headGroups = groupsOf(head)
+  const tailGroups = groupsOf(tail ?? '')
+  const zeros = tail === undefined ? [] : Array.from({ length: Math.max(0, 8 - headGroups.length - tailGroups.length) }, () => 0)
+  const groups = [...headGroups, ...zeros, ...tailGroups]
+  // ::ffff:0:0/96 is IPv4 (a dual-stack socket's view of an IPv4 client).
+  if (groups.length === 8 && groups.slice(0, 5).every(group => group === 0) && groups[5] === 0xFFFF) {
+    return [groups[6]! >> 8, groups[6]! & 0xFF, groups[7]! >> 8, groups[7]! & 0xFF].join('.')
+  }
+  return `${groups.slice(0, 4).map(group => group.toString(16)).join(':')}::/64`
 }
 
 /** The caps `Admission` enforces. */

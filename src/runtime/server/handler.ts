@@ -191,13 +191,21 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     if (isRefusal(slot)) return { refusal: slot }
     let context: RpcContext | undefined
     if (createContext) {
+      // A context function that never settles (a hung session store) must not hold the slot for good.
+      let expiry: ReturnType<typeof setTimeout> | undefined
+      const deadline = new Promise<never>((_, reject) => {
+        expiry = setTimeout(() => reject(new Error(`The context function did not settle within ${AcceptedUpgrade.openTimeout} ms`)), AcceptedUpgrade.openTimeout)
+      })
       try {
         // The context function's result is what `RpcContext` describes (the generated declaration says so).
-        context = (await createContext(contextInputFromUpgrade(request, transport)) ?? {}) as RpcContext
+        context = (await Promise.race([createContext(contextInputFromUpgrade(request, transport)), deadline]) ?? {}) as RpcContext
       }
       catch (error) {
         admission.release(slot)
         return { refusal: refusalFromError(error) }
+      }
+      finally {
+        clearTimeout(expiry)
       }
     }
     return new AcceptedUpgrade(context, address, slot, readySignal, admission)
@@ -210,13 +218,21 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     return admission.opened(accepted.slot, address)
   }
 
-  /** Pings every socket; one that looks dead `heartbeatTimeout` later (`RpcSocket.unresponsive`) is terminated. */
+  // Whether a check of the last ping is still due: no new ping resets the counters it compares against.
+  let checkPending = false
+
+  /**
+   * Sends every socket the heartbeat frame and pings it; one that looks dead `heartbeatTimeout` later
+   * (`RpcSocket.unresponsive`) is terminated. With a timeout as long as the interval or longer, a beat that
+   * comes while a check is due sends the frame only.
+   */
   function beat() {
-    for (const socket of sockets) {
-      socket.ping()
-      socket.connection.send(heartbeatFrame)
-    }
+    for (const socket of sockets) socket.connection.send(heartbeatFrame)
+    if (checkPending) return
+    checkPending = true
+    for (const socket of sockets) socket.ping()
     const check = setTimeout(() => {
+      checkPending = false
       for (const socket of sockets) {
         if (socket.unresponsive) socket.terminate()
       }
@@ -264,9 +280,10 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       }
       const socket = new RpcSocket(peer, state.contextValue, address, state.slot.ipKey, route)
       ;(peer.context as PeerContext)[connectionStateKey] = socket
+      // Registered first: if anything below throws, the close hook still finds and releases it.
+      sockets.add(socket)
       // Bound rather than a closure: no scope object kept per connection.
       transport.adopt(peer, socket.websocket, socket.receive.bind(socket), sharedUrl)
-      sockets.add(socket)
       if (state.readySignal) peer.send(heartbeatFrame)
       heartbeat ??= setInterval(beat, limits.heartbeatInterval)
       // A server with only idle sockets must still be able to exit.

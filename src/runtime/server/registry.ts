@@ -104,9 +104,9 @@ export function callSettled(connection: RegisteredConnection) {
 }
 
 /**
- * Graceful shutdown: waits (up to `timeout` ms) until the calls that wait for their response when it begins
- * have answered, then closes every connection with 1001 so clients reconnect elsewhere. Streams are not waited
- * for: they end with the socket.
+ * Graceful shutdown: waits (up to `timeout` ms) until the connections that had calls waiting for their response
+ * when it began have none waiting, then closes every connection with 1001 so clients reconnect elsewhere.
+ * Streams are not waited for: they end with the socket.
  */
 export function shutdownRpcConnections(timeout: number): Promise<void> {
   return shuttingDown ??= new Promise<void>((resolve) => {

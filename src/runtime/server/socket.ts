@@ -41,6 +41,7 @@ export interface RpcRoute {
 }
 
 const textDecoder = new TextDecoder()
+const textEncoder = new TextEncoder()
 
 /**
  * One WebSocket connection. Frames are decoded here, once, so a malformed frame is told apart from a failing
@@ -153,12 +154,12 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
       this.close(RpcCloseCode.PolicyViolation, 'Malformed frame: not an oRPC message')
       return
     }
-    void this.accept(decoded, raw.length)
+    void this.accept(decoded, raw)
   }
 
   private async decodeThenAccept(raw: string | Uint8Array) {
     const decoded = await this.decode(raw)
-    if (decoded && !this.closed) void this.accept(decoded, raw.length)
+    if (decoded && !this.closed) void this.accept(decoded, raw)
   }
 
   /** Aborts every call still running; called when the socket closes (or is being closed from here). */
@@ -196,12 +197,12 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
 
   /**
    * A frame the plain path does not take: a request for oRPC's stock peer, an abort, or an event of a call's
-   * streamed input (`bytes`: the frame's length, counted against `maxBufferedInputBytes`).
+   * streamed input (`raw`: the frame, whose bytes count against `maxBufferedInputBytes`).
    */
-  private async accept(decoded: DecodedRequestMessage, bytes: number) {
+  private async accept(decoded: DecodedRequestMessage, raw: string | Uint8Array) {
     const [id, type] = decoded
     if (type === MessageType.EVENT_ITERATOR) {
-      this.queueInputEvent(id, decoded[2], bytes)
+      this.queueInputEvent(id, decoded[2], raw)
       return
     }
     if (type === MessageType.ABORT_SIGNAL) {
@@ -238,7 +239,10 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
     // The cast: @orpc/standard-server-peer's declarations inline a copy of AsyncIdQueue's type (private members
     // make it nominal), while its code takes @orpc/shared's class, which InputEventQueue extends.
     const body = toEventIterator(inputs as unknown as Parameters<typeof toEventIterator>[0], id, async (reason) => {
-      if (reason !== 'next' && this.callsById?.has(id)) this.send(stringifyJSON(serializeResponseMessage(id, MessageType.ABORT_SIGNAL, undefined)))
+      if (reason === 'next') return
+      // Nothing reads this input any more: what still arrives for it is dropped, not counted against the bound.
+      inputs.close({ id })
+      if (this.callsById?.has(id)) this.send(stringifyJSON(serializeResponseMessage(id, MessageType.ABORT_SIGNAL, undefined)))
     })
     return { ...request, headers, body }
   }
@@ -248,10 +252,10 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
    * streamed input (as frames for unknown calls are). Past `maxBufferedInputBytes` waiting on this socket, the
    * client is sending faster than its procedures read: the socket is closed with 1008.
    */
-  private queueInputEvent(id: string, event: EventIteratorPayload, bytes: number) {
+  private queueInputEvent(id: string, event: EventIteratorPayload, raw: string | Uint8Array) {
     const inputs = this.inputs
     if (!inputs?.isOpen(id)) return
-    inputs.pushEvent(id, event, bytes)
+    inputs.pushEvent(id, event, typeof raw === 'string' ? textEncoder.encode(raw).byteLength : raw.byteLength)
     const { maxBufferedInputBytes } = this.route.limits
     if (inputs.bytes > maxBufferedInputBytes) {
       this.close(RpcCloseCode.PolicyViolation, `Streamed input over ${maxBufferedInputBytes} bytes waiting to be read`)
