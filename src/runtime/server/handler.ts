@@ -255,11 +255,12 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     async upgrade(request) {
       const upgradeRequest = request as unknown as RpcUpgradeRequest
       const transport = route.transport = transportOf(upgradeRequest)
-      const readySignal = offeredSubprotocols(upgradeRequest).includes(readySubprotocol)
+      const offered = offeredSubprotocols(upgradeRequest)
+      const readySignal = offered.includes(readySubprotocol)
       ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest, readySignal)
       // On Node, ws's `handleProtocols` (selectSubprotocol) answers; elsewhere the upgrade's response does.
       if (!transport.answersSubprotocol) return
-      const protocol = readySignal ? readySubprotocol : offeredSubprotocols(upgradeRequest)[0]
+      const protocol = readySignal ? readySubprotocol : offered[0]
       if (protocol) return { headers: { 'sec-websocket-protocol': protocol } }
     },
     open(peer) {

@@ -211,7 +211,8 @@ export const nodeTransport: RpcTransport<NodeWebSocket> = {
   answersSubprotocol: false,
 
   // `peer.websocket` would make (and keep, per connection) a Proxy around ws's object, with a trap on every read.
-  socketOf: peer => probeNodeShapes(peer).peerWebSocket ? internalsOf(peer)!.ws! : peer.websocket as unknown as NodeWebSocket,
+  // Probed on the first connection only; later ones read the kept answer.
+  socketOf: peer => (shapes ?? probeNodeShapes(peer)).peerWebSocket ? internalsOf(peer)!.ws! : peer.websocket as unknown as NodeWebSocket,
   remoteAddressOf(peer) {
     const socket = shapes?.upgradeRequest ? (internalsOf(peer)?.nodeReq as { socket?: TcpSocket } | undefined)?.socket : undefined
     return socket ? peerAddressOf(socket) : peer.remoteAddress
