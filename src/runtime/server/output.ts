@@ -16,8 +16,9 @@ export abstract class ConnectionOutput {
   readonly declare connection: Peer
   /** The transport's handle on the socket (on Node ws's WebSocket). */
   readonly declare websocket: unknown
-  protected readonly declare route: RpcRoute
-  protected declare closed: boolean
+  readonly declare route: RpcRoute
+  /** Whether the socket has closed, or is being closed from here. */
+  declare closed: boolean
   private declare corked: boolean
   /** While the socket holds more than `maxBufferedBytes` unsent, it is not read (no new call makes more). */
   private declare readingPaused: boolean
@@ -78,7 +79,7 @@ export abstract class ConnectionOutput {
    * tick corks the socket and the next tick uncorks it (a write per frame is most of a reply's cost under
    * load). A frame known to be `alone` in its tick is written at once: corking would only add work.
    */
-  protected send(encoded: EncodedMessage, alone = false) {
+  send(encoded: EncodedMessage, alone = false) {
     if (this.closed) return
     const transport = this.transport
     if (!this.corked && !alone) {
@@ -133,7 +134,7 @@ export abstract class ConnectionOutput {
    * wait here before each event (oRPC's peer awaits its send, which waits here, before pulling the next), so a
    * slow reader cannot make the server buffer without bound.
    */
-  protected async drained(signal?: AbortSignal) {
+  async drained(signal?: AbortSignal) {
     if (!this.overBuffered) return
     const wake = () => this.drainWait?.wake()
     signal?.addEventListener('abort', wake, { once: true })
