@@ -164,6 +164,35 @@ function appModuleCode(routerFile: string | undefined, contextFile: string | und
   return lines.join('\n')
 }
 
+const isCloudflareDurable = (preset: string) => preset.replace(/_/g, '-') === 'cloudflare-durable'
+
+/**
+ * Nitro's `cloudflare-durable` preset sends every WebSocket to one Durable Object (class and binding
+ * `$DurableObject`), but declares neither the binding nor its migration, and writes `wrangler.json` only in
+ * Cloudflare's own CI: a deploy or `wrangler dev` of the output then fails at the first upgrade. Both are added
+ * here, beside what the app's `cloudflare.wrangler` already says.
+ */
+function declareDurableObject(nitro: Nitro) {
+  const cloudflare = (nitro.options as { cloudflare?: CloudflareOptions }).cloudflare ??= {}
+  cloudflare.deployConfig ??= true
+  const wrangler = cloudflare.wrangler ??= {}
+  const className = '$DurableObject'
+  const bindings = (wrangler.durable_objects ??= {}).bindings ??= []
+  if (!bindings.some(binding => binding.name === className)) bindings.push({ name: className, class_name: className })
+  const migrations = wrangler.migrations ??= []
+  const declared = migrations.some(migration => [...migration.new_classes ?? [], ...migration.new_sqlite_classes ?? []].includes(className))
+  if (!declared) migrations.push({ tag: 'nuxt-orpc-v1', new_sqlite_classes: [className] })
+}
+
+/** The part of Nitro's `cloudflare` options (and of wrangler's config) that `declareDurableObject` fills. */
+interface CloudflareOptions {
+  deployConfig?: boolean
+  wrangler?: {
+    durable_objects?: { bindings?: Array<{ name: string, class_name: string }> }
+    migrations?: Array<{ tag: string, new_classes?: string[], new_sqlite_classes?: string[] }>
+  }
+}
+
 /**
  * Installs the server half: the WebSocket route, the Nitro plugin (frame limit, in-process SSR client) and
  * the `rpc` server auto-import. Nuxt's module runs this same function.
@@ -176,6 +205,7 @@ export function setupNitro(nitro: Nitro) {
 
   nitro.options.experimental ||= {}
   nitro.options.experimental.websocket = true
+  if (isCloudflareDurable(nitro.options.preset)) declareDurableObject(nitro)
 
   // Private runtime config (the publisher's Redis URL may hold a password); NUXT_ORPC_* overrides it.
   const { router: _router, route: _route, ...runtimeOptions } = options

@@ -101,7 +101,13 @@ const connectionStateKey = Symbol.for('nuxt-orpc.connection')
 
 type PeerContext = Record<PropertyKey, unknown> & { [connectionStateKey]?: ConnectionState }
 
-const stateOf = (peer: Peer): ConnectionState | undefined => (peer.context as PeerContext)[connectionStateKey]
+/**
+ * The connection's state. crossws 0.3.5's Cloudflare Durable Object adapter drops the context the upgrade hook
+ * filled (it keeps only the hook's headers and refusal; 0.4.8 still does): there the peer's request is the
+ * upgrade's request itself, context and all, as long as the object lives.
+ */
+const stateOf = (peer: Peer): ConnectionState | undefined =>
+  (peer.context as PeerContext)[connectionStateKey] ?? ((peer.request as { context?: PeerContext } | undefined)?.context)?.[connectionStateKey]
 
 /**
  * ws `handleProtocols` (one WebSocket server serves every route of the app): `nuxt-orpc` only for a route
@@ -257,7 +263,12 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       const transport = route.transport = transportOf(upgradeRequest)
       const offered = offeredSubprotocols(upgradeRequest)
       const readySignal = offered.includes(readySubprotocol)
-      ;(upgradeRequest.context as PeerContext)[connectionStateKey] = await decide(upgradeRequest, readySignal)
+      const decision = await decide(upgradeRequest, readySignal)
+      if (transport.refusesAtUpgrade && !(decision instanceof AcceptedUpgrade)) {
+        const { status, closeCode, reason } = decision.refusal
+        return new Response(reason, { status, headers: { 'x-orpc-close-code': String(closeCode) } })
+      }
+      ;(upgradeRequest.context as PeerContext)[connectionStateKey] = decision
       // On Node, ws's `handleProtocols` (selectSubprotocol) answers; elsewhere the upgrade's response does.
       if (!transport.answersSubprotocol) return
       const protocol = readySignal ? readySubprotocol : offered[0]
@@ -294,7 +305,12 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       // Only where the transport does not take frames itself (`adopt`). Handed over before any await: frames
       // of one socket are decoded in order.
       const socket = stateOf(peer)
-      if (!(socket instanceof RpcSocket)) return
+      if (!(socket instanceof RpcSocket)) {
+        // A socket that outlived the server's memory of it (a Durable Object woke from eviction with it): its
+        // context is gone, so none of its frames may run. The client reconnects and resumes its streams.
+        if (socket === undefined) peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
+        return
+      }
       const data = typeof message.rawData === 'string' ? message.rawData : message.uint8Array()
       if (!route.transport.limitsMessageSize && isLargerThan(data, maxMessageBytes)) {
         socket.close(RpcCloseCode.MessageTooBig, `Message over ${maxMessageBytes} bytes`)

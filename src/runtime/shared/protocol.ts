@@ -13,6 +13,11 @@ export const RpcCloseCode = {
   MessageTooBig: 1009,
   /** The server failed unexpectedly (the context function threw a non-HTTP error). */
   InternalError: 1011,
+  /**
+   * The server no longer knows this connection (a Cloudflare Durable Object was evicted and woke up with the
+   * socket but without its state): reconnect. No frame of such a connection is run.
+   */
+  ServiceRestart: 1012,
   /** Too many connections (in all, or from this IP), or a client that does not read its replies: try again later. */
   TryAgainLater: 1013,
   /** The context function refused the connection with 401, or the app closed the user's connections. */

@@ -21,7 +21,10 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
 
   const channelOf = (name: string) => {
     let channel = channels.get(name)
-    if (!channel) channels.set(name, channel = { retained: [], subscribers: new Set() })
+    if (!channel) {
+      channels.set(name, channel = { retained: [], subscribers: new Set() })
+      startSweep()
+    }
     return channel
   }
 
@@ -37,15 +40,25 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
     channel.retained.splice(0, firstFresh === -1 ? channel.retained.length : firstFresh)
   }
 
-  // Idle channels would otherwise keep their last events (and their map entry) forever.
-  const sweep = setInterval(() => {
-    const now = Date.now()
-    for (const [name, channel] of channels) {
-      trim(channel, now)
-      dropIfUnused(name, channel)
-    }
-  }, Math.max(retentionMs, 10_000))
-  sweep.unref?.()
+  // Idle channels would otherwise keep their last events (and their map entry) forever. The timer runs only
+  // while there are channels: none at startup (Cloudflare refuses timers while a Worker loads) and none in a
+  // quiet server (a Durable Object with a timer pending cannot hibernate).
+  let sweep: ReturnType<typeof setInterval> | undefined
+  function startSweep() {
+    if (sweep) return
+    sweep = setInterval(() => {
+      const now = Date.now()
+      for (const [name, channel] of channels) {
+        trim(channel, now)
+        dropIfUnused(name, channel)
+      }
+      if (!channels.size) {
+        clearInterval(sweep)
+        sweep = undefined
+      }
+    }, Math.max(retentionMs, 10_000))
+    ;(sweep as { unref?: () => void }).unref?.()
+  }
 
   return {
     async publish(name, payload) {

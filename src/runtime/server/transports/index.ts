@@ -1,12 +1,14 @@
 import type { RpcUpgradeRequest } from '../../types'
+import { cloudflareTransport, isCloudflareWorker } from './cloudflare'
 import { isNodeUpgrade, nodeTransport } from './node'
 import type { RpcTransport } from './types'
 import { webTransport as web } from './web'
 
 export type { RpcSocketProgress, RpcTransport } from './types'
 
-/** The transport of the runtime an upgrade came through: Node (crossws's Node adapter) or a web runtime. */
+/** The transport of the runtime an upgrade came through: Node (crossws's Node adapter), Cloudflare or another web runtime. */
 export function transportOf(request: RpcUpgradeRequest): RpcTransport {
+  if (isCloudflareWorker) return cloudflareTransport as RpcTransport
   return (isNodeUpgrade(request) ? nodeTransport : web) as RpcTransport
 }
 

@@ -209,6 +209,7 @@ export const nodeTransport: RpcTransport<NodeWebSocket> = {
   },
   // ws's `handleProtocols` answers it (see `createNodeAdapterOptions`).
   answersSubprotocol: false,
+  refusesAtUpgrade: false,
 
   // `peer.websocket` would make (and keep, per connection) a Proxy around ws's object, with a trap on every read.
   // Probed on the first connection only; later ones read the kept answer.
@@ -276,7 +277,10 @@ export interface NodeServerOptions {
  * fragments pin ~31 MiB on a socket that is never closed); ws >= 8.21 closes such a flood with 1008/1009.
  * `maxPayload` is checked while ws reads a frame. It serves every WebSocket route of the app.
  */
-export function createNodeAdapterOptions({ maxMessageBytes, handleProtocols }: NodeServerOptions): AdapterOptions & { wss: WebSocketServer } {
+export function createNodeAdapterOptions({ maxMessageBytes, handleProtocols }: NodeServerOptions): AdapterOptions & { wss?: WebSocketServer } {
+  // Built for a worker (Cloudflare), `ws` resolves to its browser entry, which has no server; no Node adapter
+  // runs there either.
+  if (typeof WebSocketServer !== 'function') return {}
   return { wss: new WebSocketServer({ noServer: true, maxPayload: maxMessageBytes, handleProtocols }) }
 }
 

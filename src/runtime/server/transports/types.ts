@@ -34,6 +34,11 @@ export interface RpcTransport<Socket = unknown> {
   eventOf: (request: RpcUpgradeRequest) => H3Event
   /** Whether the upgrade hook must answer the subprotocol itself (in its response headers). */
   readonly answersSubprotocol: boolean
+  /**
+   * Whether a refusal is answered at the handshake with its HTTP status, instead of a socket closed with its
+   * close code as it opens (what browsers let a script see).
+   */
+  readonly refusesAtUpgrade: boolean
 
   // Once open.
   /** The handle kept per connection. */
