@@ -329,3 +329,22 @@ describe('resumable subscription (what useRpcSubscription runs)', () => {
     expect(isRetryableSubscriptionError(new ORPCError('BAD_REQUEST'))).toBe(false)
   })
 })
+
+describe('memory publisher timers', () => {
+  it('runs its sweep only while it has channels (none at startup: Cloudflare refuses timers while a Worker loads)', async () => {
+    const timers = vi.spyOn(globalThis, 'setInterval')
+    try {
+      const channels = new Map<string, MemoryChannel>()
+      const publisher = createMemoryPublisher({ ...publisherDefaults }, channels)
+      expect(timers).not.toHaveBeenCalled()
+      await publisher.publish('a', { n: 1 })
+      expect(timers).toHaveBeenCalledTimes(1)
+      await publisher.publish('b', { n: 2 })
+      expect(timers).toHaveBeenCalledTimes(1)
+      await publisher.close()
+    }
+    finally {
+      timers.mockRestore()
+    }
+  })
+})

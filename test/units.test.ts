@@ -621,3 +621,43 @@ describe('handler options', () => {
     expect(createRpcWebSocketHooks({ router, rateLimit: false, maxConnections: 5 })).toHaveProperty('open')
   })
 })
+
+describe('connection state where crossws keeps no context (its Cloudflare Durable Object adapter)', () => {
+  /** A peer as that adapter makes one: a context of its own, empty; the upgrade's request. */
+  function durablePeer(request: { url: string, context?: Record<PropertyKey, unknown> }) {
+    const sent: unknown[] = []
+    const closed: Array<[number | undefined, string | undefined]> = []
+    const peer = {
+      id: 'peer-1',
+      context: {},
+      request,
+      websocket: {},
+      remoteAddress: undefined,
+      send: (data: unknown) => void sent.push(data),
+      close: (code?: number, reason?: string) => void closed.push([code, reason]),
+      terminate: () => void closed.push([undefined, 'terminated']),
+    }
+    return { peer: peer as unknown as Peer, sent, closed }
+  }
+  const message = (text: string) => ({ rawData: text, uint8Array: () => new TextEncoder().encode(text) }) as never
+
+  it('finds the upgrade\'s decision on the upgrade request and opens the connection with the ready signal', async () => {
+    const hooks = createRpcWebSocketHooks({ router: {} })
+    const request = Object.assign(new Request('http://localhost/_orpc', { headers: { 'sec-websocket-protocol': 'orpc, nuxt-orpc' } }), { context: {} })
+    expect(await hooks.upgrade!(request as never)).toEqual({ headers: { 'sec-websocket-protocol': 'nuxt-orpc' } })
+    const { peer, sent, closed } = durablePeer(request)
+    await hooks.open!(peer)
+    expect(closed).toEqual([])
+    expect(sent).toEqual(['{"i":-1,"t":4}'])
+    await hooks.close!(peer, {})
+  })
+
+  it('closes a connection it has no state for with 1012 (reconnect) at its first frame, running nothing', async () => {
+    const hooks = createRpcWebSocketHooks({ router: {} })
+    // After an eviction the adapter restores the peer with a request that is only the URL.
+    const { peer, sent, closed } = durablePeer({ url: 'http://localhost/_orpc' })
+    await hooks.message!(peer, message('{"i":1,"p":{"u":"/ping"}}'))
+    expect(closed).toEqual([[1012, 'Connection state lost: reconnect']])
+    expect(sent).toEqual([])
+  })
+})
