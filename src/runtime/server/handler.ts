@@ -265,8 +265,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       const readySignal = offered.includes(readySubprotocol)
       const decision = await decide(upgradeRequest, readySignal)
       if (transport.refusesAtUpgrade && !(decision instanceof AcceptedUpgrade)) {
-        const { status, closeCode, reason } = decision.refusal
-        return new Response(reason, { status, headers: { 'x-orpc-close-code': String(closeCode) } })
+        const { status, reason } = decision.refusal
+        return new Response(reason, { status })
       }
       ;(upgradeRequest.context as PeerContext)[connectionStateKey] = decision
       // On Node, ws's `handleProtocols` (selectSubprotocol) answers; elsewhere the upgrade's response does.
