@@ -22,13 +22,23 @@ export interface Runtime {
   ready: string
   /** Whether the runtime tells the peer's address (what the per-IP cap counts). */
   tellsAddress: boolean
-  /** Whether a refused connection is answered with an HTTP status at the handshake (else: closed with a code). */
+  /**
+   * Whether a refused connection is told by the refusal frame (nuxt-orpc's client) or at the handshake with an
+   * HTTP status (other clients), instead of being closed with a code.
+   */
   refusesAtUpgrade?: boolean
   /**
    * What a stream to a client that stops reading does: wait (`pause`), end its socket (`close`), or neither:
    * the runtime buffers and tells nothing (`none`).
    */
   backpressure: 'pause' | 'close' | 'none'
+}
+
+/** Node's WebSocket, with `origin` in its handshake as a page on that origin would send it. */
+const withOrigin = (origin: string) => class extends globalThis.WebSocket {
+  constructor(url: string | URL, protocols?: string | string[]) {
+    super(url, { protocols, headers: { origin } } as never)
+  }
 }
 
 const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url))
@@ -223,7 +233,14 @@ export async function describeContract(runtime: Runtime) {
       expect(await (await fetch(`${server!.url}/`)).text()).toContain('Hello SSR via ssr')
     })
 
-    it(`refuses a foreign origin and a refused context before any call runs (${runtime.refusesAtUpgrade ? 'at the handshake: 403, 401' : 'close codes 1008, 4401'})`, async () => {
+    it(`refuses a foreign origin and a refused context before any call runs (${runtime.refusesAtUpgrade ? 'a client without the ready signal at the handshake: 403, 401' : 'close codes 1008, 4401'}); nuxt-orpc's client gets typed errors`, async () => {
+      const denied = createClient({ url: () => wsUrl('?deny=401'), reconnectBaseDelay: 50, reconnectMaxDelay: 300, connectTimeout: 5000 })
+      cleanups.push(() => denied.connection.close())
+      expect(await rejectionOf(denied.client.ping())).toMatchObject({ code: 'UNAUTHORIZED', message: 'Sign in first', data: { closeCode: 4401 } })
+      expect(denied.connection.status).toMatchObject({ state: 'closed', closeCode: 4401 })
+      const foreign = createClient({ url: () => wsUrl(), WebSocket: withOrigin('http://evil.example'), reconnectBaseDelay: 50, reconnectMaxDelay: 300, connectTimeout: 5000 })
+      cleanups.push(() => foreign.connection.close())
+      expect(await rejectionOf(foreign.client.ping())).toMatchObject({ code: 'FORBIDDEN', data: { closeCode: 1008 } })
       if (runtime.refusesAtUpgrade) {
         await expect(raw({ origin: 'http://evil.example' }).opened).rejects.toThrow('Unexpected server response: 403')
         await expect(raw({}, '?deny=401').opened).rejects.toThrow('Unexpected server response: 401')

@@ -11,6 +11,7 @@ import type { RpcRefusal } from '../src/runtime/server/context'
 import { closeCodeForStatus, errorFromRefusal, refusalFromError } from '../src/runtime/server/context'
 import { createRpcWebSocketHooks, selectSubprotocol } from '../src/runtime/server/handler'
 import { TokenBucket } from '../src/runtime/server/limits'
+import { heartbeatFrame, refusalFrame, refusalOf } from '../src/runtime/shared/protocol'
 import { isValidCloseCode, toCloseReason } from '../src/runtime/server/registry'
 import type { NodeWebSocket } from '../src/runtime/server/transports/node'
 import { nodeTransport, probeNodeShapes } from '../src/runtime/server/transports/node'
@@ -659,5 +660,16 @@ describe('connection state where crossws keeps no context (its Cloudflare Durabl
     await hooks.message!(peer, message('{"i":1,"p":{"u":"/ping"}}'))
     expect(closed).toEqual([[1012, 'Connection state lost: reconnect']])
     expect(sent).toEqual([])
+  })
+})
+
+describe('the refusal frame', () => {
+  it('carries a close code and reason that the client reads back; other frames are not refusals', () => {
+    expect(refusalOf(refusalFrame(4401, 'Sign in first'))).toEqual({ code: 4401, reason: 'Sign in first' })
+    expect(refusalOf(refusalFrame(1008, 'Origin "x" is not allowed'))).toEqual({ code: 1008, reason: 'Origin "x" is not allowed' })
+    expect(refusalOf(heartbeatFrame)).toBeUndefined()
+    expect(refusalOf('{"i":-1,"t":4,"p":{"closeCode":"4401","closeReason":"x"}}')).toBeUndefined()
+    expect(refusalOf('{"i":-1,"t":4,"p":{"closeCode":4401')).toBeUndefined()
+    expect(refusalOf(new ArrayBuffer(8))).toBeUndefined()
   })
 })

@@ -4,7 +4,7 @@ import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
 import type { RpcClientTimers } from '../shared/options'
 import { clientTimerDefaults } from '../shared/options'
-import { readySubprotocol, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
+import { readySubprotocol, refusalOf, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { StreamWrapper } from './plain-calls'
 import { PlainCallClient } from './plain-calls'
 
@@ -84,8 +84,8 @@ class Session {
   closed: { code: number, reason: string } | undefined
   private readonly closeListeners = new Set<SocketListener>()
 
-  /** `onFrame` hears of every frame that arrives, before it is handled. */
-  constructor(readonly socket: WebSocket, onFrame: () => void, wrapStream: StreamWrapper) {
+  /** `onFrame` hears of every frame that arrives, before it is handled; it may take the frame (true). */
+  constructor(readonly socket: WebSocket, onFrame: (data: unknown) => boolean, wrapStream: StreamWrapper) {
     const closeListeners = this.closeListeners
     const plainCalls = this.plainCalls = new PlainCallClient((frame) => {
       if (socket.readyState === 1) socket.send(frame)
@@ -94,8 +94,7 @@ class Session {
     // event for each listener. The link hears only the frames that are not answers to plain calls.
     const messageListeners = new Set<SocketListener>()
     socket.addEventListener('message', (event) => {
-      onFrame()
-      if (plainCalls.receive(event.data)) return
+      if (onFrame(event.data) || plainCalls.receive(event.data)) return
       for (const listener of messageListeners) listener(event)
     })
     const facade = {
@@ -393,9 +392,18 @@ export class RpcConnection implements ClientLink<ClientContext> {
       this.setStatus('open')
       for (const waiter of [...this.waiters]) waiter.resolve(session)
     }
-    const session: Session = new Session(socket, () => {
+    const session: Session = new Session(socket, (data) => {
       lastMessageAt = Date.now()
-      if (!ready) onReady()
+      if (ready) return false
+      // Instead of the ready frame, a server that cannot close the socket yet says why it refused it.
+      const refusal = refusalOf(data)
+      if (!refusal) {
+        onReady()
+        return false
+      }
+      socket.close(1000)
+      onEnd(refusal.code, refusal.reason)
+      return true
     }, (iterator, path, input, options) => this.resumableStream(path, input, options, session, iterator))
     this.session = session
     this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')

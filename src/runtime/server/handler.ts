@@ -6,7 +6,7 @@ import type { Hooks, Peer } from 'crossws'
 import { defineWebSocketHandler } from 'h3'
 import type { RpcServerLimits } from '../shared/options'
 import { defaultMaxMessageBytes, serverLimitDefaults } from '../shared/options'
-import { heartbeatFrame, readySubprotocol, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
+import { heartbeatFrame, readySubprotocol, refusalFrame, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { RpcContext, RpcContextFunction, RpcUpgradeRequest } from '../types'
 import type { AdmissionSlot } from './admission'
 import { Admission, isOriginAllowed, isRefusal, normalizeHosts, normalizeOrigins } from './admission'
@@ -98,6 +98,9 @@ class AcceptedUpgrade extends PendingConnection {
 type ConnectionState = Refused | AcceptedUpgrade | RpcSocket
 
 const connectionStateKey = Symbol.for('nuxt-orpc.connection')
+
+/** How long a socket refused by frame may stay open before the server closes it (see `refuse`). */
+const refusalGraceMs = 5000
 
 type PeerContext = Record<PropertyKey, unknown> & { [connectionStateKey]?: ConnectionState }
 
@@ -246,6 +249,28 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     ;(check as { unref?: () => void }).unref?.()
   }
 
+  /**
+   * Closes a refused socket as it opens. Where the transport cannot close a socket the client has not spoken
+   * on (Cloudflare), a client with the ready signal gets the refusal frame instead and closes the socket
+   * itself; one that does not is closed after `refusalGraceMs`.
+   */
+  function refuse(peer: Peer, closeCode: number, reason: string, readySignal: boolean) {
+    if (!readySignal || !route.transport.refusesByFrame) {
+      peer.close(closeCode, reason)
+      return
+    }
+    peer.send(refusalFrame(closeCode, reason))
+    const timer = setTimeout(() => {
+      try {
+        peer.close(closeCode, reason)
+      }
+      catch {
+        // Closed by the client already.
+      }
+    }, refusalGraceMs)
+    ;(timer as { unref?: () => void }).unref?.()
+  }
+
   function forget(peer: Peer) {
     const socket = stateOf(peer)
     if (!(socket instanceof RpcSocket) || !sockets.delete(socket)) return
@@ -264,7 +289,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       const offered = offeredSubprotocols(upgradeRequest)
       const readySignal = offered.includes(readySubprotocol)
       const decision = await decide(upgradeRequest, readySignal)
-      if (transport.refusesAtUpgrade && !(decision instanceof AcceptedUpgrade)) {
+      // Where a refusal goes in a frame (see `refuse`), a client that does not read one learns it here.
+      if (transport.refusesByFrame && !readySignal && !(decision instanceof AcceptedUpgrade)) {
         const { status, reason } = decision.refusal
         return new Response(reason, { status })
       }
@@ -278,7 +304,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       const state = stateOf(peer)
       if (!(state instanceof AcceptedUpgrade)) {
         const refusal = state instanceof RpcSocket ? undefined : state?.refusal
-        peer.close(refusal?.closeCode ?? RpcCloseCode.InternalError, refusal?.reason ?? 'No connection state')
+        // A refusal kept until now went to a client with the ready signal (see `upgrade`).
+        refuse(peer, refusal?.closeCode ?? RpcCloseCode.InternalError, refusal?.reason ?? 'No connection state', refusal !== undefined)
         return
       }
       state.settle()
@@ -287,7 +314,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       const refusal = lateRefusal(state, address)
       if (refusal) {
         admission.release(state.slot)
-        peer.close(refusal.closeCode, refusal.reason)
+        refuse(peer, refusal.closeCode, refusal.reason, state.readySignal)
         return
       }
       const socket = new RpcSocket(peer, state.contextValue, address, state.slot.ipKey, route)

@@ -44,5 +44,25 @@ export const readySubprotocol = rpcSubprotocols[1]
  */
 export const heartbeatFrame = '{"i":-1,"t":4}'
 
+/**
+ * The refusal frame, sent instead of the ready frame where a server cannot close a socket before the client
+ * has sent anything on it (Cloudflare's hibernatable sockets never finish such a close): it carries the close
+ * code and reason, and nuxt-orpc's client closes the socket itself and treats it as closed with them. Like the
+ * heartbeat, an abort for call -1, which any oRPC client ignores.
+ */
+export const refusalFrame = (code: number, reason: string) => JSON.stringify({ i: -1, t: 4, p: { closeCode: code, closeReason: reason } })
+
+/** The close code and reason of a refusal frame, or undefined for any other frame. */
+export function refusalOf(frame: unknown): { code: number, reason: string } | undefined {
+  if (typeof frame !== 'string' || !frame.startsWith('{"i":-1,"t":4,"p":')) return
+  try {
+    const { p } = JSON.parse(frame) as { p?: { closeCode?: unknown, closeReason?: unknown } }
+    if (Number.isInteger(p?.closeCode) && typeof p?.closeReason === 'string') return { code: p.closeCode as number, reason: p.closeReason }
+  }
+  catch {
+    // Not one.
+  }
+}
+
 /** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
 export const binaryDelimiter = 0xFF

@@ -20,8 +20,8 @@ export const cloudflareTransport: RpcTransport<Parameters<typeof webTransport.bu
   name: 'cloudflare-durable',
   upgradeAddressOf: request => request.headers.get('cf-connecting-ip') ?? undefined,
   remoteAddressOf: () => undefined,
-  // A socket the Durable Object closes before the client has sent anything (from crossws's `open` hook, or
-  // later from a timer) reaches the client's close frame but never its end (seen with wrangler 4.86 and
-  // workerd 2026-04-26: the client stays in CLOSING). Refused at the handshake, the client ends at once.
-  refusesAtUpgrade: true,
+  // A hibernatable socket (Nitro accepts them so) that the Durable Object closes before the client has sent
+  // anything sends its close frame but never ends: the client stays in CLOSING (workerd 2026-04-26, under
+  // wrangler and under bare miniflare alike; a close after the client's first frame ends normally).
+  refusesByFrame: true,
 }

@@ -35,10 +35,11 @@ export interface RpcTransport<Socket = unknown> {
   /** Whether the upgrade hook must answer the subprotocol itself (in its response headers). */
   readonly answersSubprotocol: boolean
   /**
-   * Whether a refusal is answered at the handshake with its HTTP status, instead of a socket closed with its
-   * close code as it opens (what browsers let a script see).
+   * Whether a socket cannot be closed before the client has sent anything on it: a refused connection is
+   * then told so by the refusal frame (clients with the ready signal) or at the handshake with its HTTP status
+   * (others), instead of being closed with its close code as it opens.
    */
-  readonly refusesAtUpgrade: boolean
+  readonly refusesByFrame: boolean
 
   // Once open.
   /** The handle kept per connection. */

@@ -43,7 +43,7 @@ export const webTransport: RpcTransport<WebSocketLike> = {
   upgradeAddressOf: () => undefined,
   eventOf: request => eventFromRequest(request as unknown as Request),
   answersSubprotocol: true,
-  refusesAtUpgrade: false,
+  refusesByFrame: false,
 
   socketOf: peer => peer.websocket as WebSocketLike,
   remoteAddressOf(peer) {
