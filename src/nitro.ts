@@ -4,6 +4,7 @@ import { defu } from 'defu'
 import type { Nitro, NitroModule } from 'nitropack'
 import { findExportNames } from 'mlly'
 import { dirname, join, relative, resolve } from 'pathe'
+import { joinURL } from 'ufo'
 import { publisherDefaults } from './runtime/server/publisher/defaults'
 import type { RpcServerLimits } from './runtime/shared/options'
 import { defaultMaxMessageBytes, serverLimitDefaults } from './runtime/shared/options'
@@ -142,8 +143,8 @@ export function resolveServerFiles(srcDir: string, routerPath: string) {
   return { router, context }
 }
 
-function appModuleCode(routerFile: string | undefined, contextFile: string | undefined, expectedRouter: string) {
-  const lines: string[] = []
+function appModuleCode(routerFile: string | undefined, contextFile: string | undefined, expectedRouter: string, route: string) {
+  const lines: string[] = [`export const route = ${JSON.stringify(route)}`]
   if (routerFile) {
     const exportNames = findExportNames(readFileSync(routerFile, 'utf8'))
     const exportName = exportNames.includes('router') ? 'router' : exportNames.includes('default') ? 'default' : undefined
@@ -213,7 +214,7 @@ export function setupNitro(nitro: Nitro) {
 
   const files = resolveServerFiles(nitro.options.srcDir, options.router)
   const expectedRouter = relative(nitro.options.rootDir, resolve(nitro.options.srcDir, options.router))
-  nitro.options.virtual['#nuxt-orpc/app'] = () => appModuleCode(files.router, files.context, expectedRouter)
+  nitro.options.virtual['#nuxt-orpc/app'] = () => appModuleCode(files.router, files.context, expectedRouter, options.route)
   nitro.options.alias['#nuxt-orpc'] = join(runtimeDir, 'types')
 
   // The runtime imports Nitro's virtual modules, so it must be bundled, not left to node_modules.
@@ -221,7 +222,11 @@ export function setupNitro(nitro: Nitro) {
   const externals = nitro.options.externals ?? {}
   nitro.options.externals = { ...externals, inline: [...(externals.inline ?? []), runtimeDir] }
 
-  nitro.options.handlers.push({ route: options.route, handler: join(runtimeDir, 'server/route') })
+  nitro.options.handlers.push(
+    { route: options.route, handler: join(runtimeDir, 'server/route') },
+    // The same router over HTTP, for clients that cannot open the socket.
+    { route: joinURL(options.route, '**'), handler: join(runtimeDir, 'server/http-route') },
+  )
   nitro.options.plugins.push(join(runtimeDir, 'server/plugin'), join(runtimeDir, 'server/publisher/plugin'))
 
   if (nitro.options.imports) {

@@ -1,8 +1,11 @@
 import { fileURLToPath } from 'node:url'
+import { createORPCClient } from '@orpc/client'
+import { RPCLink as HTTPLink } from '@orpc/client/fetch'
 import { $fetch, getServerLogs, setup, startServer, stopServer, url } from '@nuxt/test-utils/e2e'
 import { getRandomPort } from 'get-port-please'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { RpcConnection } from '../src/runtime/client/connection'
+import type { TestClient } from './helpers'
 import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
 
 const port = await getRandomPort('127.0.0.1')
@@ -311,6 +314,47 @@ describe('server restart', () => {
     clearInterval(watcher)
     expect(states).toContain('reconnecting')
     expect(connection.status.state).toBe('open')
+  })
+})
+
+describe('over HTTP (clients that cannot open the socket)', () => {
+  const httpClient = (headers: Record<string, string> = {}, query = ''): TestClient => createORPCClient(new HTTPLink({ url: url(`/_orpc${query}`), headers }))
+
+  it('answers typed calls, typed errors and validation errors through oRPC\'s HTTP link', async () => {
+    const rpc = httpClient()
+    expect(await rpc.greet({ name: 'http' })).toEqual({ message: 'Hello http', transport: 'http' })
+    expect(await rejectionOf(rpc.fail())).toMatchObject({ code: 'CONFLICT', message: 'Always conflicts', data: { reason: 'test' } })
+    expect(await rejectionOf(rpc.greet({ name: '' }))).toMatchObject({ code: 'BAD_REQUEST' })
+    expect(await rejectionOf(rpc.crash())).toMatchObject({ code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error' })
+    expect(await rejectionOf(rpc.nowhere())).toMatchObject({ code: 'NOT_FOUND' })
+  })
+
+  it('streams as server-sent events, and aborts the stream on the server when the client stops reading', async () => {
+    const rpc = httpClient()
+    const ticks: number[] = []
+    for await (const tick of await rpc.ticks({ id: 'http-stream', intervalMs: 5 })) {
+      ticks.push(tick)
+      if (tick >= 3) break
+    }
+    expect(ticks).toEqual([0, 1, 2, 3])
+    await waitFor(async () => (await rpc.streamState({ id: 'http-stream' })) === 'aborted')
+  })
+
+  it('builds the context per request from its cookies, with transport http', async () => {
+    const login = await fetch(url('/api/login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'ada' }) })
+    const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
+    expect(await httpClient({ cookie }).whoami()).toEqual({ name: 'ada' })
+    expect(await httpClient({ cookie }).connection()).toMatchObject({ isH3Event: true, transport: 'http' })
+    expect(await rejectionOf(httpClient().whoami())).toMatchObject({ code: 'UNAUTHORIZED' })
+  })
+
+  it('refuses a foreign origin (403), a refused context (its status) and a body over maxMessageBytes (413), as typed errors', async () => {
+    expect(await rejectionOf(httpClient({ origin: 'http://evil.example' }).ping())).toMatchObject({ code: 'FORBIDDEN', status: 403 })
+    expect(await httpClient({ origin: 'http://allowed.example' }).ping()).toBe('pong')
+    expect(await rejectionOf(httpClient({}, '?deny=401').ping())).toMatchObject({ code: 'UNAUTHORIZED', message: 'Sign in first' })
+    expect(await rejectionOf(httpClient().greet({ name: 'x'.repeat(100 * 1024) }))).toMatchObject({ status: 413 })
+    expect(await httpClient().ping()).toBe('pong')
+    expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
   })
 })
 

@@ -46,8 +46,11 @@ export interface RpcContextInput {
   headers: Headers
   /** The peer's IP address as the server's socket sees it (no proxy headers are trusted). */
   remoteAddress: string | undefined
-  /** `'websocket'` for a connection, `'ssr'` for in-process calls made while rendering a page. */
-  transport: 'websocket' | 'ssr'
+  /**
+   * `'websocket'` for a connection, `'http'` for one call over HTTP (a client that cannot open the socket),
+   * `'ssr'` for in-process calls made while rendering a page.
+   */
+  transport: 'websocket' | 'http' | 'ssr'
 }
 
 /** The shape of the default export of `rpc/context.ts`. */

@@ -1,0 +1,82 @@
+import { ORPCError } from '@orpc/client'
+import type { AnyRouter } from '@orpc/server'
+import { BodyLimitPlugin, RPCHandler } from '@orpc/server/fetch'
+import type { H3Event } from 'h3'
+import { defineEventHandler, getRequestHeader, getRequestIP, getRequestURL, toWebRequest } from 'h3'
+import type { RpcContext, RpcContextFunction } from '../types'
+import { defaultMaxMessageBytes } from '../shared/options'
+import { isOriginAllowed, normalizeHosts, normalizeOrigins } from './admission'
+import { errorFromRefusal, refusalFromError } from './context'
+import { toCallerError } from './plain-call'
+
+/** What serving the router over HTTP takes: the socket route's router, context function and rules. */
+export interface RpcHttpHandlerOptions {
+  router: AnyRouter
+  createContext?: RpcContextFunction
+  /** The path the calls are under (`/_orpc` serves `/_orpc/greet`). */
+  prefix: `/${string}`
+  /** As the socket's: a browser request from another origin is refused with 403. */
+  allowedOrigins?: readonly string[]
+  allowedHosts?: readonly string[]
+  /** The largest request body, in bytes (the socket's `maxMessageBytes`); past it: 413. */
+  maxMessageBytes?: number
+}
+
+/**
+ * The router over HTTP, for clients that cannot open the socket (a host or a proxy without WebSockets): oRPC's
+ * own fetch handler, so calls are oRPC's RPC protocol and streams are server-sent events. Each request runs the
+ * context function with `transport: 'http'` and passes the socket's origin rule and size limit first; a
+ * refusal is the typed error the socket's client would see.
+ */
+export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
+  const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
+  const allowedHosts = normalizeHosts(options.allowedHosts ?? [])
+  const maxBodySize = options.maxMessageBytes ?? defaultMaxMessageBytes
+  const handler = new RPCHandler(options.router, { plugins: [new BodyLimitPlugin({ maxBodySize })] })
+  const { createContext, prefix } = options
+
+  return defineEventHandler(async (event) => {
+    const url = getRequestURL(event)
+    const origin = getRequestHeader(event, 'origin') ?? null
+    if (!isOriginAllowed(origin, url.href, allowedOrigins, allowedHosts)) {
+      return errorResponse(new ORPCError('FORBIDDEN', { status: 403, message: `Origin ${origin} is not allowed` }))
+    }
+    let context: RpcContext
+    try {
+      context = (await createContext?.(contextInputFromRequest(event, url)) ?? {}) as RpcContext
+    }
+    catch (error) {
+      return errorResponse(errorFromRefusal(refusalFromError(error)))
+    }
+    const { matched, response } = await handler.handle(requestOf(event), { prefix, context })
+    return matched ? response : errorResponse(new ORPCError('NOT_FOUND', { message: `No procedure at ${url.pathname}` }))
+  })
+}
+
+/**
+ * The web request of `event`, with a signal that aborts when the client goes away (h3's `toWebRequest` has
+ * none): a procedure, a stream above all, sees its `signal` abort as over the socket.
+ */
+function requestOf(event: H3Event): Request {
+  const controller = new AbortController()
+  event.node.res.once('close', () => controller.abort())
+  return new Request(toWebRequest(event), { signal: controller.signal })
+}
+
+function contextInputFromRequest(event: H3Event, url: URL) {
+  return {
+    event,
+    url,
+    headers: new Headers(event.headers),
+    remoteAddress: getRequestIP(event),
+    transport: 'http' as const,
+  }
+}
+
+/** An error as oRPC's RPC protocol answers one, so `RPCLink` and nuxt-orpc's client throw it typed. */
+function errorResponse(error: ORPCError<string, unknown>): Response {
+  return new Response(JSON.stringify({ json: toCallerError(error).toJSON(), meta: [] }), {
+    status: error.status,
+    headers: { 'content-type': 'application/json' },
+  })
+}
