@@ -18,10 +18,17 @@ export interface ModuleOptions extends NuxtOrpcServerOptions, Partial<RpcClientT
    * @default true
    */
   enabled?: boolean
+  /**
+   * How the browser calls: `'auto'` (the socket; over HTTP and server-sent events while the socket cannot be
+   * opened but the server answers HTTP), `'websocket'` (the socket only) or `'http'` (HTTP only).
+   * @default 'auto'
+   */
+  transport?: 'auto' | 'websocket' | 'http'
 }
 
 export interface RpcPublicRuntimeConfig extends RpcClientTimers {
   route: string
+  transport: 'auto' | 'websocket' | 'http'
   /** Silence after which the browser replaces its socket: the server's heartbeatInterval + heartbeatTimeout. */
   heartbeatTimeout: number
 }
@@ -40,6 +47,7 @@ export default defineNuxtModule<ModuleOptions>({
   },
   defaults: {
     enabled: true,
+    transport: 'auto',
     ...serverDefaults,
     ...clientTimerDefaults,
   },
@@ -49,7 +57,7 @@ export default defineNuxtModule<ModuleOptions>({
     if (!options.enabled) return
 
     // Server half: the same Nitro module a Nitro-only app installs.
-    const { enabled: _enabled, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, ...serverOptions } = options
+    const { enabled: _enabled, transport, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, ...serverOptions } = options
     nuxt.options.nitro.orpc = serverOptions
     nuxt.options.nitro.modules ||= []
     nuxt.options.nitro.modules.push(nitro => void setupNitro(nitro))
@@ -57,6 +65,7 @@ export default defineNuxtModule<ModuleOptions>({
     // Runtime config the browser client reads.
     nuxt.options.runtimeConfig.public.orpc = defu(nuxt.options.runtimeConfig.public.orpc, {
       route: options.route!,
+      transport: transport!,
       reconnectBaseDelay: reconnectBaseDelay!,
       reconnectMaxDelay: reconnectMaxDelay!,
       connectTimeout: connectTimeout!,
@@ -86,6 +95,7 @@ export default defineNuxtModule<ModuleOptions>({
       getContents: () => [
         `declare module '#nuxt-orpc/app' {`,
         `  import type { RpcAnyRouter, RpcContextFunction } from '#nuxt-orpc'`,
+        `  export const route: string`,
         `  export const router: RpcAnyRouter`,
         `  export const createContext: RpcContextFunction | undefined`,
         `}`,

@@ -1,3 +1,6 @@
+import { createServer, request as httpRequest } from 'node:http'
+import type { Socket, AddressInfo } from 'node:net'
+import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { createORPCClient } from '@orpc/client'
 import { RPCLink as HTTPLink } from '@orpc/client/fetch'
@@ -355,6 +358,81 @@ describe('over HTTP (clients that cannot open the socket)', () => {
     expect(await rejectionOf(httpClient().greet({ name: 'x'.repeat(100 * 1024) }))).toMatchObject({ status: 413 })
     expect(await httpClient().ping()).toBe('pong')
     expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
+  })
+})
+
+describe('falling back to HTTP (transport auto) behind a proxy that refuses WebSocket upgrades', () => {
+  /** A proxy to the test server that forwards HTTP, and upgrades only once `allowUpgrades` is set. */
+  async function startProxy() {
+    const target = new URL(url('/'))
+    const state = { allowUpgrades: false, upgradesRefused: 0 }
+    const server = createServer((request, response) => {
+      const forwarded = httpRequest({ host: target.hostname, port: target.port, path: request.url, method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode!, answer.headers)
+        answer.pipe(response)
+      })
+      forwarded.on('error', () => response.destroy())
+      request.pipe(forwarded)
+    })
+    server.on('upgrade', (request, socket: Socket, head: Buffer) => {
+      if (!state.allowUpgrades) {
+        state.upgradesRefused++
+        socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\n\r\n')
+        return
+      }
+      const upstream = connect(Number(target.port), target.hostname, () => {
+        const lines = [`${request.method} ${request.url} HTTP/1.1`, ...Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`)]
+        upstream.write(`${lines.join('\r\n')}\r\n\r\n`)
+        upstream.write(head)
+        upstream.pipe(socket).pipe(upstream)
+      })
+      upstream.on('error', () => socket.destroy())
+      socket.on('error', () => upstream.destroy())
+    })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as AddressInfo
+    cleanups.push(() => server.close())
+    return { state, wsUrl: `ws://127.0.0.1:${port}/_orpc`, server }
+  }
+
+  it('calls and streams over HTTP while upgrades are refused, then moves to the socket; no call runs twice', async () => {
+    const proxy = await startProxy()
+    const { client: rpc, connection } = createClient({ url: proxy.wsUrl, reconnectBaseDelay: 100, reconnectMaxDelay: 300, connectTimeout: 5000 })
+    cleanups.push(() => connection.close())
+    const key = `fallback-${Math.random()}`
+    expect(await rpc.greet({ name: 'a' })).toEqual({ message: 'Hello a', transport: 'http' })
+    expect(connection.status).toMatchObject({ state: 'open', transport: 'http' })
+    expect(await rpc.count({ key })).toBe(1)
+    const ticks: number[] = []
+    for await (const tick of await rpc.ticks({ id: 'fallback-stream', intervalMs: 5 })) {
+      ticks.push(tick)
+      if (tick >= 2) break
+    }
+    expect(ticks).toEqual([0, 1, 2])
+    expect(proxy.state.upgradesRefused).toBeGreaterThan(0)
+
+    proxy.state.allowUpgrades = true
+    await waitFor(() => connection.status.transport === 'websocket' && connection.status.state === 'open', { timeout: 5000 })
+    expect(await rpc.greet({ name: 'b' })).toEqual({ message: 'Hello b', transport: 'websocket' })
+    expect(await rpc.count({ key })).toBe(2)
+    expect(await rpc.countOf({ key })).toBe(2)
+  })
+
+  it('with transport websocket, calls wait for the socket and none goes over HTTP', async () => {
+    const proxy = await startProxy()
+    const { client: rpc, connection } = createClient({ url: proxy.wsUrl, transport: 'websocket', reconnectBaseDelay: 100, reconnectMaxDelay: 300, connectTimeout: 800 })
+    cleanups.push(() => connection.close())
+    const key = `socket-only-${Math.random()}`
+    expect(await rejectionOf(rpc.count({ key }))).toMatchObject({ code: 'CONNECTION_TIMEOUT' })
+    expect(connection.status.transport).toBe('websocket')
+    expect(await client().client.countOf({ key })).toBe(0)
+  })
+
+  it('with transport http, every call is an HTTP request', async () => {
+    const { client: rpc, connection } = createClient({ url: wsUrl(), transport: 'http' })
+    cleanups.push(() => connection.close())
+    expect(await rpc.greet({ name: 'c' })).toEqual({ message: 'Hello c', transport: 'http' })
+    expect(connection.status).toMatchObject({ state: 'open', transport: 'http' })
   })
 })
 

@@ -5,7 +5,7 @@ import { joinURL } from 'ufo'
 import { useNuxtApp, useRequestEvent, useRuntimeConfig } from '#imports'
 import type { RpcRouter } from '../types'
 import { useRpcCaller } from '../shared/caller'
-import type { RpcConnection, RpcConnectionStatus } from '../client/connection'
+import type { RpcConnection, RpcConnectionOptions, RpcConnectionStatus } from '../client/connection'
 import { createRpcClient, createRpcConnection } from '../client/connection'
 
 interface RpcAppState {
@@ -21,7 +21,7 @@ function useRpcAppState(): RpcAppState {
   const nuxtApp = useNuxtApp() as ReturnType<typeof useNuxtApp> & { [stateKey]?: RpcAppState }
   if (nuxtApp[stateKey]) return nuxtApp[stateKey]
 
-  const status = shallowRef<RpcConnectionStatus>({ state: 'idle', closeCode: undefined, closeReason: undefined })
+  const status = shallowRef<RpcConnectionStatus>({ state: 'idle', transport: 'websocket', closeCode: undefined, closeReason: undefined })
   let client: RouterClient<RpcRouter>
   let connection: RpcConnection | undefined
   if (import.meta.server) {
@@ -29,10 +29,12 @@ function useRpcAppState(): RpcAppState {
   }
   else {
     const config = useRuntimeConfig()
-    const { route, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, heartbeatTimeout } = config.public.orpc
+    const { route, transport, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, heartbeatTimeout } = config.public.orpc
     const path = joinURL(config.app.baseURL, route)
     connection = createRpcConnection({
       url: () => `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${path}`,
+      httpUrl: () => `${location.origin}${path}`,
+      transport: transport as RpcConnectionOptions['transport'],
       reconnectBaseDelay,
       reconnectMaxDelay,
       connectTimeout,
@@ -41,6 +43,7 @@ function useRpcAppState(): RpcAppState {
         status.value = next
       },
     })
+    status.value = connection.status
     client = createRpcClient(connection)
   }
   return nuxtApp[stateKey] = { client, connection, status }
@@ -55,8 +58,9 @@ export function useRpc(): RouterClient<RpcRouter> {
 }
 
 /**
- * The browser socket's state (`'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'`) and its last close
- * code and reason, as a read-only reactive value. During SSR it stays `'idle'`.
+ * The browser connection's state (`'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'`), the transport
+ * calls take (`'websocket'`, or `'http'` while the socket cannot be opened) and the socket's last close code and
+ * reason, as a read-only reactive value. During SSR it stays `'idle'`.
  */
 export function useRpcStatus(): Readonly<Ref<Readonly<RpcConnectionStatus>>> {
   return shallowReadonly(useRpcAppState().status)

@@ -1,5 +1,6 @@
 import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
+import { RPCLink as HTTPLink } from '@orpc/client/fetch'
 import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
 import type { RpcClientTimers } from '../shared/options'
@@ -11,8 +12,13 @@ import { PlainCallClient } from './plain-calls'
 /** Where the browser's socket is in its life. */
 export type RpcConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
 
+/** How calls travel: over the socket, or over HTTP (server-sent events for streams) while it cannot open. */
+export type RpcTransportName = 'websocket' | 'http'
+
 export interface RpcConnectionStatus {
   state: RpcConnectionState
+  /** The transport calls take now. */
+  transport: RpcTransportName
   /** Code of the last close, if the socket has closed once. */
   closeCode: number | undefined
   /** Reason of the last close ('' when the server gave none). */
@@ -37,11 +43,23 @@ export interface RpcConnectionOptions extends Partial<RpcClientTimers> {
    * @default 45000
    */
   heartbeatTimeout?: number
+  /**
+   * `'websocket'`: calls wait for the socket. `'http'`: every call is an HTTP request (streams: server-sent
+   * events). `'auto'`: the socket; while it cannot be opened but the server answers HTTP (a proxy or host
+   * without WebSockets), calls go over HTTP, and the socket is tried again with the usual backoff. A call
+   * takes one transport and is never sent again on the other.
+   * @default 'auto'
+   */
+  transport?: 'websocket' | 'http' | 'auto'
+  /** The `http:`/`https:` URL calls go to over HTTP. @default `url` with `ws` replaced by `http` */
+  httpUrl?: string | (() => string)
   /** The WebSocket constructor. @default globalThis.WebSocket */
   WebSocket?: new (url: string, protocols?: string[]) => WebSocket
   /** Called on every status change. */
   onStatus?: (status: RpcConnectionStatus) => void
 }
+
+const urlOf = (url: string | (() => string)) => typeof url === 'function' ? url() : url
 
 /**
  * The wait before reconnect attempt `attempt` (0-based): exponential up to `maxDelay`, drawn at random
@@ -257,7 +275,8 @@ Object.defineProperty(ResumableStream.prototype, asyncDispose, {
 })
 
 interface Waiter {
-  resolve: (session: Session) => void
+  /** An open socket, or `'http'`: the socket cannot be opened but the server answers HTTP. */
+  resolve: (session: Session | 'http') => void
   reject: (error: unknown) => void
 }
 
@@ -267,10 +286,12 @@ interface Waiter {
  * and if that socket closes first, rejects with a typed error instead of being replayed.
  */
 export class RpcConnection implements ClientLink<ClientContext> {
-  status: RpcConnectionStatus = { state: 'idle', closeCode: undefined, closeReason: undefined }
+  status: RpcConnectionStatus
 
   private readonly options: Required<Omit<RpcConnectionOptions, 'onStatus'>> & Pick<RpcConnectionOptions, 'onStatus'>
   private session: Session | undefined
+  /** oRPC's HTTP link, made on the first call over HTTP. */
+  private httpLink: HTTPLink<ClientContext> | undefined
   private attempt = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private readonly waiters = new Set<Waiter>()
@@ -280,16 +301,20 @@ export class RpcConnection implements ClientLink<ClientContext> {
       ...clientTimerDefaults,
       heartbeatTimeout: 45_000,
       WebSocket: globalThis.WebSocket,
+      transport: 'auto',
+      httpUrl: () => urlOf(options.url).replace(/^ws/, 'http'),
       ...options,
     }
+    this.status = { state: 'idle', transport: this.options.transport === 'http' ? 'http' : 'websocket', closeCode: undefined, closeReason: undefined }
   }
 
   call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     try {
+      if (this.status.transport === 'http') return this.callOverHttp(path, input, options)
       const session = this.status.state === 'open' ? this.session : undefined
       return session
         ? this.callOn(session, path, input, options)
-        : this.ready(options.signal).then(ready => this.callOn(ready, path, input, options))
+        : this.ready(options.signal).then(ready => ready === 'http' ? this.callOverHttp(path, input, options) : this.callOn(ready, path, input, options))
     }
     catch (error) {
       // Input the serializer cannot take (a cycle, say): a call rejects, it never throws.
@@ -319,6 +344,46 @@ export class RpcConnection implements ClientLink<ClientContext> {
   }
 
   /**
+   * One call as one HTTP request (a stream: server-sent events), with oRPC's HTTP link. A request that fails
+   * before its answer arrives is not sent again: it may or may not have run, as with a socket that closes.
+   */
+  private async callOverHttp(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
+    if (this.status.state !== 'open') this.setStatus('open', this.status.closeCode, this.status.closeReason, 'http')
+    this.httpLink ??= new HTTPLink({ url: () => urlOf(this.options.httpUrl) })
+    try {
+      return await this.httpLink.call(path, input, options)
+    }
+    catch (error) {
+      if (error instanceof ORPCError || options.signal?.aborted) throw error
+      throw new ORPCError(RpcClientErrorCode.ConnectionClosed, {
+        status: 503,
+        message: `The HTTP request failed before its answer arrived (${error instanceof Error ? error.message : String(error)}); it was not retried.`,
+        cause: error,
+      })
+    }
+  }
+
+  /**
+   * With `transport: 'auto'`, after a socket that could not be opened: whether the server answers HTTP there
+   * (any answer but a 5xx: a proxy or host that refuses upgrades). Then calls go over HTTP until a socket
+   * opens; a server that is down answers nothing, and calls keep waiting for the socket.
+   */
+  private async fallBackToHttp() {
+    let reachable = false
+    try {
+      const answer = await fetch(urlOf(this.options.httpUrl), { method: 'GET', signal: AbortSignal.timeout(this.options.connectTimeout) })
+      reachable = answer.status < 500
+      void answer.body?.cancel()
+    }
+    catch {
+      // Not reachable.
+    }
+    if (!reachable || this.status.transport === 'http' || this.status.state === 'open' || this.status.state === 'closed') return
+    this.setStatus('open', this.status.closeCode, this.status.closeReason, 'http')
+    for (const waiter of [...this.waiters]) waiter.resolve('http')
+  }
+
+  /**
    * A stream whose events carry ids (`withEventMeta(value, { id })`) survives a dropped socket: once a new one
    * is open, the procedure is called again with `lastEventId` (a new call, not a replay of the old frame) and
    * the stream goes on from there; the procedure decides what to send after that id. A stream without ids
@@ -330,7 +395,10 @@ export class RpcConnection implements ClientLink<ClientContext> {
       const typed = await session.callError(error, options.signal)
       const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
       if (!resumable) throw typed
-      session = await this.ready(options.signal)
+      const next = await this.ready(options.signal)
+      // Resuming over HTTP is not done yet: the stream ends with the error.
+      if (next === 'http') throw typed
+      session = next
       try {
         return await session.link.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
       }
@@ -349,19 +417,19 @@ export class RpcConnection implements ClientLink<ClientContext> {
       session.socket.close(1000, 'Client closed')
       session.end(1000, 'Client closed')
     }
-    this.setStatus('closed', 1000, 'Client closed')
+    this.setStatus('closed', 1000, 'Client closed', this.options.transport === 'http' ? 'http' : 'websocket')
   }
 
-  private ready(signal: AbortSignal | undefined): Promise<Session> {
+  private ready(signal: AbortSignal | undefined): Promise<Session | 'http'> {
     if (signal?.aborted) return Promise.reject(signal.reason)
     if (this.status.state === 'idle' || this.status.state === 'closed') this.connect()
-    return new Promise<Session>((resolve, reject) => {
+    return new Promise<Session | 'http'>((resolve, reject) => {
       const timeout = setTimeout(() => finish(new ORPCError(RpcClientErrorCode.ConnectionTimeout, {
         status: 503,
         message: `The WebSocket did not open within ${this.options.connectTimeout} ms; the call was not sent.`,
       })), this.options.connectTimeout)
       const onAbort = () => finish(signal!.reason)
-      const finish = (error: unknown, session?: Session) => {
+      const finish = (error: unknown, session?: Session | 'http') => {
         clearTimeout(timeout)
         signal?.removeEventListener('abort', onAbort)
         this.waiters.delete(waiter)
@@ -376,7 +444,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
 
   private connect() {
     clearTimeout(this.reconnectTimer)
-    const url = typeof this.options.url === 'function' ? this.options.url() : this.options.url
+    const url = urlOf(this.options.url)
     // `orpc` first: a server that takes the first offer speaks plain oRPC. nuxt-orpc's server picks
     // `nuxt-orpc` and sends a ready frame once it accepted the connection (see rpcSubprotocols).
     const socket = new this.options.WebSocket(url, [...rpcSubprotocols])
@@ -389,7 +457,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
       if (ready || this.session !== session) return
       ready = true
       this.attempt = 0
-      this.setStatus('open')
+      this.setStatus('open', this.status.closeCode, this.status.closeReason, 'websocket')
       for (const waiter of [...this.waiters]) waiter.resolve(session)
     }
     const session: Session = new Session(socket, (data) => {
@@ -406,7 +474,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
       return true
     }, (iterator, path, input, options) => this.resumableStream(path, input, options, session, iterator))
     this.session = session
-    this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
+    // Over HTTP meanwhile, the socket's attempts do not change what the app sees.
+    if (this.status.transport !== 'http') this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
 
     const watchdog = setInterval(() => {
       if (Date.now() - lastMessageAt <= this.options.heartbeatTimeout) return
@@ -420,7 +489,9 @@ export class RpcConnection implements ClientLink<ClientContext> {
     }, Math.max(100, this.options.heartbeatTimeout / 4))
     ;(watchdog as { unref?: () => void }).unref?.()
 
+    let opened = false
     socket.addEventListener('open', () => {
+      opened = true
       lastMessageAt = Date.now()
       // Plain oRPC servers send nothing first; nuxt-orpc's sends its ready frame once it accepted us.
       if (socket.protocol !== readySubprotocol) onReady()
@@ -434,7 +505,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
         for (const waiter of [...this.waiters]) waiter.reject(errorForClose(code, reason))
         return
       }
-      this.setStatus('reconnecting', code, reason)
+      if (this.status.transport !== 'http') this.setStatus('reconnecting', code, reason)
+      if (!opened && this.options.transport === 'auto') void this.fallBackToHttp()
       const delay = reconnectDelay(this.attempt++, this.options.reconnectBaseDelay, this.options.reconnectMaxDelay)
       this.reconnectTimer = setTimeout(() => this.connect(), delay)
     }
@@ -442,8 +514,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
     socket.addEventListener('error', () => onEnd(1006, ''))
   }
 
-  private setStatus(state: RpcConnectionState, closeCode = this.status.closeCode, closeReason = this.status.closeReason) {
-    this.status = { state, closeCode, closeReason }
+  private setStatus(state: RpcConnectionState, closeCode = this.status.closeCode, closeReason = this.status.closeReason, transport = this.status.transport) {
+    this.status = { state, transport, closeCode, closeReason }
     this.options.onStatus?.(this.status)
   }
 }
