@@ -389,10 +389,20 @@ describe('falling back to HTTP (transport auto) behind a proxy that refuses WebS
       upstream.on('error', () => socket.destroy())
       socket.on('error', () => upstream.destroy())
     })
+    // Every connection to the proxy, so that a test can cut them all (a network failure).
+    const live = new Set<Socket>()
+    server.on('connection', (socket) => {
+      live.add(socket)
+      socket.on('close', () => live.delete(socket))
+    })
+    const cut = () => live.forEach(socket => socket.destroy())
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
     const { port } = server.address() as AddressInfo
-    cleanups.push(() => server.close())
-    return { state, wsUrl: `ws://127.0.0.1:${port}/_orpc`, server }
+    cleanups.push(() => {
+      cut()
+      server.close()
+    })
+    return { state, wsUrl: `ws://127.0.0.1:${port}/_orpc`, httpUrl: `http://127.0.0.1:${port}/_orpc`, server, cut }
   }
 
   it('calls and streams over HTTP while upgrades are refused, then moves to the socket; no call runs twice', async () => {
@@ -426,6 +436,18 @@ describe('falling back to HTTP (transport auto) behind a proxy that refuses WebS
     expect(await rejectionOf(rpc.count({ key }))).toMatchObject({ code: 'CONNECTION_TIMEOUT' })
     expect(connection.status.transport).toBe('websocket')
     expect(await client().client.countOf({ key })).toBe(0)
+  })
+
+  it('resumes a stream over HTTP whose response is cut, from its last event id: every event once, in order', async () => {
+    const proxy = await startProxy()
+    const { client: rpc, connection } = createClient({ url: proxy.wsUrl, transport: 'http' })
+    cleanups.push(() => connection.close())
+    const seen: number[] = []
+    for await (const event of await rpc.numbered({ count: 30, intervalMs: 10 })) {
+      seen.push(event.n)
+      if (seen.length === 5) proxy.cut()
+    }
+    expect(seen).toEqual(Array.from({ length: 30 }, (_, n) => n))
   })
 
   it('with transport http, every call is an HTTP request', async () => {

@@ -62,6 +62,19 @@ export interface RpcConnectionOptions extends Partial<RpcClientTimers> {
 const urlOf = (url: string | (() => string)) => typeof url === 'function' ? url() : url
 
 /**
+ * The error of a call over HTTP: the server's typed error as it is; a request or response cut off (the network,
+ * a restart) as CONNECTION_CLOSED, as a socket that closes under a call. It is not sent again.
+ */
+function httpCallError(error: unknown, signal: AbortSignal | undefined): unknown {
+  if (error instanceof ORPCError || signal?.aborted) return error
+  return new ORPCError(RpcClientErrorCode.ConnectionClosed, {
+    status: 503,
+    message: `The HTTP request failed before its answer arrived (${error instanceof Error ? error.message : String(error)}); it was not retried.`,
+    cause: error,
+  })
+}
+
+/**
  * The wait before reconnect attempt `attempt` (0-based): exponential up to `maxDelay`, drawn at random
  * between half and all of it, afresh every time, so clients dropped together do not come back together.
  */
@@ -350,17 +363,27 @@ export class RpcConnection implements ClientLink<ClientContext> {
   private async callOverHttp(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     if (this.status.state !== 'open') this.setStatus('open', this.status.closeCode, this.status.closeReason, 'http')
     this.httpLink ??= new HTTPLink({ url: () => urlOf(this.options.httpUrl) })
+    let output: unknown
     try {
-      return await this.httpLink.call(path, input, options)
+      output = await this.httpLink.call(path, input, options)
     }
     catch (error) {
-      if (error instanceof ORPCError || options.signal?.aborted) throw error
-      throw new ORPCError(RpcClientErrorCode.ConnectionClosed, {
-        status: 503,
-        message: `The HTTP request failed before its answer arrived (${error instanceof Error ? error.message : String(error)}); it was not retried.`,
-        cause: error,
-      })
+      throw httpCallError(error, options.signal)
     }
+    return isAsyncIteratorObject(output) ? this.resumableHttpStream(path, input, options, output as AsyncIterator<unknown>) : output
+  }
+
+  /**
+   * A stream over HTTP whose events carry ids survives a cut response: it is called again with `lastEventId`,
+   * over whichever transport calls take by then (the socket, once it opens).
+   */
+  private resumableHttpStream(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, first: AsyncIterator<unknown>) {
+    return new ResumableStream(first, options.lastEventId, async (error, lastEventId) => {
+      const typed = httpCallError(error, options.signal)
+      const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
+      if (!resumable) throw typed
+      return await this.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
+    })
   }
 
   /**
