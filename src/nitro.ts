@@ -165,6 +165,16 @@ function appModuleCode(routerFile: string | undefined, contextFile: string | und
   return lines.join('\n')
 }
 
+/**
+ * The Nitro 2 runtime entries that serve WebSockets (through crossws); presets built on them (`heroku`,
+ * `render-com`, ... on `node-server`) too. Every other preset has none: Vercel, Netlify, AWS Lambda, Azure,
+ * Firebase.
+ */
+const webSocketEntries = /[\\/](?:node-server|node-cluster|node-listener|nitro-dev|bun|deno-server|deno-deploy|cloudflare-[a-z-]+)(?:\.[cm]?[jt]s)?$/
+
+/** Whether the preset's runtime serves WebSockets (see `webSocketEntries`). */
+export const servesWebSockets = (entry: string) => webSocketEntries.test(entry)
+
 const isCloudflareDurable = (preset: string) => preset.replace(/_/g, '-') === 'cloudflare-durable'
 
 /**
@@ -204,9 +214,18 @@ export function setupNitro(nitro: Nitro) {
   if (nitro.options.dev && !options.allowedHosts.length) options.allowedHosts = [...devAllowedHosts]
   nitro.options.orpc = options
 
-  nitro.options.experimental ||= {}
-  nitro.options.experimental.websocket = true
-  if (isCloudflareDurable(nitro.options.preset)) declareDurableObject(nitro)
+  const webSockets = servesWebSockets(nitro.options.entry)
+  if (webSockets) {
+    nitro.options.experimental ||= {}
+    nitro.options.experimental.websocket = true
+    if (isCloudflareDurable(nitro.options.preset)) declareDurableObject(nitro)
+  }
+  else {
+    // A Nuxt app's browser client reads this: straight to HTTP, no socket attempt that cannot succeed.
+    const publicConfig = nitro.options.runtimeConfig.public as { orpc?: { transport?: string } } | undefined
+    if (publicConfig?.orpc) publicConfig.orpc.transport = 'http'
+    nitro.logger.info(`[nuxt-orpc] The \`${nitro.options.preset}\` preset has no WebSockets: the router is served over HTTP only (${options.route}/<procedure>, streams as server-sent events), and the browser calls over HTTP.`)
+  }
 
   // Private runtime config (the publisher's Redis URL may hold a password); NUXT_ORPC_* overrides it.
   const { router: _router, route: _route, ...runtimeOptions } = options
@@ -222,11 +241,9 @@ export function setupNitro(nitro: Nitro) {
   const externals = nitro.options.externals ?? {}
   nitro.options.externals = { ...externals, inline: [...(externals.inline ?? []), runtimeDir] }
 
-  nitro.options.handlers.push(
-    { route: options.route, handler: join(runtimeDir, 'server/route') },
-    // The same router over HTTP, for clients that cannot open the socket.
-    { route: joinURL(options.route, '**'), handler: join(runtimeDir, 'server/http-route') },
-  )
+  if (webSockets) nitro.options.handlers.push({ route: options.route, handler: join(runtimeDir, 'server/route') })
+  // The same router over HTTP, for clients that cannot open the socket.
+  nitro.options.handlers.push({ route: joinURL(options.route, '**'), handler: join(runtimeDir, 'server/http-route') })
   nitro.options.plugins.push(join(runtimeDir, 'server/plugin'), join(runtimeDir, 'server/publisher/plugin'))
 
   if (nitro.options.imports) {
