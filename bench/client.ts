@@ -127,6 +127,14 @@ function connectHttp(url: string): BenchConnection {
   return fromOrpcClient(createORPCClient<BenchClient>(new FetchRPCLink({ url })), () => {})
 }
 
+/** nuxt-orpc's client with `transport: 'http'`: every call a request to the module's HTTP route. */
+async function connectNuxtHttp(url: string): Promise<BenchConnection> {
+  const connection = createRpcConnection({ url, transport: 'http' })
+  const client = createRpcClient<BenchClient>(connection)
+  await client.echo(payload)
+  return fromOrpcClient(client, () => connection.close())
+}
+
 /** Socket.IO's client, websocket transport only, one engine per connection (no multiplexing). */
 async function connectSocketIo(url: string, origin: string): Promise<BenchConnection> {
   const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false, extraHeaders: { origin } })
@@ -159,6 +167,7 @@ function connectTarget(target: Target, serverUrl: string): Promise<BenchConnecti
     case 'c-orpc': return connectOrpc(`${wsUrl}/_orpc`, origin)
     case 'c-nuxt': return connectNuxt(`${wsUrl}/_orpc`, origin, false)
     case 'd': return connectHttp(`${serverUrl}/orpc-http`)
+    case 'd-nuxt': return connectNuxtHttp(`${wsUrl}/_orpc`)
     case 'e': return connectSocketIo(serverUrl, origin)
     default: throw new Error(`unknown target ${target.key}`)
   }

@@ -23,6 +23,7 @@ export const targets: Target[] = [
   { key: 'c-orpc', letter: 'c', client: 'orpc', server: 'nuxt', label: '(c) nuxt-orpc; RPCLink' },
   { key: 'c-nuxt', letter: 'c', client: 'nuxt', server: 'nuxt', label: '(c) nuxt-orpc; nuxt-orpc client' },
   { key: 'd', letter: 'd', client: 'http', server: 'nuxt', label: '(d) oRPC over HTTP (node adapter); RPCLink' },
+  { key: 'd-nuxt', letter: 'd', client: 'http', server: 'nuxt', label: '(d) nuxt-orpc over HTTP (its fallback route); nuxt-orpc client' },
   { key: 'e', letter: 'e', client: 'socketio', server: 'socketio', label: '(e) Socket.IO 4 ack echo' },
 ]
 

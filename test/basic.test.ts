@@ -1,6 +1,3 @@
-import { createServer, request as httpRequest } from 'node:http'
-import type { Socket, AddressInfo } from 'node:net'
-import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { createORPCClient } from '@orpc/client'
 import { RPCLink as HTTPLink } from '@orpc/client/fetch'
@@ -10,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { RpcConnection } from '../src/runtime/client/connection'
 import type { TestClient } from './helpers'
 import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
+import { startUpgradeRefusingProxy } from './proxy'
 
 const port = await getRandomPort('127.0.0.1')
 
@@ -362,47 +360,10 @@ describe('over HTTP (clients that cannot open the socket)', () => {
 })
 
 describe('falling back to HTTP (transport auto) behind a proxy that refuses WebSocket upgrades', () => {
-  /** A proxy to the test server that forwards HTTP, and upgrades only once `allowUpgrades` is set. */
   async function startProxy() {
-    const target = new URL(url('/'))
-    const state = { allowUpgrades: false, upgradesRefused: 0 }
-    const server = createServer((request, response) => {
-      const forwarded = httpRequest({ host: target.hostname, port: target.port, path: request.url, method: request.method, headers: request.headers }, (answer) => {
-        response.writeHead(answer.statusCode!, answer.headers)
-        answer.pipe(response)
-      })
-      forwarded.on('error', () => response.destroy())
-      request.pipe(forwarded)
-    })
-    server.on('upgrade', (request, socket: Socket, head: Buffer) => {
-      if (!state.allowUpgrades) {
-        state.upgradesRefused++
-        socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\n\r\n')
-        return
-      }
-      const upstream = connect(Number(target.port), target.hostname, () => {
-        const lines = [`${request.method} ${request.url} HTTP/1.1`, ...Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`)]
-        upstream.write(`${lines.join('\r\n')}\r\n\r\n`)
-        upstream.write(head)
-        upstream.pipe(socket).pipe(upstream)
-      })
-      upstream.on('error', () => socket.destroy())
-      socket.on('error', () => upstream.destroy())
-    })
-    // Every connection to the proxy, so that a test can cut them all (a network failure).
-    const live = new Set<Socket>()
-    server.on('connection', (socket) => {
-      live.add(socket)
-      socket.on('close', () => live.delete(socket))
-    })
-    const cut = () => live.forEach(socket => socket.destroy())
-    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-    const { port } = server.address() as AddressInfo
-    cleanups.push(() => {
-      cut()
-      server.close()
-    })
-    return { state, wsUrl: `ws://127.0.0.1:${port}/_orpc`, httpUrl: `http://127.0.0.1:${port}/_orpc`, server, cut }
+    const proxy = await startUpgradeRefusingProxy(new URL(url('/')))
+    cleanups.push(proxy.close)
+    return { ...proxy, wsUrl: `${proxy.url.replace('http', 'ws')}/_orpc` }
   }
 
   it('calls and streams over HTTP while upgrades are refused, then moves to the socket; no call runs twice', async () => {

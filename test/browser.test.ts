@@ -4,6 +4,7 @@ import type { Browser } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
+import { startUpgradeRefusingProxy } from './proxy'
 
 await setup({
   rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
@@ -53,5 +54,43 @@ describe.skipIf(skipBrowser)('in Chromium', () => {
     expect(framesSent.map(frame => JSON.parse(frame)).map(frame => frame.t ?? 1)).toEqual([1, 1, 4])
     expect(pageErrors).toEqual([])
     await page.close()
+  })
+
+  it('calls and streams over HTTP behind a proxy that refuses upgrades, then moves to the socket once it lets them through; nothing is sent twice', async () => {
+    const proxy = await startUpgradeRefusingProxy(new URL(url('/')))
+    const page = await browser.newPage()
+    try {
+      const httpCalls: string[] = []
+      page.on('request', (request) => {
+        if (new URL(request.url()).pathname.startsWith('/_orpc/')) httpCalls.push(new URL(request.url()).pathname)
+      })
+      const framesSent: string[] = []
+      page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(String(frame.payload))))
+      const pageErrors: Error[] = []
+      page.on('pageerror', error => pageErrors.push(error))
+
+      await page.goto(`${proxy.url}/`, { waitUntil: 'load', timeout: 10_000 })
+      await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
+      await page.click('#call')
+      await page.waitForFunction(() => document.querySelector('#clicked')?.textContent?.includes('Hello browser via http'), undefined, { timeout: 10_000 })
+      expect(await page.textContent('#transport')).toContain('http')
+      await page.click('#stream')
+      await page.waitForFunction(() => document.querySelector('#ticks')?.textContent?.trim() === '0,1,2,3,4', undefined, { timeout: 10_000 })
+      expect(proxy.state.upgradesRefused).toBeGreaterThan(0)
+
+      proxy.state.allowUpgrades = true
+      await page.waitForFunction(() => document.querySelector('#transport')?.textContent?.trim() === 'websocket', undefined, { timeout: 10_000 })
+      await page.click('#call')
+      await page.waitForFunction(() => document.querySelector('#clicked')?.textContent?.includes('Hello browser via websocket'), undefined, { timeout: 10_000 })
+
+      // Each call went out once, on one transport: greet and ticks over HTTP, then greet on the socket.
+      expect(httpCalls).toEqual(['/_orpc/greet', '/_orpc/ticks'])
+      expect(framesSent.map(frame => JSON.parse(frame)).filter(frame => frame.p?.u).map(frame => frame.p.u)).toEqual(['/greet'])
+      expect(pageErrors).toEqual([])
+    }
+    finally {
+      await page.close()
+      proxy.close()
+    }
   })
 })
