@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { spawn } from 'node:child_process'
+import { request as httpRequest } from 'node:http'
 import { setup, useTestContext } from '@nuxt/test-utils/e2e'
 import WebSocket from 'ws'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -164,6 +165,28 @@ describe('rate limit per connection (opt-in)', () => {
     expect(answers.length - refused.length).toBeLessThanOrEqual(21)
     expect((refused[0]!.p.b!.json as { code: string }).code).toBe('TOO_MANY_REQUESTS')
     expect((await polite.request(1, 'ping')).p.b?.json).toBe('pong')
+  })
+})
+
+describe('rate limit over HTTP, per client address (opt-in)', () => {
+  /** One call of `ping` over HTTP (oRPC's RPC protocol) from `localAddress`: its status and body. */
+  const ping = (localAddress: string) => new Promise<{ status: number, body: { json?: unknown } }>((resolve, reject) => {
+    const request = httpRequest(`${server.url}/limited-http/ping`, { method: 'POST', localAddress, headers: { 'content-type': 'application/json' } }, (response) => {
+      let text = ''
+      response.on('data', (chunk: Buffer) => text += chunk)
+      response.on('end', () => resolve({ status: response.statusCode!, body: JSON.parse(text) }))
+    })
+    request.on('error', reject)
+    request.end('{}')
+  })
+
+  it('refuses calls past the budget with TOO_MANY_REQUESTS; other addresses are unaffected', async () => {
+    const answers = await Promise.all(Array.from({ length: 30 }, () => ping('127.0.0.1')))
+    const refused = answers.filter(answer => answer.status === 429)
+    expect(answers.length - refused.length).toBeGreaterThanOrEqual(20)
+    expect(answers.length - refused.length).toBeLessThanOrEqual(21)
+    expect(refused[0]!.body.json).toMatchObject({ code: 'TOO_MANY_REQUESTS', data: { limit: 'rateLimit', max: 20, windowMs: 1000 } })
+    expect(await ping('127.0.0.2')).toEqual({ status: 200, body: { json: 'pong' } })
   })
 })
 

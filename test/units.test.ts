@@ -10,7 +10,7 @@ import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
 import { closeCodeForStatus, errorFromRefusal, refusalFromError } from '../src/runtime/server/context'
 import { createRpcWebSocketHooks, selectSubprotocol } from '../src/runtime/server/handler'
-import { TokenBucket } from '../src/runtime/server/limits'
+import { BucketsByClient, TokenBucket } from '../src/runtime/server/limits'
 import { heartbeatFrame, refusalFrame, refusalOf } from '../src/runtime/shared/protocol'
 import { isValidCloseCode, toCloseReason } from '../src/runtime/server/registry'
 import type { NodeWebSocket } from '../src/runtime/server/transports/node'
@@ -671,5 +671,18 @@ describe('the refusal frame', () => {
     expect(refusalOf('{"i":-1,"t":4,"p":{"closeCode":"4401","closeReason":"x"}}')).toBeUndefined()
     expect(refusalOf('{"i":-1,"t":4,"p":{"closeCode":4401')).toBeUndefined()
     expect(refusalOf(new ArrayBuffer(8))).toBeUndefined()
+  })
+})
+
+describe('BucketsByClient', () => {
+  it('limits each client on its own and keeps at most maxClients buckets, dropping the oldest', () => {
+    const buckets = new BucketsByClient(2, 60_000, 3)
+    expect([buckets.take('a'), buckets.take('a'), buckets.take('a')]).toEqual([true, true, false])
+    expect(buckets.take('b')).toBe(true)
+    buckets.take('c')
+    buckets.take('d')
+    expect(buckets.size).toBe(3)
+    // `a` was the oldest: dropped, it starts afresh.
+    expect(buckets.take('a')).toBe(true)
   })
 })

@@ -12,4 +12,5 @@ export default defineRpcHttpHandler({
   allowedOrigins: config.allowedOrigins,
   allowedHosts: config.allowedHosts,
   maxMessageBytes: config.maxMessageBytes,
+  rateLimit: config.rateLimit,
 })

@@ -2,10 +2,11 @@ import { ORPCError } from '@orpc/client'
 import type { AnyRouter } from '@orpc/server'
 import { BodyLimitPlugin, RPCHandler } from '@orpc/server/fetch'
 import type { H3Event } from 'h3'
-import { defineEventHandler, getRequestHeader, getRequestIP, getRequestURL, toWebRequest } from 'h3'
+import { defineEventHandler, getRequestHeader, getRequestIP, getRequestURL, getRequestWebStream } from 'h3'
 import type { RpcContext, RpcContextFunction } from '../types'
 import { defaultMaxMessageBytes } from '../shared/options'
-import { isOriginAllowed, normalizeHosts, normalizeOrigins } from './admission'
+import { ipKeyOf, isOriginAllowed, normalizeHosts, normalizeOrigins } from './admission'
+import { BucketsByClient } from './limits'
 import { errorFromRefusal, refusalFromError } from './context'
 import { toCallerError } from './plain-call'
 
@@ -20,6 +21,11 @@ export interface RpcHttpHandlerOptions {
   allowedHosts?: readonly string[]
   /** The largest request body, in bytes (the socket's `maxMessageBytes`); past it: 413. */
   maxMessageBytes?: number
+  /**
+   * The socket's per-connection rate limit, applied per client address here (a client over HTTP is no one
+   * connection); past it: TOO_MANY_REQUESTS. A request whose address the runtime does not tell is not limited.
+   */
+  rateLimit?: { max: number, windowMs: number } | false
 }
 
 /**
@@ -33,13 +39,23 @@ export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
   const allowedHosts = normalizeHosts(options.allowedHosts ?? [])
   const maxBodySize = options.maxMessageBytes ?? defaultMaxMessageBytes
   const handler = new RPCHandler(options.router, { plugins: [new BodyLimitPlugin({ maxBodySize })] })
-  const { createContext, prefix } = options
+  const { createContext, prefix, rateLimit } = options
+  const buckets = rateLimit ? new BucketsByClient(rateLimit.max, rateLimit.windowMs) : undefined
 
   return defineEventHandler(async (event) => {
     const url = getRequestURL(event)
     const origin = getRequestHeader(event, 'origin') ?? null
     if (!isOriginAllowed(origin, url.href, allowedOrigins, allowedHosts)) {
       return errorResponse(new ORPCError('FORBIDDEN', { status: 403, message: `Origin ${origin} is not allowed` }))
+    }
+    const address = buckets && getRequestIP(event)
+    if (rateLimit && address && !buckets.take(ipKeyOf(address))) {
+      const { max, windowMs } = rateLimit
+      return errorResponse(new ORPCError('TOO_MANY_REQUESTS', {
+        status: 429,
+        message: `Rate limit exceeded for this client (${max} calls per ${windowMs} ms); slow down.`,
+        data: { limit: 'rateLimit', max, windowMs },
+      }))
     }
     let context: RpcContext
     try {
@@ -48,19 +64,26 @@ export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
     catch (error) {
       return errorResponse(errorFromRefusal(refusalFromError(error)))
     }
-    const { matched, response } = await handler.handle(requestOf(event), { prefix, context })
+    const { matched, response } = await handler.handle(requestOf(event, url), { prefix, context })
     return matched ? response : errorResponse(new ORPCError('NOT_FOUND', { message: `No procedure at ${url.pathname}` }))
   })
 }
 
 /**
- * The web request of `event`, with a signal that aborts when the client goes away (h3's `toWebRequest` has
- * none): a procedure, a stream above all, sees its `signal` abort as over the socket.
+ * The web request of `event`, as h3's `toWebRequest` makes it but with a signal that aborts when the client
+ * goes away: a procedure, a stream above all, sees its `signal` abort as over the socket.
  */
-function requestOf(event: H3Event): Request {
+function requestOf(event: H3Event, url: URL): Request {
   const controller = new AbortController()
   event.node.res.once('close', () => controller.abort())
-  return new Request(toWebRequest(event), { signal: controller.signal })
+  const init: RequestInit & { duplex: 'half' } = {
+    duplex: 'half',
+    method: event.method,
+    headers: event.headers,
+    body: getRequestWebStream(event),
+    signal: controller.signal,
+  }
+  return new Request(url, init)
 }
 
 function contextInputFromRequest(event: H3Event, url: URL) {

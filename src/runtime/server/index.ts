@@ -3,6 +3,8 @@ export type { RpcServerLimits, RpcWebSocketHandlerOptions } from './handler'
 export { closeRpcConnections, shutdownRpcConnections } from './registry'
 export type { RpcConnectionInfo } from './registry'
 export { createRpcCaller } from './caller'
+export { defineRpcHttpHandler } from './http'
+export type { RpcHttpHandlerOptions } from './http'
 export type { RpcContext, RpcContextFunction, RpcContextInput, RpcRouter, RpcUpgradeRequest } from '../types'
 // The publisher's parts that need no Nitro (usePublisher() is Nitro's auto-import).
 export { createPublisher } from './publisher/create'
