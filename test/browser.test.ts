@@ -62,7 +62,8 @@ describe.skipIf(skipBrowser)('in Chromium', () => {
     try {
       const httpCalls: string[] = []
       page.on('request', (request) => {
-        if (new URL(request.url()).pathname.startsWith('/_orpc/')) httpCalls.push(new URL(request.url()).pathname)
+        // Calls are POSTs; the client's probe of the HTTP route is a GET.
+        if (request.method() === 'POST' && new URL(request.url()).pathname.startsWith('/_orpc/')) httpCalls.push(new URL(request.url()).pathname)
       })
       const framesSent: string[] = []
       page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(String(frame.payload))))

@@ -268,6 +268,16 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
     expect(await pending).toBe('pong')
   })
 
+  it('does not fall back to HTTP for a server that answers HTTP but is not nuxt-orpc\'s route (no probe answer)', async () => {
+    const other = createServer((_request, response) => response.end('hello'))
+    other.on('upgrade', (_request, socket) => socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n'))
+    const otherPort = await new Promise<number>(resolve => other.listen(0, '127.0.0.1', () => resolve((other.address() as AddressInfo).port)))
+    cleanups.push(() => new Promise(resolve => other.close(resolve)))
+    const { client: rpc, connection } = client(`ws://127.0.0.1:${otherPort}`, 800)
+    expect(await rejectionOf(rpc.ping())).toMatchObject({ code: 'CONNECTION_TIMEOUT' })
+    expect(connection.status.transport).toBe('websocket')
+  })
+
   it('lets an aborted signal cancel a call that is waiting for the socket', async () => {
     const port = await getRandomPort('127.0.0.1')
     const { client: rpc } = client(`ws://127.0.0.1:${port}`, 5000)

@@ -5,7 +5,7 @@ import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
 import type { RpcClientTimers } from '../shared/options'
 import { clientTimerDefaults } from '../shared/options'
-import { readySubprotocol, refusalOf, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
+import { httpProbeHeader, httpProbePath, readySubprotocol, refusalOf, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { StreamWrapper } from './plain-calls'
 import { PlainCallClient } from './plain-calls'
 
@@ -45,8 +45,8 @@ export interface RpcConnectionOptions extends Partial<RpcClientTimers> {
   heartbeatTimeout?: number
   /**
    * `'websocket'`: calls wait for the socket. `'http'`: every call is an HTTP request (streams: server-sent
-   * events). `'auto'`: the socket; while it cannot be opened but the server answers HTTP (a proxy or host
-   * without WebSockets), calls go over HTTP, and the socket is tried again with the usual backoff. A call
+   * events). `'auto'`: the socket; while it cannot be opened but nuxt-orpc's HTTP route answers (a proxy or
+   * host without WebSockets), calls go over HTTP, and the socket is tried again with the usual backoff. A call
    * takes one transport and is never sent again on the other.
    * @default 'auto'
    */
@@ -387,21 +387,25 @@ export class RpcConnection implements ClientLink<ClientContext> {
   }
 
   /**
-   * With `transport: 'auto'`, after a socket that could not be opened: whether the server answers HTTP there
-   * (any answer but a 5xx: a proxy or host that refuses upgrades). Then calls go over HTTP until a socket
-   * opens; a server that is down answers nothing, and calls keep waiting for the socket.
+   * With `transport: 'auto'`, after a socket that could not be opened: whether nuxt-orpc's HTTP route answers
+   * its probe (a proxy or host that refuses upgrades, in front of a server that is up). Then calls go over HTTP
+   * until a socket opens. A server that is down, or any other server (a stock oRPC one), does not answer it,
+   * and calls keep waiting for the socket.
    */
   private async fallBackToHttp() {
+    if (this.status.transport === 'http') return
     let reachable = false
     try {
-      const answer = await fetch(urlOf(this.options.httpUrl), { method: 'GET', signal: AbortSignal.timeout(this.options.connectTimeout) })
-      reachable = answer.status < 500
+      const answer = await fetch(`${urlOf(this.options.httpUrl)}/${httpProbePath}`, { method: 'GET', signal: AbortSignal.timeout(this.options.connectTimeout) })
+      reachable = answer.headers.get(httpProbeHeader) === 'http'
       void answer.body?.cancel()
     }
     catch {
       // Not reachable.
     }
-    if (!reachable || this.status.transport === 'http' || this.status.state === 'open' || this.status.state === 'closed') return
+    // Read again: meanwhile a socket may have opened, the app closed the connection, or another probe switched.
+    const { state, transport } = this.status as RpcConnectionStatus
+    if (!reachable || transport === 'http' || state === 'open' || state === 'closed') return
     this.setStatus('open', this.status.closeCode, this.status.closeReason, 'http')
     for (const waiter of [...this.waiters]) waiter.resolve('http')
   }
@@ -419,8 +423,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
       const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
       if (!resumable) throw typed
       const next = await this.ready(options.signal)
-      // Resuming over HTTP is not done yet: the stream ends with the error.
-      if (next === 'http') throw typed
+      // The socket cannot be opened again but HTTP answers: the stream goes on there.
+      if (next === 'http') return await this.callOverHttp(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
       session = next
       try {
         return await session.link.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>

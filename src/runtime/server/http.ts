@@ -5,6 +5,7 @@ import type { H3Event } from 'h3'
 import { defineEventHandler, getRequestHeader, getRequestIP, getRequestURL, getRequestWebStream } from 'h3'
 import type { RpcContext, RpcContextFunction } from '../types'
 import { defaultMaxMessageBytes } from '../shared/options'
+import { httpProbeHeader, httpProbePath } from '../shared/protocol'
 import { ipKeyOf, isOriginAllowed, normalizeHosts, normalizeOrigins } from './admission'
 import { BucketsByClient } from './limits'
 import { errorFromRefusal, refusalFromError } from './context'
@@ -40,6 +41,7 @@ export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
   const maxBodySize = options.maxMessageBytes ?? defaultMaxMessageBytes
   const handler = new RPCHandler(options.router, { plugins: [new BodyLimitPlugin({ maxBodySize })] })
   const { createContext, prefix, rateLimit } = options
+  const probePath = `${prefix}/${httpProbePath}`
   const buckets = rateLimit ? new BucketsByClient(rateLimit.max, rateLimit.windowMs) : undefined
 
   return defineEventHandler(async (event) => {
@@ -48,6 +50,7 @@ export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
     if (!isOriginAllowed(origin, url.href, allowedOrigins, allowedHosts)) {
       return errorResponse(new ORPCError('FORBIDDEN', { status: 403, message: `Origin ${origin} is not allowed` }))
     }
+    if (event.method === 'GET' && url.pathname === probePath) return new Response(null, { status: 204, headers: { [httpProbeHeader]: 'http' } })
     const address = buckets && getRequestIP(event)
     if (rateLimit && address && !buckets.take(ipKeyOf(address))) {
       const { max, windowMs } = rateLimit

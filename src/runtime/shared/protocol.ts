@@ -64,5 +64,13 @@ export function refusalOf(frame: unknown): { code: number, reason: string } | un
   }
 }
 
+/**
+ * The HTTP route's probe: `GET <route>/<httpProbePath>` is answered 204 with the `httpProbeHeader` header, so a
+ * client whose socket cannot open tells nuxt-orpc's HTTP route (calls may go there) from any other answer
+ * (a stock oRPC server, a proxy's error page).
+ */
+export const httpProbePath = '_probe'
+export const httpProbeHeader = 'x-nuxt-orpc'
+
 /** The JSON-and-bytes separator of oRPC's binary frames (files, forms); it never occurs in UTF-8 text. */
 export const binaryDelimiter = 0xFF
