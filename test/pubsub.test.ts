@@ -7,7 +7,7 @@ import { chromium } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
 import { compareEventIds } from '../src/runtime/server/publisher/core'
-import { rejectionOf, waitFor } from './helpers'
+import { createClient, rejectionOf, waitFor } from './helpers'
 import type { NodeServer } from './process'
 import { startNodeServer } from './process'
 import { collect, freshRoom, redisAnswers, sleep, ThrowAwayRedis, trackedClient } from './pubsub'
@@ -183,6 +183,20 @@ describe.skipIf(skipRedis)('Redis driver, two instances (needs Redis at 127.0.0.
     expect(hello).toHaveLength(1)
     expect(hello[0]).toMatchObject({ via: 'second', room })
     expect(hello[0]!.sentAt).toBeInstanceOf(Date)
+  })
+
+  it('a subscriber over HTTP (server-sent events) on instance 1 gets what a socket client on instance 2 publishes', async () => {
+    const room = freshRoom()
+    const overHttp = createClient({ url: wsUrl(first), transport: 'http' })
+    cleanups.push(() => overHttp.connection.close())
+    const { client: publisherRpc } = client(second)
+    const [afterId] = await publishAll(publisherRpc, room, ['m0'])
+    const collected = subscription(options => overHttp.client.chat.messages({ room }, options), afterId)
+    await publishAll(publisherRpc, room, numbered(1, 3))
+    await waitFor(() => collected.received.length === 3, { timeout: 10_000 })
+    expect(collected.texts()).toEqual(numbered(1, 3))
+    expect(collected.received.every(message => message.via === 'second')).toBe(true)
+    expect(overHttp.connection.status.transport).toBe('http')
   })
 
   it('resumes a subscriber whose socket drops mid-stream: no gap, no duplicate', async () => {
