@@ -357,6 +357,23 @@ describe('over HTTP (clients that cannot open the socket)', () => {
     expect(await httpClient().ping()).toBe('pong')
     expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
   })
+
+  it('answers CORS for allowedOrigins (preflight and calls, with credentials) and for no other origin', async () => {
+    const preflight = await fetch(url('/_orpc/ping'), { method: 'OPTIONS', headers: { 'origin': 'http://allowed.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+    expect(preflight.status).toBe(204)
+    expect(Object.fromEntries(preflight.headers)).toMatchObject({
+      'access-control-allow-origin': 'http://allowed.example',
+      'access-control-allow-credentials': 'true',
+      'access-control-allow-methods': 'GET, POST',
+      'access-control-allow-headers': 'content-type',
+    })
+    const call = await fetch(url('/_orpc/ping'), { method: 'POST', headers: { 'origin': 'http://allowed.example', 'content-type': 'application/json' }, body: '{}' })
+    expect(call.status).toBe(200)
+    expect(call.headers.get('access-control-allow-origin')).toBe('http://allowed.example')
+    const foreign = await fetch(url('/_orpc/ping'), { method: 'OPTIONS', headers: { 'origin': 'http://evil.example', 'access-control-request-method': 'POST' } })
+    expect(foreign.status).toBe(403)
+    expect(foreign.headers.get('access-control-allow-origin')).toBeNull()
+  })
 })
 
 describe('falling back to HTTP (transport auto) behind a proxy that refuses WebSocket upgrades', () => {

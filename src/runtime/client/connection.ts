@@ -362,7 +362,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
    */
   private async callOverHttp(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     if (this.status.state !== 'open') this.setStatus('open', this.status.closeCode, this.status.closeReason, 'http')
-    this.httpLink ??= new HTTPLink({ url: () => urlOf(this.options.httpUrl) })
+    // Cookies go with calls to another origin too (a page of the server's `allowedOrigins`), as on the socket.
+    this.httpLink ??= new HTTPLink({ url: () => urlOf(this.options.httpUrl), fetch: (request, init) => fetch(request, { ...init, credentials: 'include' }) })
     let output: unknown
     try {
       output = await this.httpLink.call(path, input, options)
@@ -396,7 +397,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
     if (this.status.transport === 'http') return
     let reachable = false
     try {
-      const answer = await fetch(`${urlOf(this.options.httpUrl)}/${httpProbePath}`, { method: 'GET', signal: AbortSignal.timeout(this.options.connectTimeout) })
+      const answer = await fetch(`${urlOf(this.options.httpUrl)}/${httpProbePath}`, { method: 'GET', credentials: 'include', signal: AbortSignal.timeout(this.options.connectTimeout) })
       reachable = answer.headers.get(httpProbeHeader) === 'http'
       void answer.body?.cancel()
     }

@@ -2,7 +2,7 @@ import { ORPCError } from '@orpc/client'
 import type { AnyRouter } from '@orpc/server'
 import { BodyLimitPlugin, RPCHandler } from '@orpc/server/fetch'
 import type { H3Event } from 'h3'
-import { defineEventHandler, getRequestHeader, getRequestIP, getRequestURL, getRequestWebStream } from 'h3'
+import { defineEventHandler, getRequestHeader, getRequestIP, getRequestURL, getRequestWebStream, setResponseHeaders } from 'h3'
 import type { RpcContext, RpcContextFunction } from '../types'
 import { defaultMaxMessageBytes } from '../shared/options'
 import { httpProbeHeader, httpProbePath } from '../shared/protocol'
@@ -49,6 +49,18 @@ export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
     const origin = getRequestHeader(event, 'origin') ?? null
     if (!isOriginAllowed(origin, url.href, allowedOrigins, allowedHosts)) {
       return errorResponse(new ORPCError('FORBIDDEN', { status: 403, message: `Origin ${origin} is not allowed` }))
+    }
+    // A page of `allowedOrigins` calls from another origin: CORS lets its browser read the answers.
+    if (origin !== null && allowedOrigins.has(origin)) {
+      setResponseHeaders(event, { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', 'access-control-expose-headers': httpProbeHeader, 'vary': 'origin' })
+      if (event.method === 'OPTIONS') {
+        setResponseHeaders(event, {
+          'access-control-allow-methods': 'GET, POST',
+          'access-control-allow-headers': getRequestHeader(event, 'access-control-request-headers') ?? 'content-type',
+          'access-control-max-age': 600,
+        })
+        return new Response(null, { status: 204 })
+      }
     }
     if (event.method === 'GET' && url.pathname === probePath) return new Response(null, { status: 204, headers: { [httpProbeHeader]: 'http' } })
     const address = buckets && getRequestIP(event)
