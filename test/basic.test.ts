@@ -354,6 +354,10 @@ describe('over HTTP (clients that cannot open the socket)', () => {
     expect(await httpClient({ origin: 'http://allowed.example' }).ping()).toBe('pong')
     expect(await rejectionOf(httpClient({}, '?deny=401').ping())).toMatchObject({ code: 'UNAUTHORIZED', message: 'Sign in first' })
     expect(await rejectionOf(httpClient().greet({ name: 'x'.repeat(100 * 1024) }))).toMatchObject({ status: 413 })
+    // A body that is not oRPC's: a typed BAD_REQUEST in oRPC's format, and the route goes on.
+    const malformed = await fetch(url('/_orpc/greet'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'not json' })
+    expect(malformed.status).toBe(400)
+    expect((await malformed.json() as { json: { code: string } }).json.code).toBe('BAD_REQUEST')
     expect(await httpClient().ping()).toBe('pong')
     expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException/i)
   })

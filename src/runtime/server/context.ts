@@ -67,13 +67,14 @@ export function contextInputFromUpgrade(request: RpcUpgradeRequest, transport: R
   }
 }
 
-export function contextInputFromEvent(event: H3Event): RpcContextInput {
+/** The context function's input for an HTTP request: a page rendered (SSR) or a call over HTTP. */
+export function contextInputFromEvent(event: H3Event, transport: 'ssr' | 'http' = 'ssr', url = getRequestURL(event)): RpcContextInput {
   return {
     event,
-    url: getRequestURL(event),
+    url,
     headers: event.headers,
     remoteAddress: event.node.req.socket?.remoteAddress,
-    transport: 'ssr',
+    transport,
   }
 }
 

@@ -1,4 +1,5 @@
 import { ORPCError } from '@orpc/client'
+import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/standard'
 import type { AnyRouter } from '@orpc/server'
 import { BodyLimitPlugin, RPCHandler } from '@orpc/server/fetch'
 import type { H3Event } from 'h3'
@@ -8,7 +9,7 @@ import { defaultMaxMessageBytes } from '../shared/options'
 import { httpProbeHeader, httpProbePath } from '../shared/protocol'
 import { ipKeyOf, isOriginAllowed, normalizeHosts, normalizeOrigins } from './admission'
 import { BucketsByClient } from './limits'
-import { errorFromRefusal, refusalFromError } from './context'
+import { contextInputFromEvent, errorFromRefusal, refusalFromError } from './context'
 import { toCallerError } from './plain-call'
 
 /** What serving the router over HTTP takes: the socket route's router, context function and rules. */
@@ -74,7 +75,7 @@ export function defineRpcHttpHandler(options: RpcHttpHandlerOptions) {
     }
     let context: RpcContext
     try {
-      context = (await createContext?.(contextInputFromRequest(event, url)) ?? {}) as RpcContext
+      context = (await createContext?.(contextInputFromEvent(event, 'http', url)) ?? {}) as RpcContext
     }
     catch (error) {
       return errorResponse(errorFromRefusal(refusalFromError(error)))
@@ -101,19 +102,11 @@ function requestOf(event: H3Event, url: URL): Request {
   return new Request(url, init)
 }
 
-function contextInputFromRequest(event: H3Event, url: URL) {
-  return {
-    event,
-    url,
-    headers: new Headers(event.headers),
-    remoteAddress: getRequestIP(event),
-    transport: 'http' as const,
-  }
-}
+const serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer())
 
-/** An error as oRPC's RPC protocol answers one, so `RPCLink` and nuxt-orpc's client throw it typed. */
+/** An error as oRPC's RPC protocol answers one (its serializer), so `RPCLink` and nuxt-orpc's client throw it typed. */
 function errorResponse(error: ORPCError<string, unknown>): Response {
-  return new Response(JSON.stringify({ json: toCallerError(error).toJSON(), meta: [] }), {
+  return new Response(JSON.stringify(serializer.serialize(toCallerError(error).toJSON())), {
     status: error.status,
     headers: { 'content-type': 'application/json' },
   })
