@@ -27,6 +27,8 @@ export interface Runtime {
    * HTTP status (other clients), instead of being closed with a code.
    */
   refusesAtUpgrade?: boolean
+  /** Whether the server hibernates with its sockets open (a Durable Object): then it is tested across a wake. */
+  hibernates?: boolean
   /**
    * What a stream to a client that stops reading does: wait (`pause`), end its socket (`close`), or neither:
    * the runtime buffers and tells nothing (`none`).
@@ -34,12 +36,13 @@ export interface Runtime {
   backpressure: 'pause' | 'close' | 'none'
 }
 
-/** Node's WebSocket, with `origin` in its handshake as a page on that origin would send it. */
-const withOrigin = (origin: string) => class extends globalThis.WebSocket {
+/** Node's WebSocket, with `headers` in its handshake (a page's origin, its cookies) as a browser would send them. */
+const withHeaders = (headers: Record<string, string>) => class extends globalThis.WebSocket {
   constructor(url: string | URL, protocols?: string | string[]) {
-    super(url, { protocols, headers: { origin } } as never)
+    super(url, { protocols, headers } as never)
   }
 }
+const withOrigin = (origin: string) => withHeaders({ origin })
 
 const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url))
 
@@ -81,6 +84,7 @@ export const cloudflareRuntime: Runtime = {
   tellsAddress: true,
   refusesAtUpgrade: true,
   backpressure: 'none',
+  hibernates: true,
 }
 
 /** What wrangler must not do on a closed network: report, check for updates, fetch Cloudflare's data. */
@@ -328,6 +332,61 @@ export async function describeContract(runtime: Runtime) {
       expect(refused).toHaveLength(2)
       expect((refused[0]!.p.b!.json as { code: string }).code).toBe('TOO_MANY_REQUESTS')
       expect((await socket.request('after', 'ping')).p.b?.json).toBe('pong')
+    })
+
+    it.runIf(runtime.hibernates)('hibernates with its sockets open, the client\'s pings answered without waking it; wakes with each connection\'s context, resumes its streams without gap or duplicate, ends the others typed', async () => {
+      const login = await fetch(`${server!.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'grace' }) })
+      const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
+      const statuses: string[] = []
+      // Pings after 4 s of silence: several go out while the object sleeps.
+      const { client: rpc, connection } = createClient({ url: () => wsUrl(), WebSocket: withHeaders({ cookie }), heartbeatTimeout: 6000, onStatus: status => statuses.push(status.state) })
+      cleanups.push(() => connection.close())
+      expect(await rpc.whoami()).toEqual({ name: 'grace' })
+      const madeBefore = await rpc.durableObjectsMade()
+      const feed: number[] = []
+      const reading = (async () => {
+        for await (const event of await rpc.feed()) {
+          feed.push(event.n)
+          if (event.n === 3) break
+        }
+      })()
+      const bell = rejectionOf(rpc.bell().then(async (stream: AsyncIterable<number>) => {
+        for await (const _ of stream) { /* rings */ }
+      }))
+      const poster = raw()
+      await poster.opened
+      // Until the subscription is in place, a post may come before it.
+      let attempt = 0
+      await waitFor(async () => {
+        await poster.request(`post${++attempt}`, 'post', { n: 100 + attempt })
+        return feed.length > 0
+      })
+      await new Promise(resolve => setTimeout(resolve, 500))
+      const before = [...feed]
+      poster.close()
+      // Idle: no timer keeps the object awake (workerd hibernates it after about 10 s).
+      await new Promise(resolve => setTimeout(resolve, 20_000))
+      const waker = raw()
+      await waker.opened
+      await waker.request('p2', 'post', { n: 2 })
+      await waker.request('p3', 'post', { n: 3 })
+      await reading
+      // Made again once, by the waker: the pings meanwhile were answered by Cloudflare alone.
+      expect(await rpc.durableObjectsMade()).toBe(madeBefore + 1)
+      // Every event once, in order, the one published as the object woke included.
+      expect(feed).toEqual([...before, 2, 3])
+      expect(await bell).toMatchObject({ code: 'CONNECTION_CLOSED', data: { closeCode: 1012 } })
+      // The same socket all along, with the context from its upgrade.
+      expect(await rpc.whoami()).toEqual({ name: 'grace' })
+      expect(statuses.filter(state => state !== 'open')).toEqual(['connecting'])
+      expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException|Uncaught/i)
+    }, 60_000)
+
+    it.runIf(runtime.hibernates)('refuses a connection whose context cannot be kept while the object hibernates, saying why', async () => {
+      await expect(raw({}, '?unkeepable').opened).rejects.toThrow('Unexpected server response: 500')
+      await waitFor(() => serverLogs().includes('cannot be kept while the Durable Object hibernates'))
+      const { client: rpc } = client()
+      expect(await rpc.ping()).toBe('pong')
     })
 
     it('lets the browser client reconnect after the server restarts, without replaying a call', async () => {

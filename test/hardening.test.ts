@@ -327,6 +327,17 @@ describe('heartbeat', () => {
     expect(Date.now() - frozenAt).toBeLessThan(2000)
   })
 
+  it('answers the client\'s pings: a client that expects life more often than the server beats stays connected', async () => {
+    // The default route beats every 25 s; this client gives up after 900 ms of silence and pings after 600.
+    const statuses: string[] = []
+    const { client: rpc, connection } = createClient({ url: () => wsUrl(), heartbeatTimeout: 900, onStatus: status => statuses.push(status.state) })
+    cleanups.push(() => connection.close())
+    expect(await rpc.ping()).toBe('pong')
+    await new Promise(resolve => setTimeout(resolve, 3000))
+    expect(statuses).toEqual(['connecting', 'open'])
+    expect(await rpc.ping()).toBe('pong')
+  })
+
   it('lets the client notice a frozen server (SIGSTOP) and reconnect once it is back', async () => {
     const { client: rpc, connection } = client({ heartbeatTimeout: 1000, path: '/heartbeat' })
     expect(await rpc.ping()).toBe('pong')

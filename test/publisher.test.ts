@@ -331,20 +331,33 @@ describe('resumable subscription (what useRpcSubscription runs)', () => {
 })
 
 describe('memory publisher timers', () => {
-  it('runs its sweep only while it has channels (none at startup: Cloudflare refuses timers while a Worker loads)', async () => {
+  it('starts no timer (a Durable Object with one pending cannot hibernate); a later publish sweeps idle channels', async () => {
     const timers = vi.spyOn(globalThis, 'setInterval')
+    const timeouts = vi.spyOn(globalThis, 'setTimeout')
+    vi.useFakeTimers({ toFake: ['Date'] })
     try {
       const channels = new Map<string, MemoryChannel>()
-      const publisher = createMemoryPublisher({ ...publisherDefaults }, channels)
-      expect(timers).not.toHaveBeenCalled()
+      const publisher = createMemoryPublisher({ ...publisherDefaults, retention: 1 }, channels)
       await publisher.publish('a', { n: 1 })
-      expect(timers).toHaveBeenCalledTimes(1)
+      const kept = publisher.subscribe('kept')
+      expect([...channels.keys()].sort()).toEqual(['a', 'kept'])
+      // Within the sweep interval (10 s at least), events older than the retention stay where nothing touches them.
+      vi.setSystemTime(Date.now() + 5000)
       await publisher.publish('b', { n: 2 })
-      expect(timers).toHaveBeenCalledTimes(1)
+      expect([...channels.keys()].sort()).toEqual(['a', 'b', 'kept'])
+      vi.setSystemTime(Date.now() + 6000)
+      await publisher.publish('c', { n: 3 })
+      // 'a' and 'b' hold only events past the retention and no subscriber: gone; 'kept' has its subscriber.
+      expect([...channels.keys()].sort()).toEqual(['c', 'kept'])
+      expect(timers).not.toHaveBeenCalled()
+      expect(timeouts).not.toHaveBeenCalled()
+      await kept.return?.()
       await publisher.close()
     }
     finally {
+      vi.useRealTimers()
       timers.mockRestore()
+      timeouts.mockRestore()
     }
   })
 })

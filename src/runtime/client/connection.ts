@@ -5,7 +5,7 @@ import { RPCLink } from '@orpc/client/websocket'
 import { isAsyncIteratorObject } from '@orpc/shared'
 import type { RpcClientTimers } from '../shared/options'
 import { clientTimerDefaults } from '../shared/options'
-import { httpProbeHeader, httpProbePath, readySubprotocol, refusalOf, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
+import { heartbeatFrame, httpProbeHeader, httpProbePath, readySubprotocol, refusalOf, restartFrame, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { StreamWrapper } from './plain-calls'
 import { PlainCallClient } from './plain-calls'
 
@@ -39,7 +39,8 @@ export interface RpcConnectionOptions extends Partial<RpcClientTimers> {
   /**
    * Silence (ms) after which the socket counts as dead and is replaced. The server sends a heartbeat frame
    * every `heartbeatInterval`, so this should exceed it (nuxt-orpc passes the server's
-   * `heartbeatInterval + heartbeatTimeout`).
+   * `heartbeatInterval + heartbeatTimeout`); after two thirds of it in silence the client pings, and the
+   * server's answer counts (on Cloudflare, where the server sends no beats, that is what keeps it alive).
    * @default 45000
    */
   heartbeatTimeout?: number
@@ -340,9 +341,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
    * error itself); the others go through oRPC's link on the same socket.
    */
   private callOn(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
-    // A resumed stream carries `last-event-id` as a header: the link sends it.
-    const plainCall = options.lastEventId === undefined ? session.plainCalls.call(path, input, options) : undefined
-    return plainCall ?? this.callOnLink(session, path, input, options)
+    return session.plainCalls.call(path, input, options) ?? this.callOnLink(session, path, input, options)
   }
 
   private async callOnLink(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
@@ -423,12 +422,16 @@ export class RpcConnection implements ClientLink<ClientContext> {
       const typed = await session.callError(error, options.signal)
       const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
       if (!resumable) throw typed
-      const next = await this.ready(options.signal)
+      // The same socket when it stayed open (the server restarted the stream), else the next one.
+      const open = this.status.state === 'open' && this.status.transport === 'websocket' && this.session && !this.session.closed ? this.session : undefined
+      const next = open ?? await this.ready(options.signal)
       // The socket cannot be opened again but HTTP answers: the stream goes on there.
       if (next === 'http') return await this.callOverHttp(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
       session = next
+      const resumed = { ...options, lastEventId }
       try {
-        return await session.link.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
+        // Not wrapped again: this stream goes on with it.
+        return await (session.plainCalls.call(path, input, resumed, false) ?? session.link.call(path, input, resumed)) as AsyncIterator<unknown>
       }
       catch (callError) {
         throw await session.callError(callError, options.signal)
@@ -490,6 +493,11 @@ export class RpcConnection implements ClientLink<ClientContext> {
     }
     const session: Session = new Session(socket, (data) => {
       lastMessageAt = Date.now()
+      if (data === restartFrame) {
+        // The server woke up without the streams it ran for this socket: they resume (or end) now.
+        session.plainCalls.cutStreams(() => errorForClose(RpcCloseCode.ServiceRestart, 'The server restarted the stream'))
+        return true
+      }
       if (ready) return false
       // Instead of the ready frame, a server that cannot close the socket yet says why it refused it.
       const refusal = refusalOf(data)
@@ -505,8 +513,20 @@ export class RpcConnection implements ClientLink<ClientContext> {
     // Over HTTP meanwhile, the socket's attempts do not change what the app sees.
     if (this.status.transport !== 'http') this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
 
+    // After two thirds of the timeout in silence the client pings (the heartbeat frame; nuxt-orpc's server
+    // answers with the same): where the server beats on a timer its beat comes first, and where it cannot
+    // (a Cloudflare Durable Object, which answers pings without waking) the ping's answer keeps the socket
+    // alive.
+    let pingedAt = 0
     const watchdog = setInterval(() => {
-      if (Date.now() - lastMessageAt <= this.options.heartbeatTimeout) return
+      const silence = Date.now() - lastMessageAt
+      if (silence <= this.options.heartbeatTimeout) {
+        if (ready && silence > this.options.heartbeatTimeout * 2 / 3 && pingedAt < lastMessageAt && socket.protocol === readySubprotocol && socket.readyState === 1) {
+          pingedAt = Date.now()
+          socket.send(heartbeatFrame)
+        }
+        return
+      }
       try {
         socket.close(4000, 'No heartbeat')
       }

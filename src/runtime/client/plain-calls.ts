@@ -46,6 +46,8 @@ interface PendingCall {
   input: unknown
   options: ClientOptions<ClientContext>
   onAbort: (() => void) | undefined
+  /** Whether an event stream it returns goes through `wrapStream` (a stream resuming another does not). */
+  wrap: boolean
 }
 
 /** What becomes of a call's event stream before the caller gets it (the connection makes it resumable). */
@@ -57,8 +59,8 @@ export type StreamWrapper = (iterator: AsyncIterator<unknown>, path: readonly st
  * per-call layers (spans, interceptors, three queues and two AbortErrors per completed call). The answer may
  * be anything oRPC sends: a value, a typed error, a file, an event stream.
  *
- * Calls with files, forms or streamed input, and calls resuming a stream (`lastEventId`), go through oRPC's
- * `RPCLink` on the same socket instead; `call` returns undefined for them.
+ * Calls with files, forms or streamed input go through oRPC's `RPCLink` on the same socket instead; `call`
+ * returns undefined for them. A call resuming a stream (`lastEventId`) carries oRPC's `last-event-id` header.
  *
  * The promise `call` returns is the caller's own: it settles with the output (an event stream passed through
  * `wrapStream`), the server's typed error, the signal's reason, or the error `close` makes.
@@ -67,11 +69,13 @@ export class PlainCallClient {
   private lastId = 0
   private readonly pending = new Map<string, PendingCall>()
   private readonly streams = new AsyncIdQueue<EventIteratorPayload>() as unknown as EventQueue
+  /** The ids of the streams open in `streams` (its own list is private). */
+  private readonly streamIds = new Set<string>()
   private closedWith: (() => Error) | undefined
 
   constructor(private readonly send: (frame: string) => void, private readonly wrapStream: StreamWrapper) {}
 
-  call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> | undefined {
+  call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, wrap = true): Promise<unknown> | undefined {
     const body = isPlainJson(input) ? { json: input } : serializer.serialize(input)
     if (body instanceof FormData || isAsyncIteratorObject(body)) return undefined
     const signal = options.signal
@@ -80,15 +84,16 @@ export class PlainCallClient {
     const id = `${idPrefix}${(++this.lastId).toString(36)}`
     // oRPC's request message, written out: its serializer wants a URL object per call. Made before the call is
     // registered: if it throws, nothing is left behind.
-    const frame = stringifyJSON({ i: id, p: { u: httpPathOf(path), b: body } })
+    const lastEventId = options.lastEventId
+    const frame = stringifyJSON({ i: id, p: lastEventId === undefined ? { u: httpPathOf(path), b: body } : { u: httpPathOf(path), b: body, h: { 'last-event-id': lastEventId } } })
     return new Promise((resolve, reject) => {
-      const call: PendingCall = { resolve, reject, path, input, options, onAbort: undefined }
+      const call: PendingCall = { resolve, reject, path, input, options, onAbort: undefined, wrap }
       if (signal) {
         // As oRPC's client does: tell the server, and reject with the signal's reason.
         call.onAbort = () => {
           this.settle(id, call)
           this.sendAbort(id)
-          if (this.streams.isOpen(id)) this.streams.close({ id, reason: signal.reason })
+          if (this.streams.isOpen(id)) this.closeStream(id, signal.reason)
           else reject(signal.reason)
         }
         signal.addEventListener('abort', call.onAbort, { once: true })
@@ -139,6 +144,19 @@ export class PlainCallClient {
       call.reject(makeError())
     }
     this.streams.close({ reason: makeError() })
+    this.streamIds.clear()
+  }
+
+  /**
+   * The server lost its streams but the socket stays (see `restartFrame`): each stream of this socket ends with
+   * the error of `makeError` after the events that arrived before, which are still read; calls go on.
+   */
+  cutStreams(makeError: () => ORPCError<string, unknown>) {
+    for (const id of this.streamIds) {
+      // oRPC's reader throws an error event's data as the error (see `decode`), after the queued events.
+      this.streams.push(id, { event: 'error', data: { json: makeError().toJSON() } } as EventIteratorPayload)
+    }
+    this.streamIds.clear()
   }
 
   private take([id, type, payload]: ReturnType<typeof deserializeResponseMessage>) {
@@ -168,19 +186,25 @@ export class PlainCallClient {
     // stops it, until the stream ends.
     this.pending.delete(id)
     this.streams.open(id)
+    this.streamIds.add(id)
     const signal = call.options.signal
     const iterator = toEventIterator(this.streams, id, async (reason) => {
       if (call.onAbort) signal?.removeEventListener('abort', call.onAbort)
       if (reason !== 'next' && this.streams.isOpen(id)) this.sendAbort(id)
-      this.streams.close({ id })
+      this.closeStream(id)
     }, { signal })
     try {
       const output = this.decode(response.status, iterator)
-      call.resolve(isAsyncIteratorObject(output) ? this.wrapStream(output as AsyncIterator<unknown>, call.path, call.input, call.options) : output)
+      call.resolve(call.wrap && isAsyncIteratorObject(output) ? this.wrapStream(output as AsyncIterator<unknown>, call.path, call.input, call.options) : output)
     }
     catch (error) {
       call.reject(error)
     }
+  }
+
+  private closeStream(id: string, reason?: unknown) {
+    this.streams.close({ id, reason })
+    this.streamIds.delete(id)
   }
 
   /** oRPC's abort message: the server stops the call (and its stream). */

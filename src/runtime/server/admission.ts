@@ -179,6 +179,24 @@ export class Admission {
     this.forgetOne(slot.ipKey)
   }
 
+  /**
+   * Counts a connection that was admitted before the server forgot it (a Durable Object woke up with it), from
+   * `address`, without refusing it; returns its IP key, for `closed`.
+   */
+  adopt(address: string | undefined): string | undefined {
+    const ipKey = address === undefined ? undefined : ipKeyOf(address)
+    this.open++
+    if (ipKey !== undefined) this.perIp.set(ipKey, (this.perIp.get(ipKey) ?? 0) + 1)
+    return ipKey
+  }
+
+  /** Forgets every connection, open or under way (all of them were abandoned; see `adopt`). */
+  reset() {
+    this.pending = 0
+    this.open = 0
+    this.perIp.clear()
+  }
+
   /** An open connection (whose slot had `ipKey`) closed. Called once per connection. */
   closed(ipKey: string | undefined) {
     this.open--

@@ -16,7 +16,9 @@ import { PlainCallHandler } from './plain-call'
 import { isShuttingDown, liveSockets, PendingConnection, pendingConnections, toCloseReason } from './registry'
 import type { RpcRoute } from './socket'
 import { RpcSocket } from './socket'
+import type { RpcTransport } from './transports'
 import { transportOf, webTransport } from './transports'
+import { cloudflareTransport, isCloudflareWorker } from './transports/cloudflare'
 import { upgradeContextOf } from './transports/node'
 
 export { heartbeatFrame, isOriginAllowed, RpcCloseCode, rpcSubprotocols }
@@ -142,6 +144,20 @@ function assertLimits(limits: RpcServerLimits) {
   }
 }
 
+/**
+ * Why a context cannot be kept for after a hibernation (the Durable Object's storage keeps what
+ * `structuredClone` copies: no functions, no class instances such as an H3 event), or undefined if it can.
+ */
+function unkeptContext(context: RpcContext): RpcRefusal | undefined {
+  try {
+    structuredClone(context)
+  }
+  catch (error) {
+    console.error('[nuxt-orpc] The context function returned a value that cannot be kept while the Durable Object hibernates: return plain data (strings, numbers, arrays, plain objects, Dates), not functions or class instances.', error)
+    return { status: 500, closeCode: RpcCloseCode.InternalError, reason: 'Connection context cannot be kept' }
+  }
+}
+
 /** Whether a message is over `max` bytes, for transports that did not bound it while reading. */
 function isLargerThan(data: string | Uint8Array, max: number): boolean {
   if (typeof data !== 'string') return data.byteLength > max
@@ -174,8 +190,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     standardHandler: new StandardRPCHandler(options.router, handlerOptions),
     plainCalls: new PlainCallHandler(options.router, handlerOptions),
     limits,
-    // Until the first upgrade says which runtime this is.
-    transport: webTransport,
+    // Until the first upgrade says which runtime this is (a Durable Object may wake to a frame before any upgrade).
+    transport: isCloudflareWorker ? cloudflareTransport as RpcTransport : webTransport,
   }
   const maxMessageBytes = options.maxMessageBytes ?? defaultMaxMessageBytes
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
@@ -183,6 +199,17 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   const createContext = options.createContext
   const admission = new Admission(limits)
   const sockets = new Set<RpcSocket>()
+  // Connections from before a hibernation are restored from the store as their frames arrive. The objects that
+  // served them belong to the Durable Object as it was before: workerd refuses any I/O of theirs from the new
+  // one ("Cannot perform I/O on behalf of a different Durable Object"), aborting their calls included, and
+  // cancels their procedures' continuations itself. They are only forgotten.
+  route.transport.store?.onWake(() => {
+    for (const socket of sockets) socket.abandon()
+    sockets.clear()
+    admission.reset()
+    clearInterval(heartbeat)
+    heartbeat = undefined
+  })
   let heartbeat: ReturnType<typeof setInterval> | undefined
   // The URL of the last connection opened: most connections to a route have the same one, kept once.
   let lastUrl = ''
@@ -215,6 +242,11 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       }
       finally {
         clearTimeout(expiry)
+      }
+      const unkept = transport.store && unkeptContext(context)
+      if (unkept) {
+        admission.release(slot)
+        return { refusal: unkept }
       }
     }
     return new AcceptedUpgrade(context, address, slot, readySignal, admission)
@@ -271,9 +303,79 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     ;(timer as { unref?: () => void }).unref?.()
   }
 
+  /** Sets up an open connection: registered, given its frames, watched by the heartbeat. */
+  function start(peer: Peer, context: RpcContext | undefined, address: string | undefined, ipKey: string | undefined): RpcSocket {
+    const socket = new RpcSocket(peer, context, address, ipKey, route)
+    ;(peer.context as PeerContext)[connectionStateKey] = socket
+    // Registered first: if anything below throws, the close hook still finds and releases it.
+    sockets.add(socket)
+    // Bound rather than a closure: no scope object kept per connection.
+    route.transport.adopt(peer, socket.websocket, socket.receive.bind(socket), sharedUrl)
+    if (route.transport.serverHeartbeat) {
+      heartbeat ??= setInterval(beat, limits.heartbeatInterval)
+      // A server with only idle sockets must still be able to exit.
+      ;(heartbeat as { unref?: () => void }).unref?.()
+    }
+    return socket
+  }
+
+  /** Frames of sockets being restored from the store (see `restore`), by peer id, in arrival order. */
+  const restoring = new Map<string, Array<string | Uint8Array>>()
+
+  /**
+   * A frame came on a socket the server does not know: it woke with it (a Durable Object after hibernation).
+   * Its record is read from the transport's store and the connection goes on as it was, with the frames that
+   * came meanwhile in order; without one (or without a store), it is closed with 1012 so the client
+   * reconnects and resumes its streams. No frame of it is dropped silently.
+   */
+  function restore(peer: Peer, data: string | Uint8Array) {
+    const store = route.transport.store
+    if (!store) {
+      peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
+      return
+    }
+    const waiting = restoring.get(peer.id)
+    if (waiting) {
+      waiting.push(data)
+      return
+    }
+    const frames = [data]
+    restoring.set(peer.id, frames)
+    store.load(peer).then((record) => {
+      restoring.delete(peer.id)
+      if (!record) {
+        peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
+        return
+      }
+      // It was admitted when it opened: counted again, not refused.
+      const socket = start(peer, record.context, record.remoteAddress, admission.adopt(record.remoteAddress))
+      for (const frame of frames) receive(socket, frame)
+    }, (error: unknown) => {
+      restoring.delete(peer.id)
+      console.error('[nuxt-orpc] Could not read a connection\'s record after the Durable Object woke up:', error)
+      peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
+    })
+  }
+
+  /** Hands a frame to its socket, after the size check where the transport did not make it. */
+  function receive(socket: RpcSocket, data: string | Uint8Array) {
+    if (!route.transport.limitsMessageSize && isLargerThan(data, maxMessageBytes)) {
+      socket.close(RpcCloseCode.MessageTooBig, `Message over ${maxMessageBytes} bytes`)
+      return
+    }
+    socket.receive(data)
+  }
+
+  /** The peer's socket closed. */
   function forget(peer: Peer) {
+    route.transport.store?.drop(peer)
     const socket = stateOf(peer)
-    if (!(socket instanceof RpcSocket) || !sockets.delete(socket)) return
+    if (socket instanceof RpcSocket) release(socket)
+  }
+
+  /** Lets go of a connection: its calls aborted, its place under the caps freed. */
+  function release(socket: RpcSocket) {
+    if (!sockets.delete(socket)) return
     socket.dispose()
     admission.closed(socket.ipKey)
     if (sockets.size === 0 && heartbeat) {
@@ -317,33 +419,21 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
         refuse(peer, refusal.closeCode, refusal.reason, state.readySignal)
         return
       }
-      const socket = new RpcSocket(peer, state.contextValue, address, state.slot.ipKey, route)
-      ;(peer.context as PeerContext)[connectionStateKey] = socket
-      // Registered first: if anything below throws, the close hook still finds and releases it.
-      sockets.add(socket)
-      // Bound rather than a closure: no scope object kept per connection.
-      transport.adopt(peer, socket.websocket, socket.receive.bind(socket), sharedUrl)
+      const socket = start(peer, state.contextValue, address, state.slot.ipKey)
       if (state.readySignal) peer.send(heartbeatFrame)
-      heartbeat ??= setInterval(beat, limits.heartbeatInterval)
-      // A server with only idle sockets must still be able to exit.
-      ;(heartbeat as { unref?: () => void }).unref?.()
+      transport.store?.save(peer, { context: state.contextValue, remoteAddress: address, readySignal: state.readySignal }).catch((error: unknown) => {
+        console.error('[nuxt-orpc] The connection\'s context could not be kept in the Durable Object\'s storage, so the connection is closed (it would not survive hibernation):', error)
+        socket.close(RpcCloseCode.InternalError, 'Connection context could not be kept')
+      })
     },
     message(peer, message) {
       // Only where the transport does not take frames itself (`adopt`). Handed over before any await: frames
       // of one socket are decoded in order.
       const socket = stateOf(peer)
-      if (!(socket instanceof RpcSocket)) {
-        // A socket that outlived the server's memory of it (a Durable Object woke from eviction with it): its
-        // context is gone, so none of its frames may run. The client reconnects and resumes its streams.
-        if (socket === undefined) peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
-        return
-      }
       const data = typeof message.rawData === 'string' ? message.rawData : message.uint8Array()
-      if (!route.transport.limitsMessageSize && isLargerThan(data, maxMessageBytes)) {
-        socket.close(RpcCloseCode.MessageTooBig, `Message over ${maxMessageBytes} bytes`)
-        return
-      }
-      socket.receive(data)
+      if (socket instanceof RpcSocket) receive(socket, data)
+      // A socket that outlived the server's memory of it (a Durable Object woke from hibernation with it).
+      else if (socket === undefined) restore(peer, data)
     },
     close(peer) {
       forget(peer)

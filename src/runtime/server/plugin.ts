@@ -6,8 +6,14 @@ import { createRpcCaller } from './caller'
 import type { ResolvedRuntimeOptions } from './config'
 import { selectSubprotocol } from './handler'
 import { shutdownRpcConnections } from './registry'
+import type { DurableObjectStateLike } from './transports/cloudflare'
+import { attachDurableObject } from './transports/cloudflare'
 import { createNodeAdapterOptions } from './transports/node'
 import { answerSubprotocolsOnDeno } from './transports/web'
+
+interface DurableObjectHooks {
+  hook: (name: 'cloudflare:durable:init', listener: (durable: unknown, init: { state: DurableObjectStateLike }) => void) => void
+}
 
 export default defineNitroPlugin((nitroApp) => {
   const { maxMessageBytes, shutdownTimeout } = useRuntimeConfig().orpc as ResolvedRuntimeOptions
@@ -18,6 +24,11 @@ export default defineNitroPlugin((nitroApp) => {
   const websocketOptions = createNodeAdapterOptions({ maxMessageBytes, handleProtocols: selectSubprotocol })
   nitroApp.h3App.options.websocket = defu(websocketOptions, nitroApp.h3App.options.websocket)
   answerSubprotocolsOnDeno()
+
+  // Nitro's cloudflare-durable preset makes its Durable Object at first use and at every wake from hibernation.
+  // (Nitro declares the hook in its Cloudflare types, which need @cloudflare/workers-types.)
+  const durableHooks = nitroApp.hooks as unknown as DurableObjectHooks
+  durableHooks.hook('cloudflare:durable:init', (_durable, { state }) => attachDurableObject(state))
 
   const callerFactory = (event: Parameters<typeof createRpcCaller>[2]) => createRpcCaller(router, createContext, event)
   nitroApp.hooks.hook('request', (event) => {

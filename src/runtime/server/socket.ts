@@ -6,7 +6,7 @@ import type { StandardResponse } from '@orpc/standard-server'
 import { HibernationEventIterator } from '@orpc/standard-server'
 import type { Peer } from 'crossws'
 import type { RpcContext } from '../types'
-import { binaryDelimiter, RpcCloseCode } from '../shared/protocol'
+import { binaryDelimiter, heartbeatFrame, RpcCloseCode } from '../shared/protocol'
 import type { CallInFlight } from './calls'
 import { controllerOf, isUnanswered, refusalOf } from './calls'
 import { sendEventStream } from './event-stream'
@@ -32,6 +32,17 @@ export interface RpcRoute {
 }
 
 const textDecoder = new TextDecoder()
+const heartbeatBytes = new TextEncoder().encode(heartbeatFrame)
+
+/** Whether a frame is the heartbeat (the client's ping), as text or as the bytes ws hands over on Node. */
+function isHeartbeat(data: string | Uint8Array): boolean {
+  if (typeof data === 'string') return data === heartbeatFrame
+  if (data.length !== heartbeatBytes.length) return false
+  for (let index = 0; index < heartbeatBytes.length; index++) {
+    if (data[index] !== heartbeatBytes[index]) return false
+  }
+  return true
+}
 
 /**
  * One WebSocket connection. Frames are decoded here, once, so a malformed frame is told apart from a failing
@@ -104,6 +115,11 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
    * call, would reach the peer before the call is open there and be dropped.
    */
   receive(data: string | Uint8Array): void {
+    // The client's ping (it has heard nothing for a while): answered at once, ahead of any decoding.
+    if (isHeartbeat(data)) {
+      if (!this.closed) this.connection.send(heartbeatFrame)
+      return
+    }
     const before = this.decoding
     const taken = before ? before.then(() => this.take(data)) : this.take(data)
     if (!taken) return
@@ -158,6 +174,15 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
     for (const call of this.callsById?.values() ?? []) controllerOf(call)?.abort()
     this.stockCalls?.close()
     this.wakeDrainWaiters()
+  }
+
+  /**
+   * Forgets the connection without touching anything of it (see the route's wake handling): it counts as
+   * closed, nothing more is sent, and its calls are left to the runtime.
+   */
+  abandon() {
+    this.closed = true
+    liveSockets.delete(this)
   }
 
   /** Closes the socket; its calls are aborted at once, not when the closing handshake ends. */

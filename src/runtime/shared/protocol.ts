@@ -14,8 +14,9 @@ export const RpcCloseCode = {
   /** The server failed unexpectedly (the context function threw a non-HTTP error). */
   InternalError: 1011,
   /**
-   * The server no longer knows this connection (a Cloudflare Durable Object was evicted and woke up with the
-   * socket but without its state): reconnect. No frame of such a connection is run.
+   * The server no longer knows this connection (a Cloudflare Durable Object woke up with the socket but found
+   * no record of it): reconnect. No frame of such a connection is run. Streams the server lost while the
+   * socket stayed open end with it too (see `restartFrame`).
    */
   ServiceRestart: 1012,
   /** Too many connections (in all, or from this IP), or a client that does not read its replies: try again later. */
@@ -51,6 +52,14 @@ export const heartbeatFrame = '{"i":-1,"t":4}'
  * heartbeat, an abort for call -1, which any oRPC client ignores.
  */
 export const refusalFrame = (code: number, reason: string) => JSON.stringify({ i: -1, t: 4, p: { closeCode: code, closeReason: reason } })
+
+/**
+ * The restart frame: the server lost its running streams but kept the socket (a Cloudflare Durable Object woke
+ * from hibernation; every socket it wakes with gets it). nuxt-orpc's client ends each stream of the socket
+ * with `CONNECTION_CLOSED`, so a stream whose events carry ids resumes at once after its last one; plain
+ * calls in flight are still answered. Any other oRPC client ignores it (an abort for call -1).
+ */
+export const restartFrame = '{"i":-1,"t":4,"p":"restart"}'
 
 /** The close code and reason of a refusal frame, or undefined for any other frame. */
 export function refusalOf(frame: unknown): { code: number, reason: string } | undefined {

@@ -1,4 +1,5 @@
 import type { PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
+import { onDurableObjectWake } from '../transports/cloudflare'
 import { assertChannelName, assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
 
 interface RetainedEvent extends PublishedEvent {
@@ -21,10 +22,7 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
 
   const channelOf = (name: string) => {
     let channel = channels.get(name)
-    if (!channel) {
-      channels.set(name, channel = { retained: [], subscribers: new Set() })
-      startSweep()
-    }
+    if (!channel) channels.set(name, channel = { retained: [], subscribers: new Set() })
     return channel
   }
 
@@ -40,31 +38,36 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
     channel.retained.splice(0, firstFresh === -1 ? channel.retained.length : firstFresh)
   }
 
-  // Idle channels would otherwise keep their last events (and their map entry) forever. The timer runs only
-  // while there are channels: none at startup (Cloudflare refuses timers while a Worker loads) and none in a
-  // quiet server (a Durable Object with a timer pending cannot hibernate).
-  let sweep: ReturnType<typeof setInterval> | undefined
-  function startSweep() {
-    if (sweep) return
-    sweep = setInterval(() => {
-      const now = Date.now()
-      for (const [name, channel] of channels) {
-        trim(channel, now)
-        dropIfUnused(name, channel)
-      }
-      if (!channels.size) {
-        clearInterval(sweep)
-        sweep = undefined
-      }
-    }, Math.max(retentionMs, 10_000))
-    ;(sweep as { unref?: () => void }).unref?.()
+  // Idle channels would otherwise keep their last events (and their map entry) forever. They are swept by the
+  // publishes and subscriptions that come at least a sweep interval after the last sweep, not by a timer: a
+  // Durable Object with a timer pending cannot hibernate (and Cloudflare refuses timers while a Worker loads).
+  // A server that goes quiet keeps at most `maxEventsPerChannel` events per channel until its next one.
+  const sweepEvery = Math.max(retentionMs, 10_000)
+  let lastSweep = Date.now()
+  const sweepIfDue = (now: number) => {
+    if (now - lastSweep < sweepEvery) return
+    lastSweep = now
+    for (const [name, channel] of channels) {
+      trim(channel, now)
+      dropIfUnused(name, channel)
+    }
   }
+
+  // Subscribers from before a Durable Object hibernated belong to the object as it was: forgotten, not ended
+  // (workerd refuses their I/O from the woken object). Their clients resume with `lastEventId`.
+  onDurableObjectWake(() => {
+    for (const [name, channel] of channels) {
+      channel.subscribers.clear()
+      dropIfUnused(name, channel)
+    }
+  })
 
   return {
     async publish(name, payload) {
       assertChannelName(name, config.maxChannelNameLength)
       assertPayload(payload)
       const event: RetainedEvent = { id: nextId(), payload, publishedAt: Date.now() }
+      sweepIfDue(event.publishedAt)
       // Without retention, a channel nobody listens to needs no entry.
       const channel = retentionMs > 0 ? channelOf(name) : channels.get(name)
       if (!channel) return { id: event.id }
@@ -79,6 +82,7 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
     subscribe(name, options = {}) {
       assertChannelName(name, config.maxChannelNameLength)
       const resumeAfter = resumeIdOf(options, config.retention)
+      sweepIfDue(Date.now())
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
       if (resumeAfter !== undefined) {
@@ -95,7 +99,6 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
     },
 
     async close() {
-      clearInterval(sweep)
       for (const channel of channels.values()) {
         for (const subscriber of channel.subscribers) subscriber.fail(publisherClosed())
       }

@@ -210,6 +210,7 @@ export const nodeTransport: RpcTransport<NodeWebSocket> = {
   // ws's `handleProtocols` answers it (see `createNodeAdapterOptions`).
   answersSubprotocol: false,
   refusesByFrame: false,
+  serverHeartbeat: true,
 
   // `peer.websocket` would make (and keep, per connection) a Proxy around ws's object, with a trap on every read.
   // Probed on the first connection only; later ones read the kept answer.

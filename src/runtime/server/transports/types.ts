@@ -1,6 +1,6 @@
 import type { Peer } from 'crossws'
 import type { H3Event } from 'h3'
-import type { RpcUpgradeRequest } from '../../types'
+import type { RpcContext, RpcUpgradeRequest } from '../../types'
 
 /** What the transport's counters say of a socket, for the heartbeat. */
 export interface RpcSocketProgress {
@@ -10,6 +10,34 @@ export interface RpcSocketProgress {
   flushed: number
   /** Bytes waiting to be sent. */
   waiting: number
+}
+
+/** What an open connection needs to go on after the server forgot it: what its upgrade decided. */
+export interface RpcConnectionRecord {
+  /** The context function's result (undefined without one). */
+  context: RpcContext | undefined
+  remoteAddress: string | undefined
+  /** Whether the client offered the ready signal's subprotocol. */
+  readySignal: boolean
+}
+
+/**
+ * Where sockets outlive the server's memory of them (a Cloudflare Durable Object hibernates with its sockets
+ * open and wakes without its objects), each connection's record, by crossws's peer id (which survives).
+ */
+export interface RpcConnectionStore {
+  /** Keeps the record of a connection that just opened; rejects when it cannot be kept (too large, not cloneable). */
+  save: (peer: Peer, record: RpcConnectionRecord) => Promise<void>
+  /** The record of a connection the server does not know (it woke with it), if it was kept. */
+  load: (peer: Peer) => Promise<RpcConnectionRecord | undefined>
+  /** Lets go of a closed connection's record. */
+  drop: (peer: Peer) => void
+  /**
+   * Calls `listener` whenever every connection the server holds has become stale: the sockets stay open, but
+   * nothing can be sent on the objects it has for them (the Durable Object woke from hibernation in the same
+   * isolate). They are restored from their records as their next frames arrive.
+   */
+  onWake: (listener: () => void) => void
 }
 
 /**
@@ -40,6 +68,16 @@ export interface RpcTransport<Socket = unknown> {
    * (others), instead of being closed with its close code as it opens.
    */
   readonly refusesByFrame: boolean
+
+  /**
+   * Whether the server sends every socket the heartbeat frame on a timer (and pings it, where `ping` can).
+   * Where it does not (Cloudflare: a pending timer keeps a Durable Object from hibernating), the client's
+   * pings are what keeps the connection watched: it sends the heartbeat frame after a silence and the
+   * runtime answers with the same frame.
+   */
+  readonly serverHeartbeat: boolean
+  /** Where connections are kept for after the server forgot them, on runtimes where it can forget them while they stay open. */
+  readonly store?: RpcConnectionStore
 
   // Once open.
   /** The handle kept per connection. */

@@ -44,6 +44,7 @@ export const webTransport: RpcTransport<WebSocketLike> = {
   eventOf: request => eventFromRequest(request as unknown as Request),
   answersSubprotocol: true,
   refusesByFrame: false,
+  serverHeartbeat: true,
 
   socketOf: peer => peer.websocket as WebSocketLike,
   remoteAddressOf(peer) {
