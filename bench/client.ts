@@ -246,15 +246,17 @@ async function measured(serverUrl: string, body: () => Promise<{ operations: num
   const seconds = (performance.now() - start) / 1000
   const clientCpu = cpuMicros(process.cpuUsage(clientBefore))
   const serverAfter = await readStats(serverUrl)
-  const serverCpu = cpuMicros(serverAfter.cpu) - cpuMicros(serverBefore.cpu)
+  // Null on workerd (see ServerStats).
+  const cpuKnown = (serverAfter.cpu as ServerStats['cpu'] | null) !== null && (serverBefore.cpu as ServerStats['cpu'] | null) !== null
+  const serverCpu = cpuKnown ? cpuMicros(serverAfter.cpu) - cpuMicros(serverBefore.cpu) : null
   return {
     kind: 'throughput',
     operations,
     seconds,
     perSecond: operations / seconds,
     ...(recorder ? recorder.percentiles() : { p50: null, p99: null }),
-    serverCpuUs: serverCpu / operations,
-    serverUserUs: (serverAfter.cpu.user - serverBefore.cpu.user) / operations,
+    serverCpuUs: serverCpu === null ? null : serverCpu / operations,
+    ...(cpuKnown ? { serverUserUs: (serverAfter.cpu.user - serverBefore.cpu.user) / operations } : {}),
     serverSleepsPerCall: (serverAfter.sleeps - serverBefore.sleeps) / operations,
     clientCpuUs: clientCpu / operations,
     errors: recorder ? recorder.errors : errors,

@@ -209,7 +209,7 @@ export function summarize(records: JobRecord[]): Summary {
         perSecond: median(list.map(result => result.perSecond)),
         p50: median(list.flatMap(result => result.p50 ?? [])),
         p99: median(list.flatMap(result => result.p99 ?? [])),
-        serverCpuUs: median(list.map(result => result.serverCpuUs)),
+        serverCpuUs: median(list.flatMap(result => result.serverCpuUs ?? [])),
         serverUserUs: median(list.flatMap(result => result.serverUserUs ?? [])),
         serverSleepsPerCall: median(list.flatMap(result => result.serverSleepsPerCall ?? [])),
         clientCpuUs: median(list.map(result => result.clientCpuUs)),

@@ -54,8 +54,11 @@ if (options.help) {
   --rebuild / --no-build  always / never build the fixture (default: when its sources changed)
   --cpu-prof              write the fixture servers' V8 CPU profiles to bench/results/profiles/, the load
                           process's to bench/results/profiles/load/
-  --runtime node|bun|deno the runtime of the fixture server (default node); bun and deno build with their Nitro
-                          preset, run from node_modules/.bin, and leave out (d) and Socket.IO (e)
+  --runtime node|bun|deno|cloudflare
+                          the runtime of the fixture server (default node); the others build with their Nitro
+                          preset, run from node_modules/.bin (cloudflare: workerd through wrangler dev), and
+                          leave out (d) and Socket.IO (e); cloudflare runs the request/response and stream
+                          patterns only, and reads no server CPU (workerd does not tell it)
   --redis-url URL         the Redis the fanout pattern uses (default ${defaultRedisUrl}); without one it is
                           skipped, or fails under CI=true
   --out FILE              where the JSON goes (default bench/results/bench-<time>.json)
@@ -70,13 +73,36 @@ const log = (line: string) => process.stderr.write(`${line}\n`)
 interface BenchRuntime {
   preset: string
   output: string
-  command: (entry: string, execArgv: string[]) => [string, string[]]
+  command: (entry: string, execArgv: string[], port: number) => Promise<[string, string[]]> | [string, string[]]
+  /** What the server prints once it listens. */
+  ready: string
 }
 
-const runtimes: Record<'node' | 'bun' | 'deno', BenchRuntime> = {
-  node: { preset: 'node-server', output: '.output', command: (entry, execArgv) => [process.execPath, [...execArgv, entry]] },
-  bun: { preset: 'bun', output: '.output-bun', command: entry => [join(rootDir, 'node_modules/.bin/bun'), ['run', entry]] },
-  deno: { preset: 'deno-server', output: '.output-deno', command: entry => [join(rootDir, 'node_modules/.bin/deno'), ['run', '--allow-net', '--allow-read', '--allow-env', '--allow-sys', entry]] },
+const runtimes: Record<'node' | 'bun' | 'deno' | 'cloudflare', BenchRuntime> = {
+  node: { preset: 'node-server', output: '.output', ready: 'Listening', command: (entry, execArgv) => [process.execPath, [...execArgv, entry]] },
+  bun: { preset: 'bun', output: '.output-bun', ready: 'Listening', command: entry => [join(rootDir, 'node_modules/.bin/bun'), ['run', entry]] },
+  deno: { preset: 'deno-server', output: '.output-deno', ready: 'Listening', command: entry => [join(rootDir, 'node_modules/.bin/deno'), ['run', '--allow-net', '--allow-read', '--allow-env', '--allow-sys', entry]] },
+  // workerd through `wrangler dev --local`, offline (as test/contract.ts runs it): the Worker serves HTTP, and
+  // every socket, (a) and (b) included, lives in Nitro's one Durable Object.
+  cloudflare: {
+    preset: 'cloudflare-durable',
+    output: '.output-cloudflare',
+    ready: 'Ready on',
+    command: async (entry, _execArgv, port) => [join(rootDir, 'node_modules/.bin/wrangler'), [
+      'dev', '--local', '-c', join(dirname(entry), 'wrangler.json'), '--ip', '127.0.0.1', '--port', String(port),
+      '--inspector-port', String(await getRandomPort('127.0.0.1')), '--persist-to', join(dirname(entry), '../.wrangler-state'),
+      '--show-interactive-dev-session=false',
+    ]],
+  },
+}
+
+/** What wrangler must not do on a closed network: report, check for updates, fetch Cloudflare's data. */
+const quietWrangler = {
+  WRANGLER_SEND_METRICS: 'false',
+  WRANGLER_SEND_ERROR_REPORTS: 'false',
+  CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+  WRANGLER_HIDE_BANNER: 'true',
+  X_LOCAL_EXPLORER: 'false',
 }
 if (!(options.runtime! in runtimes)) throw new Error(`--runtime: "${options.runtime}" is not one of ${Object.keys(runtimes).join(', ')}`)
 const runtimeName = options.runtime as keyof typeof runtimes
@@ -91,8 +117,17 @@ function track(child: ChildProcess) {
   child.once('exit', () => children.delete(child))
   return child
 }
+/** Signals a child's process group where it has one of its own (servers), else the child. */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
+  try {
+    process.kill(-child.pid!, signal)
+  }
+  catch {
+    child.kill(signal)
+  }
+}
 function killChildren() {
-  for (const child of children) child.kill('SIGKILL')
+  for (const child of children) killGroup(child, 'SIGKILL')
 }
 process.on('exit', killChildren)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -161,15 +196,18 @@ interface ServerExtras {
 async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number, { env, label = `${kind} server` }: ServerExtras = {}): Promise<BenchServer> {
   // With a port given, the spawn happens before this function first yields.
   const port = freePort ?? await getRandomPort('127.0.0.1')
-  const [command, args] = kind === 'nuxt' ? runtime.command(serverEntry, execArgv) : [process.execPath, [...execArgv, socketIoEntry]]
+  const [command, args] = kind === 'nuxt' ? await runtime.command(serverEntry, execArgv, port) : [process.execPath, [...execArgv, socketIoEntry]]
+  const ready = kind === 'nuxt' ? runtime.ready : 'Listening'
   const child = track(spawn(command, args, {
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
+    env: { ...process.env, ...env, ...quietWrangler, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // A group of its own: wrangler runs workerd as a child, and both must go.
+    detached: true,
   }))
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
   child.stderr!.on('data', (chunk: Buffer) => log(`[${label}] ${chunk.toString().trimEnd()}`))
   const listening = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('Listening') && resolve())
+    child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes(ready) && resolve())
     child.once('exit', code => reject(new Error(`${label} exited with ${code}`)))
     setTimeout(() => reject(new Error(`${label} did not listen within 30 s`)), 30_000).unref()
   })
@@ -179,7 +217,7 @@ async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], f
     child,
     listening,
     async stop(signal = 'SIGKILL') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      if (child.exitCode === null && child.signalCode === null) killGroup(child, signal)
       await exited
     },
   }
@@ -313,7 +351,7 @@ async function runJob(load: LoadProcess, pattern: Pattern, target: Target, share
 function describeResult(result: JobResult): string {
   switch (result.kind) {
     case 'throughput':
-      return `${Math.round(result.perSecond)}/s, server ${result.serverCpuUs.toFixed(1)} us (user ${result.serverUserUs?.toFixed(1)}, ${result.serverSleepsPerCall?.toFixed(2)} sleeps/call), client ${result.clientCpuUs.toFixed(1)} us${result.errors ? `, ${result.errors} errors` : ''}`
+      return `${Math.round(result.perSecond)}/s, server ${result.serverCpuUs === null ? 'n/a' : `${result.serverCpuUs.toFixed(1)} us (user ${result.serverUserUs?.toFixed(1)}, ${result.serverSleepsPerCall?.toFixed(2)} sleeps/call)`}, client ${result.clientCpuUs.toFixed(1)} us${result.errors ? `, ${result.errors} errors` : ''}`
     case 'idle':
       return `${result.held}/${result.requested} held, heap ${(result.heapPerConnection / 1024).toFixed(1)} KB, rss ${(result.rssPerConnection / 1024).toFixed(1)} KB per connection`
     case 'cold':
@@ -372,6 +410,8 @@ async function measure(): Promise<BenchReport> {
   }
   const patterns = definePatterns(quick, sustainedSeconds).filter((pattern) => {
     if (wantedPatterns && !wantedPatterns.includes(pattern.id)) return false
+    // workerd under wrangler: one long-lived server; no fresh processes per job (idle, cold), no Redis pair (fanout).
+    if (runtimeName === 'cloudflare' && !isThroughputPattern(pattern.spec)) return false
     // Each side of 10,000 sockets needs a file descriptor per socket.
     if (pattern.spec.kind === 'idle' && pattern.spec.connections + 1000 > openFiles) {
       skip(pattern.id, `ulimit -n is ${openFiles}`)
@@ -385,7 +425,11 @@ async function measure(): Promise<BenchReport> {
   })
   // Beside Bun or Deno, Socket.IO (which runs on Node) would compare runtimes, not servers, and (d) is oRPC's
   // Node adapter behind Nitro's emulated Node request (its event streams fail there): both are left out.
-  const chosenTargets = targets.filter(target => (!wantedTargets || wantedTargets.includes(target.key)) && (runtimeName === 'node' || (target.server !== 'socketio' && target.letter !== 'd')))
+  // On workerd the bare crossws route answers no subprotocol, and a client that offers one (nuxt-orpc's, b-nuxt)
+  // must refuse such a handshake: (b) is driven by RPCLink only there.
+  const chosenTargets = targets.filter(target => (!wantedTargets || wantedTargets.includes(target.key))
+    && (runtimeName === 'node' || (target.server !== 'socketio' && target.letter !== 'd'))
+    && !(runtimeName === 'cloudflare' && target.key === 'b-nuxt'))
 
   const lock = JSON.parse(await readFile(join(rootDir, 'package-lock.json'), 'utf8'))
   const startedAt = new Date()

@@ -141,6 +141,7 @@ export interface Job {
 }
 
 export interface ServerStats {
+  /** Null on workerd (Cloudflare), which does not tell a Worker its CPU time; bench/client.ts reads it so. */
   cpu: { user: number, system: number }
   /** Voluntary context switches of the server process so far: how often it slept waiting for work. */
   sleeps: number
@@ -158,8 +159,8 @@ export interface ThroughputResult {
   /** Latency of one call in ms (not measured for streams). */
   p50: number | null
   p99: number | null
-  /** CPU time of the whole server process (user + system) during the run, per operation. */
-  serverCpuUs: number
+  /** CPU time of the whole server process (user + system) during the run, per operation; null where not read. */
+  serverCpuUs: number | null
   /** The user-mode part of it (absent in results recorded before it was). */
   serverUserUs?: number
   /** How often the server process slept waiting for work, per operation (absent in older results). */

@@ -335,34 +335,43 @@ export async function describeContract(runtime: Runtime) {
     })
 
     it.runIf(runtime.hibernates)('hibernates with its sockets open, the client\'s pings answered without waking it; wakes with each connection\'s context, resumes its streams without gap or duplicate, ends the others typed', async () => {
-      const login = await fetch(`${server!.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'grace' }) })
-      const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
-      const statuses: string[] = []
-      // Pings after 4 s of silence: several go out while the object sleeps.
-      const { client: rpc, connection } = createClient({ url: () => wsUrl(), WebSocket: withHeaders({ cookie }), heartbeatTimeout: 6000, onStatus: status => statuses.push(status.state) })
-      cleanups.push(() => connection.close())
-      expect(await rpc.whoami()).toEqual({ name: 'grace' })
-      const madeBefore = await rpc.durableObjectsMade()
-      const feed: number[] = []
-      const reading = (async () => {
-        for await (const event of await rpc.feed()) {
-          feed.push(event.n)
-          if (event.n === 3) break
-        }
-      })()
-      const bell = rejectionOf(rpc.bell().then(async (stream: AsyncIterable<number>) => {
+      const loggedIn = async (name: string) => {
+        const login = await fetch(`${server!.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) })
+        const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
+        const statuses: string[] = []
+        // Pings after 4 s of silence: several go out while the object sleeps.
+        const { client: rpc, connection } = createClient({ url: () => wsUrl(), WebSocket: withHeaders({ cookie }), heartbeatTimeout: 6000, reconnectBaseDelay: 50, onStatus: status => statuses.push(status.state) })
+        cleanups.push(() => connection.close())
+        expect(await rpc.whoami()).toEqual({ name })
+        const feed: number[] = []
+        const reading = (async () => {
+          for await (const event of await rpc.feed()) {
+            feed.push(event.n)
+            if (event.n === 3) break
+          }
+        })()
+        return { rpc, statuses, feed, reading }
+      }
+      // grace's connection is kept; hopper's record is lost while the object sleeps (its socket is then closed
+      // with 1012 and the client reconnects).
+      const grace = await loggedIn('grace')
+      const hopper = await loggedIn('hopper')
+      const madeBefore = await grace.rpc.durableObjectsMade()
+      const bell = rejectionOf(grace.rpc.bell().then(async (stream: AsyncIterable<number>) => {
         for await (const _ of stream) { /* rings */ }
       }))
       const poster = raw()
       await poster.opened
-      // Until the subscription is in place, a post may come before it.
+      // Until both subscriptions are in place, a post may come before them.
       let attempt = 0
       await waitFor(async () => {
         await poster.request(`post${++attempt}`, 'post', { n: 100 + attempt })
-        return feed.length > 0
+        return grace.feed.length > 0 && hopper.feed.length > 0
       })
       await new Promise(resolve => setTimeout(resolve, 500))
-      const before = [...feed]
+      const graceBefore = [...grace.feed]
+      const hopperBefore = [...hopper.feed]
+      expect(await hopper.rpc.forgetConnectionsOf({ name: 'hopper' })).toBe(1)
       poster.close()
       // Idle: no timer keeps the object awake (workerd hibernates it after about 10 s).
       await new Promise(resolve => setTimeout(resolve, 20_000))
@@ -370,15 +379,18 @@ export async function describeContract(runtime: Runtime) {
       await waker.opened
       await waker.request('p2', 'post', { n: 2 })
       await waker.request('p3', 'post', { n: 3 })
-      await reading
+      await Promise.all([grace.reading, hopper.reading])
       // Made again once, by the waker: the pings meanwhile were answered by Cloudflare alone.
-      expect(await rpc.durableObjectsMade()).toBe(madeBefore + 1)
-      // Every event once, in order, the one published as the object woke included.
-      expect(feed).toEqual([...before, 2, 3])
+      expect(await grace.rpc.durableObjectsMade()).toBe(madeBefore + 1)
+      // Every event once, in order, the ones published as the object woke included.
+      expect(grace.feed).toEqual([...graceBefore, 2, 3])
+      expect(hopper.feed).toEqual([...hopperBefore, 2, 3])
       expect(await bell).toMatchObject({ code: 'CONNECTION_CLOSED', data: { closeCode: 1012 } })
-      // The same socket all along, with the context from its upgrade.
-      expect(await rpc.whoami()).toEqual({ name: 'grace' })
-      expect(statuses.filter(state => state !== 'open')).toEqual(['connecting'])
+      // grace: the same socket all along, with the context from its upgrade; hopper: a new one, with hers.
+      expect(await grace.rpc.whoami()).toEqual({ name: 'grace' })
+      expect(grace.statuses.filter(state => state !== 'open')).toEqual(['connecting'])
+      expect(await hopper.rpc.whoami()).toEqual({ name: 'hopper' })
+      expect(hopper.statuses).toContain('reconnecting')
       expect(serverLogs()).not.toMatch(/unhandledRejection|uncaughtException|Uncaught/i)
     }, 60_000)
 

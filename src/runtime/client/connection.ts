@@ -196,6 +196,9 @@ class Session {
 
 const ignore = () => {}
 
+/** How many times in a row a stream is called again when each new call ends with its socket. */
+const maxResumeAttempts = 3
+
 /** `Symbol.asyncDispose`, or the symbol oRPC's iterators use where the runtime has none. */
 const asyncDispose: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose ?? Symbol.for('asyncDispose')
 
@@ -419,22 +422,26 @@ export class RpcConnection implements ClientLink<ClientContext> {
   private resumableStream(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, firstSession: Session, firstIterator: AsyncIterator<unknown>) {
     let session = firstSession
     return new ResumableStream(firstIterator, options.lastEventId, async (error, lastEventId) => {
-      const typed = await session.callError(error, options.signal)
-      const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
-      if (!resumable) throw typed
-      // The same socket when it stayed open (the server restarted the stream), else the next one.
-      const open = this.status.state === 'open' && this.status.transport === 'websocket' && this.session && !this.session.closed ? this.session : undefined
-      const next = open ?? await this.ready(options.signal)
-      // The socket cannot be opened again but HTTP answers: the stream goes on there.
-      if (next === 'http') return await this.callOverHttp(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
-      session = next
-      const resumed = { ...options, lastEventId }
-      try {
-        // Not wrapped again: this stream goes on with it.
-        return await (session.plainCalls.call(path, input, resumed, false) ?? session.link.call(path, input, resumed)) as AsyncIterator<unknown>
-      }
-      catch (callError) {
-        throw await session.callError(callError, options.signal)
+      let typed = await session.callError(error, options.signal)
+      // A resume whose own socket closes first (a server that woke without the connection's record closes it
+      // with 1012) is tried again on the next socket, a few times at most.
+      for (let attempt = 0; ; attempt++) {
+        const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
+        if (!resumable || attempt === maxResumeAttempts) throw typed
+        // The same socket when it stayed open (the server restarted the stream), else the next one.
+        const open = this.status.state === 'open' && this.status.transport === 'websocket' && this.session && !this.session.closed ? this.session : undefined
+        const next = open ?? await this.ready(options.signal)
+        // The socket cannot be opened again but HTTP answers: the stream goes on there.
+        if (next === 'http') return await this.callOverHttp(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
+        session = next
+        const resumed = { ...options, lastEventId }
+        try {
+          // Not wrapped again: this stream goes on with it.
+          return await (session.plainCalls.call(path, input, resumed, false) ?? session.link.call(path, input, resumed)) as AsyncIterator<unknown>
+        }
+        catch (callError) {
+          typed = await session.callError(callError, options.signal)
+        }
       }
     })
   }

@@ -16,7 +16,7 @@ import { PlainCallHandler } from './plain-call'
 import { isShuttingDown, liveSockets, PendingConnection, pendingConnections, toCloseReason } from './registry'
 import type { RpcRoute } from './socket'
 import { RpcSocket } from './socket'
-import type { RpcTransport } from './transports'
+import type { RpcConnectionRecord, RpcTransport } from './transports/types'
 import { transportOf, webTransport } from './transports'
 import { cloudflareTransport, isCloudflareWorker } from './transports/cloudflare'
 import { upgradeContextOf } from './transports/node'
@@ -130,6 +130,16 @@ function offeredSubprotocols(request: RpcUpgradeRequest): string[] {
   return request.headers.get('sec-websocket-protocol')?.split(',').map(protocol => protocol.trim()).filter(Boolean) ?? []
 }
 
+/** Closes a peer that may be closed already. */
+function closeQuietly(peer: Peer, code: number, reason: string) {
+  try {
+    peer.close(code, reason)
+  }
+  catch {
+    // Closed already.
+  }
+}
+
 /** Refuses limits that would switch a guard off or lock everyone out without a word (0, negative, NaN). */
 function assertLimits(limits: RpcServerLimits) {
   const positive = (name: string, value: number) => {
@@ -199,16 +209,32 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   const createContext = options.createContext
   const admission = new Admission(limits)
   const sockets = new Set<RpcSocket>()
-  // Connections from before a hibernation are restored from the store as their frames arrive. The objects that
-  // served them belong to the Durable Object as it was before: workerd refuses any I/O of theirs from the new
-  // one ("Cannot perform I/O on behalf of a different Durable Object"), aborting their calls included, and
-  // cancels their procedures' continuations itself. They are only forgotten.
-  route.transport.store?.onWake(() => {
+  /** Frames of sockets being restored (see `restore`), by peer id, in arrival order. */
+  const restoring = new Map<string, Array<string | Uint8Array>>()
+  /**
+   * After a wake: the records of the connections open before it, each counted under the caps (from its
+   * address) until it speaks (and is restored) or closes.
+   */
+  let dormant: Promise<Map<string, { record: RpcConnectionRecord, ipKey: string | undefined }>> | undefined
+  const store = route.transport.store
+  // The objects that served connections before the wake belong to the Durable Object as it was: workerd
+  // refuses any I/O of theirs from the new one ("Cannot perform I/O on behalf of a different Durable Object"),
+  // aborting their calls included, and cancels their procedures' continuations itself. They are forgotten,
+  // and the connections counted again from their records.
+  store?.onWake(() => {
     for (const socket of sockets) socket.abandon()
     sockets.clear()
+    restoring.clear()
     admission.reset()
     clearInterval(heartbeat)
     heartbeat = undefined
+    dormant = store.list().then(
+      records => new Map([...records].map(([id, record]) => [id, { record, ipKey: admission.adopt(record.remoteAddress) }])),
+      (error: unknown) => {
+        console.error('[nuxt-orpc] Could not read the connections\' records after the Durable Object woke up; they will reconnect:', error)
+        return new Map()
+      },
+    )
   })
   let heartbeat: ReturnType<typeof setInterval> | undefined
   // The URL of the last connection opened: most connections to a route have the same one, kept once.
@@ -319,21 +345,13 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     return socket
   }
 
-  /** Frames of sockets being restored from the store (see `restore`), by peer id, in arrival order. */
-  const restoring = new Map<string, Array<string | Uint8Array>>()
-
   /**
    * A frame came on a socket the server does not know: it woke with it (a Durable Object after hibernation).
-   * Its record is read from the transport's store and the connection goes on as it was, with the frames that
-   * came meanwhile in order; without one (or without a store), it is closed with 1012 so the client
-   * reconnects and resumes its streams. No frame of it is dropped silently.
+   * The connection goes on from its record, with the frames that came meanwhile in order. Without one (or
+   * without a store) it is closed with 1012, so the client reconnects and resumes its streams: no frame of it
+   * is dropped silently.
    */
   function restore(peer: Peer, data: string | Uint8Array) {
-    const store = route.transport.store
-    if (!store) {
-      peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
-      return
-    }
     const waiting = restoring.get(peer.id)
     if (waiting) {
       waiting.push(data)
@@ -341,19 +359,21 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     }
     const frames = [data]
     restoring.set(peer.id, frames)
-    store.load(peer).then((record) => {
+    Promise.resolve(dormant).then((records) => {
+      // Closed meanwhile, or another wake came.
+      if (restoring.get(peer.id) !== frames) return
       restoring.delete(peer.id)
-      if (!record) {
-        peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
+      const kept = records?.get(peer.id)
+      if (!kept) {
+        closeQuietly(peer, RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
         return
       }
-      // It was admitted when it opened: counted again, not refused.
-      const socket = start(peer, record.context, record.remoteAddress, admission.adopt(record.remoteAddress))
+      records!.delete(peer.id)
+      const socket = start(peer, kept.record.context, kept.record.remoteAddress, kept.ipKey)
       for (const frame of frames) receive(socket, frame)
-    }, (error: unknown) => {
-      restoring.delete(peer.id)
-      console.error('[nuxt-orpc] Could not read a connection\'s record after the Durable Object woke up:', error)
-      peer.close(RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
+    }).catch((error: unknown) => {
+      console.error('[nuxt-orpc] Could not restore a connection after the Durable Object woke up:', error)
+      closeQuietly(peer, RpcCloseCode.ServiceRestart, 'Connection state lost: reconnect')
     })
   }
 
@@ -368,9 +388,20 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
 
   /** The peer's socket closed. */
   function forget(peer: Peer) {
-    route.transport.store?.drop(peer)
+    store?.drop(peer)
     const socket = stateOf(peer)
-    if (socket instanceof RpcSocket) release(socket)
+    if (socket instanceof RpcSocket) {
+      release(socket)
+      return
+    }
+    // One from before a wake that never spoke again: no longer counted.
+    restoring.delete(peer.id)
+    void dormant?.then((records) => {
+      const kept = records.get(peer.id)
+      if (!kept) return
+      records.delete(peer.id)
+      admission.closed(kept.ipKey)
+    })
   }
 
   /** Lets go of a connection: its calls aborted, its place under the caps freed. */
@@ -419,11 +450,11 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
         refuse(peer, refusal.closeCode, refusal.reason, state.readySignal)
         return
       }
-      const socket = start(peer, state.contextValue, address, state.slot.ipKey)
+      start(peer, state.contextValue, address, state.slot.ipKey)
       if (state.readySignal) peer.send(heartbeatFrame)
-      transport.store?.save(peer, { context: state.contextValue, remoteAddress: address, readySignal: state.readySignal }).catch((error: unknown) => {
+      transport.store?.save(peer, { context: state.contextValue, remoteAddress: address }).catch((error: unknown) => {
         console.error('[nuxt-orpc] The connection\'s context could not be kept in the Durable Object\'s storage, so the connection is closed (it would not survive hibernation):', error)
-        socket.close(RpcCloseCode.InternalError, 'Connection context could not be kept')
+        closeQuietly(peer, RpcCloseCode.InternalError, 'Connection context could not be kept')
       })
     },
     message(peer, message) {

@@ -11,10 +11,6 @@ import { attachDurableObject } from './transports/cloudflare'
 import { createNodeAdapterOptions } from './transports/node'
 import { answerSubprotocolsOnDeno } from './transports/web'
 
-interface DurableObjectHooks {
-  hook: (name: 'cloudflare:durable:init', listener: (durable: unknown, init: { state: DurableObjectStateLike }) => void) => void
-}
-
 export default defineNitroPlugin((nitroApp) => {
   const { maxMessageBytes, shutdownTimeout } = useRuntimeConfig().orpc as ResolvedRuntimeOptions
 
@@ -25,10 +21,16 @@ export default defineNitroPlugin((nitroApp) => {
   nitroApp.h3App.options.websocket = defu(websocketOptions, nitroApp.h3App.options.websocket)
   answerSubprotocolsOnDeno()
 
-  // Nitro's cloudflare-durable preset makes its Durable Object at first use and at every wake from hibernation.
-  // (Nitro declares the hook in its Cloudflare types, which need @cloudflare/workers-types.)
-  const durableHooks = nitroApp.hooks as unknown as DurableObjectHooks
-  durableHooks.hook('cloudflare:durable:init', (_durable, { state }) => attachDurableObject(state))
+  // Nitro's cloudflare-durable preset makes its Durable Object at first use and at every wake, and calls the
+  // `cloudflare:durable:init` hook from its constructor. Hooks run a microtask later, after other plugins'
+  // (any of which may await or throw), and the object's first event may be handled before that; hookable's
+  // `beforeEach` runs synchronously, in the constructor.
+  nitroApp.hooks.beforeEach((event) => {
+    if (event.name !== 'cloudflare:durable:init') return
+    // The hook's arguments are `(durable, { state, env })`; hookable 5 puts the hook's name before them here.
+    const init = (event.args as unknown[]).find(arg => typeof arg === 'object' && arg !== null && 'state' in arg) as { state: DurableObjectStateLike } | undefined
+    if (init) attachDurableObject(init.state)
+  })
 
   const callerFactory = (event: Parameters<typeof createRpcCaller>[2]) => createRpcCaller(router, createContext, event)
   nitroApp.hooks.hook('request', (event) => {

@@ -1,4 +1,3 @@
-import type { Peer } from 'crossws'
 import { heartbeatFrame, restartFrame } from '../../shared/protocol'
 import type { RpcConnectionRecord, RpcConnectionStore, RpcTransport } from './types'
 import { webTransport } from './web'
@@ -9,70 +8,90 @@ export const isCloudflareWorker = typeof (globalThis as { WebSocketPair?: unknow
 /** The parts of Cloudflare's `DurableObjectState` nuxt-orpc uses. */
 export interface DurableObjectStateLike {
   storage: {
-    get: (key: string) => Promise<unknown>
+    list: (options: { prefix: string }) => Promise<Map<string, unknown>>
     put: (key: string, value: unknown) => Promise<void>
-    delete: (key: string) => Promise<boolean>
+    delete: (keys: string | string[]) => Promise<unknown>
   }
   setWebSocketAutoResponse: (pair?: unknown) => void
   getWebSockets: () => Array<{ send: (data: string) => void }>
 }
 
-/** What must happen when the Durable Object is made again: the server's memory of open sockets is stale. */
+/** Listeners of wakes with sockets open (see `RpcConnectionStore.onWake`). */
 const wakeListeners = new Set<() => void>()
-/** Whether the Durable Object was made before in this isolate (it woke from hibernation since). */
-let made = false
+/** Whether the Durable Object was made with sockets open in this isolate. */
+let wokeWithSockets = false
 
-/** Calls `listener` each time the Durable Object wakes from hibernation in this isolate (see `attachDurableObject`). */
+/** Calls `listener` each time the Durable Object wakes with sockets open, and at once if it did before. */
 export function onDurableObjectWake(listener: () => void) {
-  if (isCloudflareWorker) wakeListeners.add(listener)
+  if (!isCloudflareWorker) return
+  wakeListeners.add(listener)
+  if (wokeWithSockets) listener()
 }
 
 let resolveDurableState: (state: DurableObjectStateLike) => void
-/** The state of the Durable Object Nitro serves sockets from, once its constructor ran (after every wake too). */
+/** The state of the Durable Object Nitro serves sockets from, once it is made (after every wake too). */
 let durableState = new Promise<DurableObjectStateLike>((resolve) => {
   resolveDurableState = resolve
 })
 
+const keyPrefix = 'nuxt-orpc:connection:'
+
 /**
- * Called from Nitro's `cloudflare:durable:init` hook, when the Durable Object is made: at first use and at every
- * wake from hibernation. Keeps its state, and has Cloudflare answer the client's ping (the heartbeat frame)
- * with the same frame itself, without waking the object.
+ * Called (synchronously, see server/plugin.ts) whenever Nitro makes its Durable Object: at first use, and at
+ * every wake from hibernation or after an eviction. Keeps its state, and has Cloudflare answer the client's
+ * ping (the heartbeat frame) with the same frame itself, without waking the object.
  *
- * Sockets it finds open were open before it hibernated. Their connections are restored from the store when
- * they next send a frame, but what ran on them is gone: streams waiting for events (a subscription) cannot be
- * carried over, and a frame sent through an object from before hibernation does not arrive (seen on
- * workerd 2026-04-26). Every connection the isolate still holds is let go without a word, and every
- * socket gets the restart frame: nuxt-orpc's client resumes its streams at once (`restartFrame`).
+ * Sockets it finds open were open before: their connections are restored from their records, but what ran
+ * on them is gone. Streams waiting for events (a subscription) cannot be carried over, and a frame sent
+ * through an object from before does not arrive (seen on workerd 2026-04-26). So every socket gets the
+ * restart frame (nuxt-orpc's client resumes its streams at once; see `restartFrame`) and the wake listeners
+ * run. Without sockets, records left by sockets that went away unseen (a deploy, a reset) are deleted.
  */
 export function attachDurableObject(state: DurableObjectStateLike) {
   resolveDurableState(state)
   durableState = Promise.resolve(state)
   const Pair = (globalThis as { WebSocketRequestResponsePair?: new (request: string, response: string) => unknown }).WebSocketRequestResponsePair
   if (Pair) state.setWebSocketAutoResponse(new Pair(heartbeatFrame, heartbeatFrame))
-  if (made) {
-    for (const listener of wakeListeners) listener()
+  const sockets = state.getWebSockets()
+  if (sockets.length === 0) {
+    void state.storage.list({ prefix: keyPrefix })
+      .then(stale => stale.size ? state.storage.delete([...stale.keys()]) : undefined)
+      .catch(() => {
+        // Tried again at the next start.
+      })
+    return
   }
-  made = true
-  for (const socket of state.getWebSockets()) socket.send(restartFrame)
+  wokeWithSockets = true
+  for (const socket of sockets) {
+    try {
+      socket.send(restartFrame)
+    }
+    catch {
+      // Closing already.
+    }
+  }
+  for (const listener of wakeListeners) listener()
 }
-
-const keyOf = (peer: Peer) => `nuxt-orpc:connection:${peer.id}`
 
 /**
  * Connection records in the Durable Object's storage, by crossws's peer id, which crossws keeps in the
- * socket's attachment and so survives hibernation. One write when a connection opens, one read when the
- * object wakes with it, one delete when it closes. (The attachment itself is crossws's, and its Cloudflare
- * peer hides the socket behind a Proxy on which `serializeAttachment` throws "Illegal invocation".)
+ * socket's attachment and so survives hibernation. One write when a connection opens, one delete when it
+ * closes, one list of them all when the object wakes with sockets open. (The attachment itself is
+ * crossws's, and its Cloudflare peer hides the socket behind a Proxy on which `serializeAttachment` throws
+ * "Illegal invocation".)
  */
 const durableStore: RpcConnectionStore = {
-  save: async (peer, record) => (await durableState).storage.put(keyOf(peer), record),
-  load: async peer => (await (await durableState).storage.get(keyOf(peer))) as RpcConnectionRecord | undefined,
-  onWake: onDurableObjectWake,
+  save: async (peer, record) => (await durableState).storage.put(keyPrefix + peer.id, record),
+  async list() {
+    const records = await (await durableState).storage.list({ prefix: keyPrefix })
+    return new Map([...records].map(([key, record]) => [key.slice(keyPrefix.length), record as RpcConnectionRecord]))
+  },
   drop(peer) {
-    void durableState.then(state => state.storage.delete(keyOf(peer))).catch(() => {
+    void durableState.then(state => state.storage.delete(keyPrefix + peer.id)).catch(() => {
       // Gone with the object.
     })
   },
+  onWake: onDurableObjectWake,
 }
 
 /**
@@ -86,8 +105,8 @@ const durableStore: RpcConnectionStore = {
  *   yet; streams are not paused;
  * - heartbeat: no timer (a pending one keeps the object from hibernating); the client pings after a silence
  *   and Cloudflare answers without waking the object (`attachDurableObject`);
- * - hibernation: each connection's record (its context) is kept in the object's storage, and a socket the
- *   object wakes up with goes on with it.
+ * - hibernation: each connection's record (its context) is kept in the object's storage while it is open, and
+ *   a socket the object wakes up with goes on with it (`attachDurableObject`).
  */
 export const cloudflareTransport: RpcTransport<Parameters<typeof webTransport.bufferedBytes>[0]> = {
   ...webTransport,

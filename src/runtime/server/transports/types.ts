@@ -17,8 +17,6 @@ export interface RpcConnectionRecord {
   /** The context function's result (undefined without one). */
   context: RpcContext | undefined
   remoteAddress: string | undefined
-  /** Whether the client offered the ready signal's subprotocol. */
-  readySignal: boolean
 }
 
 /**
@@ -28,14 +26,14 @@ export interface RpcConnectionRecord {
 export interface RpcConnectionStore {
   /** Keeps the record of a connection that just opened; rejects when it cannot be kept (too large, not cloneable). */
   save: (peer: Peer, record: RpcConnectionRecord) => Promise<void>
-  /** The record of a connection the server does not know (it woke with it), if it was kept. */
-  load: (peer: Peer) => Promise<RpcConnectionRecord | undefined>
+  /** Every record kept, by peer id: the connections open before a wake. */
+  list: () => Promise<Map<string, RpcConnectionRecord>>
   /** Lets go of a closed connection's record. */
   drop: (peer: Peer) => void
   /**
-   * Calls `listener` whenever every connection the server holds has become stale: the sockets stay open, but
-   * nothing can be sent on the objects it has for them (the Durable Object woke from hibernation in the same
-   * isolate). They are restored from their records as their next frames arrive.
+   * Calls `listener` whenever the server woke with sockets open: every connection it may still hold is stale
+   * (nothing can be sent through the objects it has for them), and the others are known only by their records.
+   * A listener added after such a wake (a route loaded on first use) is called at once.
    */
   onWake: (listener: () => void) => void
 }
