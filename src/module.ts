@@ -1,8 +1,10 @@
 import {
   addImports,
+  addPlugin,
   addTypeTemplate,
   createResolver,
   defineNuxtModule,
+  hasNuxtModule,
 } from '@nuxt/kit'
 import { defu } from 'defu'
 import { relative, resolve } from 'pathe'
@@ -78,7 +80,15 @@ export default defineNuxtModule<ModuleOptions>({
       { name: 'useRpc', from: resolver.resolve('./runtime/app/composables') },
       { name: 'useRpcStatus', from: resolver.resolve('./runtime/app/composables') },
       { name: 'useRpcSubscription', from: resolver.resolve('./runtime/app/subscription') },
+      { name: 'refreshRpcConnection', from: resolver.resolve('./runtime/app/composables') },
     ])
+    // With nuxt-auth-utils (before or after this module in `modules`), a changed session moves to a new socket.
+    nuxt.hook('modules:done', () => {
+      if (hasNuxtModule('nuxt-auth-utils')) addPlugin({ src: resolver.resolve('./runtime/app/plugins/session.client'), mode: 'client' })
+    })
+    // Nuxt adds a key per call site (its third argument, when not given), as it does for useAsyncData: what the
+    // server rendered of a subscription (`ssr: true`) reaches the browser under it.
+    nuxt.options.optimization.keyedComposables.push({ name: 'useRpcSubscription', source: resolver.resolve('./runtime/app/subscription'), argumentLength: 3 })
 
     // Types: tie useRpc() and `rpc` to the app's router and context, for the app and the server.
     addTypeTemplate({

@@ -4,6 +4,7 @@ import type { Browser } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
+import { RawSocket } from './helpers'
 import { startUpgradeRefusingProxy } from './proxy'
 
 await setup({
@@ -12,6 +13,23 @@ await setup({
 })
 
 let browser: Browser
+
+/** What the fixture's /session page puts on `window` for the session-switch test. */
+interface SessionPage {
+  login: (name: string) => Promise<void>
+  logout: () => Promise<void>
+  refresh: () => Promise<void>
+  slow: (ms: number) => Promise<unknown>
+  whoami: () => Promise<unknown>
+  feed: () => number[]
+  status: () => { state: string, closeCode?: number }
+}
+
+declare global {
+  interface Window {
+    session: SessionPage
+  }
+}
 
 beforeAll(async () => {
   if (skipBrowser) return
@@ -53,6 +71,121 @@ describe.skipIf(skipBrowser)('in Chromium', () => {
     // One greet frame, one ticks frame, one abort frame for the early break: nothing was sent twice.
     expect(framesSent.map(frame => JSON.parse(frame)).map(frame => frame.t ?? 1)).toEqual([1, 1, 4])
     expect(pageErrors).toEqual([])
+    await page.close()
+  })
+
+  it('renders a live list on the server, then goes on in the browser from its last event: every event once, in order, while events keep coming', async () => {
+    const publisher = new RawSocket(url('/_orpc').replace(/^http/, 'ws'))
+    await publisher.opened
+    let published = 0
+    const tick = async () => {
+      const n = published++
+      await publisher.request(`t${n}`, 'tick', { n })
+    }
+    for (let n = 0; n < 5; n++) await tick()
+    // Events keep coming while the page renders, loads and hydrates.
+    let publishing = true
+    const ticking = (async () => {
+      while (publishing) {
+        await tick()
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    })()
+    const page = await browser.newPage()
+    const framesSent: string[] = []
+    page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(String(frame.payload))))
+    const pageErrors: Error[] = []
+    page.on('pageerror', error => pageErrors.push(error))
+    const response = await page.goto(url('/live'), { waitUntil: 'load', timeout: 10_000 })
+    const html = await response!.text()
+    await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
+    await new Promise(resolve => setTimeout(resolve, 300))
+    publishing = false
+    await ticking
+    const last = published - 1
+    await page.waitForFunction(last => document.querySelector('#live-events')?.textContent?.trim().split(',').at(-1) === String(last), last, { timeout: 10_000 })
+
+    // The server rendered the events it had, from the first one on.
+    const rendered = /<p id="live-events">([^<]*)<\/p>/.exec(html)?.[1]?.trim().split(',').map(Number) ?? []
+    expect(rendered.slice(0, 5)).toEqual([0, 1, 2, 3, 4])
+    // In the browser: every event once, in order, those published between render and hydration included.
+    const shown = (await page.textContent('#live-events'))!.trim().split(',').map(Number)
+    expect(shown).toEqual(Array.from({ length: published }, (_, n) => n))
+    expect(shown.length).toBeGreaterThan(rendered.length)
+    expect((await page.textContent('#live-status'))?.trim()).toBe('open')
+    // One call from the browser, resuming after the last rendered event: the rendered ones were not fetched again.
+    const calls = framesSent.map(frame => JSON.parse(frame) as { t?: number, p?: { u?: string, h?: Record<string, string> } }).filter(frame => (frame.t ?? 1) === 1)
+    const tickerCalls = calls.filter(call => call.p?.u?.endsWith('/ticker'))
+    expect(tickerCalls).toHaveLength(1)
+    expect(tickerCalls[0]!.p!.h?.['last-event-id']).toBeDefined()
+    // A stream without ids: rendered (its first event), then started afresh in the browser, which goes on.
+    expect(/<p id="live-tick">([^<]*)<\/p>/.exec(html)?.[1]?.trim()).toBe('0')
+    const tickCalls = calls.filter(call => call.p?.u?.endsWith('/ticks'))
+    expect(tickCalls).toHaveLength(1)
+    expect(tickCalls[0]!.p!.h).toBeUndefined()
+    await page.waitForFunction(() => Number(document.querySelector('#live-tick')?.textContent) > 2, undefined, { timeout: 10_000 })
+    expect(pageErrors).toEqual([])
+    publisher.close()
+    await page.close()
+  })
+
+  it('moves to a new socket when the session changes (nuxt-auth-utils): the call in flight settles once, the stream goes on without gap or duplicate, the next call sees the new user; a refused session gets UNAUTHORIZED', async () => {
+    const publisher = new RawSocket(url('/_orpc').replace(/^http/, 'ws'))
+    await publisher.opened
+    let published = 0
+    let publishing = true
+    const posting = (async () => {
+      while (publishing) {
+        const n = published++
+        await publisher.request(`f${n}`, 'post', { n })
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    })()
+    const page = await browser.newPage()
+    const sockets: string[] = []
+    const framesSent: string[] = []
+    page.on('websocket', (socket) => {
+      sockets.push(socket.url())
+      socket.on('framesent', frame => framesSent.push(String(frame.payload)))
+    })
+    const pageErrors: Error[] = []
+    page.on('pageerror', error => pageErrors.push(error))
+    await page.goto(url('/session'), { waitUntil: 'load', timeout: 10_000 })
+    await page.waitForFunction(() => (window.session?.feed().length ?? 0) > 3, undefined, { timeout: 10_000 })
+
+    // Log in while a call runs.
+    const first = page.evaluate(() => window.session.slow(800))
+    await page.evaluate(name => window.session.login(name), 'bob')
+    expect(await page.evaluate(() => window.session.whoami())).toEqual({ value: { name: 'bob' } })
+    expect(await first).toEqual({ value: 'done' })
+    // Log out while another one runs.
+    const second = page.evaluate(() => window.session.slow(800))
+    await page.evaluate(() => window.session.logout())
+    expect(await page.evaluate(() => window.session.whoami())).toMatchObject({ error: 'UNAUTHORIZED' })
+    expect(await second).toEqual({ value: 'done' })
+
+    publishing = false
+    await posting
+    const last = published - 1
+    await page.waitForFunction(last => window.session.feed().at(-1) === last, last, { timeout: 10_000 })
+    const feed = await page.evaluate(() => window.session.feed())
+    // Every event from the first one seen, once and in order, across both switches.
+    expect(feed).toEqual(Array.from({ length: last - feed[0]! + 1 }, (_, index) => feed[0]! + index))
+    expect(sockets).toHaveLength(3)
+    // Each call went out once.
+    expect(framesSent.filter(frame => frame.includes('/slow'))).toHaveLength(2)
+
+    // A session the server refuses: calls in flight still finish on the old socket; new ones get the refusal.
+    const third = page.evaluate(() => window.session.slow(800))
+    await page.evaluate(async () => {
+      document.cookie = 'revoked=1; path=/'
+      await window.session.refresh()
+    })
+    expect(await page.evaluate(() => window.session.whoami())).toMatchObject({ error: 'UNAUTHORIZED', data: { closeCode: 4401 } })
+    expect(await page.evaluate(() => window.session.status())).toMatchObject({ state: 'closed', closeCode: 4401 })
+    expect(await third).toEqual({ value: 'done' })
+    expect(pageErrors).toEqual([])
+    publisher.close()
     await page.close()
   })
 

@@ -66,6 +66,17 @@ export function useRpcStatus(): Readonly<Ref<Readonly<RpcConnectionStatus>>> {
   return shallowReadonly(useRpcAppState().status)
 }
 
+/**
+ * Moves the browser's calls to a new socket, whose handshake carries the cookies of now: after a login, a logout
+ * or a token refresh, when the socket's context (read once per connection) is stale. Calls in flight finish on
+ * the old socket; streams whose events carry ids resume on the new one; the old one closes once it is idle.
+ * With nuxt-auth-utils installed, nuxt-orpc calls it whenever the user session changes. Does nothing during
+ * SSR (each page request has its own context) or before the socket opened.
+ */
+export function refreshRpcConnection(): Promise<void> {
+  return useRpcAppState().connection?.refresh() ?? Promise.resolve()
+}
+
 /** The browser's socket (for `useRpcSubscription`); undefined during SSR. Not an auto-import. */
 export function useRpcConnection(): RpcConnection | undefined {
   return useRpcAppState().connection

@@ -1,14 +1,15 @@
 import type { ClientContext, ClientLink } from '@orpc/client'
+import { getEventMeta } from '@orpc/client'
 import type { RouterClient } from '@orpc/server'
-import { getCurrentScope, onScopeDispose, shallowReadonly, shallowRef, watchEffect } from 'vue'
+import { getCurrentInstance, getCurrentScope, onScopeDispose, onServerPrefetch, shallowReadonly, shallowRef, watchEffect } from 'vue'
 import type { Ref } from 'vue'
-import { useNuxtApp, useRuntimeConfig } from '#imports'
+import { useNuxtApp, useRuntimeConfig, useState } from '#imports'
 import type { RpcRouter } from '../types'
 import { createRpcClient } from '../client/client'
 import type { RpcConnection } from '../client/connection'
 import type { ResumableSubscription, RpcSubscriptionCallOptions, RpcSubscriptionStatus } from '../client/resumable'
 import { startResumableSubscription } from '../client/resumable'
-import { useRpcConnection } from './composables'
+import { useRpc, useRpcConnection } from './composables'
 
 export type { RpcSubscriptionStatus } from '../client/resumable'
 
@@ -46,6 +47,81 @@ export interface UseRpcSubscriptionOptions<T> {
    * @default undefined
    */
   onEvent?: (value: T) => void
+  /**
+   * Render it on the server too. During SSR the stream is called in-process and read for what it has now (a
+   * procedure with `history` sends its retained events at once), up to `accumulate` events, until no event
+   * came for `ssrWait` ms (1 s at most); then the call is stopped, and `data` and the last event id go to
+   * the page's payload. The browser shows that data at hydration and resumes the stream after that id: no
+   * second fetch of what was rendered, and every event published since comes once, in order. A stream whose
+   * events carry no ids starts afresh in the browser instead, and its first event replaces the rendered
+   * data. The page's payload is keyed by where the composable is called (Nuxt adds the key); pass `key` when
+   * one component renders several of them.
+   * @default false
+   */
+  ssr?: boolean
+  /**
+   * With `ssr`, how long the server waits for the next event before it renders what it has (ms).
+   * @default 20
+   */
+  ssrWait?: number
+}
+
+/** What the server rendered of a subscription, for the browser to go on from. */
+interface RenderedSubscription<T> {
+  data: T | T[] | undefined
+  lastEventId: string | undefined
+}
+
+/** The longest the server reads a stream for the page (ms), whatever `ssrWait` is. */
+const ssrReadLimit = 1000
+
+/**
+ * A client of the app's router in-process (SSR) whose calls carry `signal`: the server's `useRpc()` client is
+ * oRPC's router client, whose procedures are reached by path.
+ */
+function inProcessClient(signal: AbortSignal) {
+  const server = useRpc() as unknown as Record<string, unknown>
+  const link: ClientLink<ClientContext> = {
+    call(path, input, options) {
+      let procedure: unknown = server
+      for (const key of path) procedure = (procedure as Record<string, unknown>)[key]
+      return (procedure as (input: unknown, options: object) => Promise<unknown>)(input, { ...options, signal })
+    },
+  }
+  return createRpcClient<RouterClient<RpcRouter>>(link)
+}
+
+/** Reads what `start`'s stream has now, in-process (see the `ssr` option). */
+async function readNow<T>(start: RpcSubscriptionStart<T>, accumulate: number | undefined, wait: number): Promise<RenderedSubscription<T>> {
+  const controller = new AbortController()
+  const events: T[] = []
+  let lastEventId: string | undefined
+  const iterator = (await start(inProcessClient(controller.signal)))[Symbol.asyncIterator]()
+  const deadline = Date.now() + ssrReadLimit
+  const limit = accumulate === undefined ? Number.POSITIVE_INFINITY : Math.max(accumulate, 1)
+  try {
+    while (events.length < limit) {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const quiet = new Promise<'quiet'>((resolve) => {
+        timer = setTimeout(() => resolve('quiet'), Math.max(0, Math.min(wait, deadline - Date.now())))
+      })
+      const next = iterator.next()
+      const result = await Promise.race([next, quiet])
+      clearTimeout(timer)
+      if (result === 'quiet') {
+        // Settles when the call is stopped below.
+        next.catch(() => {})
+        break
+      }
+      if (result.done) break
+      events.push(result.value)
+      lastEventId = getEventMeta(result.value)?.id
+    }
+  }
+  finally {
+    controller.abort()
+  }
+  return { data: accumulate === undefined ? events.at(-1) : events, lastEventId }
 }
 
 export interface RpcSubscription<D> {
@@ -76,13 +152,13 @@ type EventOf<S> = S extends RpcSubscriptionStart<infer T> ? T : never
  * with the id of the last event it delivered as `lastEventId`, so a procedure built on `usePublisher()`
  * sends what was missed (within the retention window) and nothing twice. Calls are new calls, never replays.
  */
-export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options: UseRpcSubscriptionOptions<EventOf<S>> & { accumulate: number }): RpcSubscription<EventOf<S>[]>
-export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options?: UseRpcSubscriptionOptions<EventOf<S>>): RpcSubscription<EventOf<S> | undefined>
-export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: UseRpcSubscriptionOptions<T> = {}): RpcSubscription<T | T[] | undefined> {
+export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options: UseRpcSubscriptionOptions<EventOf<S>> & { accumulate: number }, key?: string): RpcSubscription<EventOf<S>[]>
+export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options?: UseRpcSubscriptionOptions<EventOf<S>>, key?: string): RpcSubscription<EventOf<S> | undefined>
+export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: UseRpcSubscriptionOptions<T> = {}, key?: string): RpcSubscription<T | T[] | undefined> {
   const accumulate = options.accumulate
   const emptyData = () => accumulate === undefined ? undefined : []
   const data = shallowRef<T | T[] | undefined>(emptyData())
-  const status = shallowRef<RpcSubscriptionStatus>('idle')
+  const status = shallowRef<RpcSubscriptionStatus>(options.ssr ? 'connecting' : 'idle')
   const error = shallowRef<unknown>()
   const lastEventId = shallowRef<string>()
   const result = {
@@ -92,15 +168,39 @@ export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: U
     lastEventId: shallowReadonly(lastEventId),
     stop: () => {},
   }
-  if (import.meta.server) return result
+  // Nuxt adds the key where the composable is called (see the module's keyedComposables).
+  const rendered = options.ssr && key ? useState<RenderedSubscription<T> | undefined>(`nuxt-orpc:subscription:${key}`) : undefined
+  if (import.meta.server) {
+    if (rendered && getCurrentInstance()) {
+      onServerPrefetch(async () => {
+        rendered.value = await readNow(start, accumulate, options.ssrWait ?? 20)
+        data.value = rendered.value.data
+        lastEventId.value = rendered.value.lastEventId
+      })
+    }
+    return result
+  }
 
   const nuxtApp = useNuxtApp()
+  // What the server rendered, once: the first start goes on from it (a later mount starts live).
+  let continued = nuxtApp.isHydrating ? rendered?.value : undefined
+  if (rendered) rendered.value = undefined
+  if (continued) {
+    data.value = continued.data
+    lastEventId.value = continued.lastEventId
+  }
+  // Without an event id the stream starts afresh: its first event replaces what was rendered.
+  let replaceRendered = continued !== undefined && continued.lastEventId === undefined
   const connection = useRpcConnection()!
   const { reconnectBaseDelay, reconnectMaxDelay } = useRuntimeConfig().public.orpc
   let current: ResumableSubscription | undefined
 
   const deliver = (value: T, id: string | undefined) => {
     lastEventId.value = id
+    if (replaceRendered) {
+      replaceRendered = false
+      data.value = emptyData()
+    }
     if (accumulate === undefined) data.value = value
     else data.value = [...(data.value as T[]), value].slice(-Math.max(accumulate, 1))
     options.onEvent?.(value)
@@ -109,8 +209,13 @@ export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: U
   // The effect calls the source, so it tracks the reactive values the source reads: when one changes, the
   // old stream is stopped and a new one starts. Retries call the source again outside the effect.
   const stopEffect = watchEffect((onCleanup) => {
-    data.value = emptyData()
-    lastEventId.value = undefined
+    const from = continued
+    continued = undefined
+    if (!from) {
+      data.value = emptyData()
+      lastEventId.value = undefined
+      replaceRendered = false
+    }
     error.value = undefined
     const subscription = startResumableSubscription(
       async (attempt) => {
@@ -132,6 +237,8 @@ export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: U
         },
         retryBaseDelay: reconnectBaseDelay,
         retryMaxDelay: reconnectMaxDelay,
+        lastEventId: from?.lastEventId,
+        continues: from !== undefined,
       },
     )
     current = subscription

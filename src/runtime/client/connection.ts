@@ -114,6 +114,8 @@ class Session {
   /** nuxt-orpc's hot path for calls with plain input; the link takes the rest on the same socket. */
   readonly plainCalls: PlainCallClient
   closed: { code: number, reason: string } | undefined
+  /** Calls on oRPC's link waiting for their answer. */
+  linkCalls = 0
   private readonly closeListeners = new Set<SocketListener>()
 
   /** `onFrame` hears of every frame that arrives, before it is handled; it may take the frame (true). */
@@ -158,6 +160,11 @@ class Session {
       },
     }
     this.link = new RPCLink({ websocket: facade as unknown as LinkSocket })
+  }
+
+  /** Whether a call on it still waits for its answer. */
+  get busy(): boolean {
+    return this.linkCalls > 0 || this.plainCalls.callsInFlight > 0
   }
 
   end(code: number, reason: string) {
@@ -349,11 +356,15 @@ export class RpcConnection implements ClientLink<ClientContext> {
 
   private async callOnLink(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     let output: unknown
+    session.linkCalls++
     try {
       output = await session.link.call(path, input, options)
     }
     catch (error) {
       throw await session.callError(error, options.signal)
+    }
+    finally {
+      session.linkCalls--
     }
     return isAsyncIteratorObject(output) ? this.resumableStream(path, input, options, session, output as AsyncIterator<unknown>) : output
   }
@@ -444,6 +455,44 @@ export class RpcConnection implements ClientLink<ClientContext> {
         }
       }
     })
+  }
+
+  /**
+   * Moves to a new socket, whose handshake carries the cookies of now (the new session's context): call it after
+   * a login, a logout or a token refresh. New calls wait for the new socket. Calls in flight finish on the old
+   * one. Its streams end at once: those whose events carry ids resume on the new socket after their last
+   * event, the others end with `CONNECTION_CLOSED`. The old socket closes once no call is left on it.
+   *
+   * If the server refuses the new socket (the context function rejects the new session), the old socket's
+   * streams end with the refusal's typed error (`UNAUTHORIZED`, ...), new calls get it too, and `status` is
+   * `'closed'` with its close code. Calls in flight still finish on the old socket.
+   *
+   * Resolves once the new socket is open or refused. Over HTTP, or with no socket open, there is nothing to do:
+   * each request (or the next socket) carries the cookies of its time.
+   */
+  async refresh(): Promise<void> {
+    const old = this.session
+    if (!old || this.status.transport === 'http') return
+    this.session = undefined
+    clearTimeout(this.reconnectTimer)
+    this.attempt = 0
+    this.connect()
+    let makeError = () => errorForClose(1000, 'The session changed')
+    try {
+      await this.ready(undefined)
+    }
+    catch (error) {
+      if (error instanceof ORPCError && error.code !== RpcClientErrorCode.ConnectionTimeout) makeError = () => error
+    }
+    old.plainCalls.cutStreams(makeError)
+    while (old.busy && !old.closed) await new Promise(resolve => setTimeout(resolve, 50))
+    try {
+      old.socket.close(1000, 'Session changed')
+    }
+    catch {
+      // Closed already.
+    }
+    old.end(1000, 'Session changed')
   }
 
   /** Closes the socket (code 1000) and stays closed until the next call. */

@@ -103,6 +103,11 @@ export class PlainCallClient {
     })
   }
 
+  /** Calls waiting for their answer (streams not counted). */
+  get callsInFlight(): number {
+    return this.pending.size
+  }
+
   /** Takes a frame that answers one of its calls; false (and the frame untouched) when it is not one of them. */
   receive(data: unknown): boolean {
     if (this.pending.size === 0 && this.streams.length === 0) return false

@@ -28,6 +28,8 @@ export interface ResumableSubscriptionOptions<T> {
   onStatus?: (status: RpcSubscriptionStatus, error: unknown) => void
   /** Resume after this event id instead of starting live. */
   lastEventId?: string
+  /** Whether resuming after `lastEventId` is the first start (after a server render), not a reconnect. */
+  continues?: boolean
   /** First wait before calling again (ms); doubles per failed attempt. @default 500 */
   retryBaseDelay?: number
   /** Longest wait before calling again (ms). @default 10000 */
@@ -135,7 +137,7 @@ export function startResumableSubscription<T>(source: RpcSubscriptionSource<T>, 
     }
   }
 
-  setStatus(lastEventId === undefined ? 'connecting' : 'reconnecting')
+  setStatus(lastEventId === undefined || options.continues ? 'connecting' : 'reconnecting')
   void run(call())
 
   return {
