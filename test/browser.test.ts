@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { setup, url } from '@nuxt/test-utils/e2e'
-import type { Browser } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
@@ -40,21 +40,31 @@ afterAll(async () => {
   await browser?.close()
 })
 
+/** A new page, with the sockets it opens, the frames it sends on them and its uncaught errors. */
+async function watchedPage() {
+  const page = await browser.newPage()
+  const sockets: string[] = []
+  const framesSent: string[] = []
+  const pageErrors: Error[] = []
+  page.on('websocket', (socket) => {
+    sockets.push(socket.url())
+    socket.on('framesent', frame => framesSent.push(String(frame.payload)))
+  })
+  page.on('pageerror', error => pageErrors.push(error))
+  return { page, sockets, framesSent, pageErrors }
+}
+
+/** Hydration is over when Nuxt says so (event handlers are attached from then on). */
+async function hydrated(page: Page) {
+  await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
+}
+
 describe.skipIf(skipBrowser)('in Chromium', () => {
   it('hydrates the SSR result without a call, then calls and streams over one socket', async () => {
-    const page = await browser.newPage()
-    const sockets: string[] = []
-    const framesSent: string[] = []
-    page.on('websocket', (socket) => {
-      sockets.push(socket.url())
-      socket.on('framesent', frame => framesSent.push(String(frame.payload)))
-    })
-    const pageErrors: Error[] = []
-    page.on('pageerror', error => pageErrors.push(error))
+    const { page, sockets, framesSent, pageErrors } = await watchedPage()
 
     await page.goto(url('/'), { waitUntil: 'load', timeout: 10_000 })
-    // Hydration is over when Nuxt says so (event handlers are attached from then on).
-    await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
+    await hydrated(page)
     expect(await page.textContent('#ssr')).toContain('Hello SSR via ssr')
     expect(await page.textContent('#status')).toContain('idle')
     // Hydration reused the SSR payload: no socket was opened for it.
@@ -91,14 +101,10 @@ describe.skipIf(skipBrowser)('in Chromium', () => {
         await new Promise(resolve => setTimeout(resolve, 20))
       }
     })()
-    const page = await browser.newPage()
-    const framesSent: string[] = []
-    page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(String(frame.payload))))
-    const pageErrors: Error[] = []
-    page.on('pageerror', error => pageErrors.push(error))
+    const { page, framesSent, pageErrors } = await watchedPage()
     const response = await page.goto(url('/live'), { waitUntil: 'load', timeout: 10_000 })
     const html = await response!.text()
-    await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
+    await hydrated(page)
     await new Promise(resolve => setTimeout(resolve, 300))
     publishing = false
     await ticking
@@ -141,15 +147,7 @@ describe.skipIf(skipBrowser)('in Chromium', () => {
         await new Promise(resolve => setTimeout(resolve, 20))
       }
     })()
-    const page = await browser.newPage()
-    const sockets: string[] = []
-    const framesSent: string[] = []
-    page.on('websocket', (socket) => {
-      sockets.push(socket.url())
-      socket.on('framesent', frame => framesSent.push(String(frame.payload)))
-    })
-    const pageErrors: Error[] = []
-    page.on('pageerror', error => pageErrors.push(error))
+    const { page, sockets, framesSent, pageErrors } = await watchedPage()
     await page.goto(url('/session'), { waitUntil: 'load', timeout: 10_000 })
     await page.waitForFunction(() => (window.session?.feed().length ?? 0) > 3, undefined, { timeout: 10_000 })
 
@@ -191,20 +189,16 @@ describe.skipIf(skipBrowser)('in Chromium', () => {
 
   it('calls and streams over HTTP behind a proxy that refuses upgrades, then moves to the socket once it lets them through; nothing is sent twice', async () => {
     const proxy = await startUpgradeRefusingProxy(new URL(url('/')))
-    const page = await browser.newPage()
+    const { page, framesSent, pageErrors } = await watchedPage()
     try {
       const httpCalls: string[] = []
       page.on('request', (request) => {
         // Calls are POSTs; the client's probe of the HTTP route is a GET.
         if (request.method() === 'POST' && new URL(request.url()).pathname.startsWith('/_orpc/')) httpCalls.push(new URL(request.url()).pathname)
       })
-      const framesSent: string[] = []
-      page.on('websocket', socket => socket.on('framesent', frame => framesSent.push(String(frame.payload))))
-      const pageErrors: Error[] = []
-      page.on('pageerror', error => pageErrors.push(error))
 
       await page.goto(`${proxy.url}/`, { waitUntil: 'load', timeout: 10_000 })
-      await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
+      await hydrated(page)
       await page.click('#call')
       await page.waitForFunction(() => document.querySelector('#clicked')?.textContent?.includes('Hello browser via http'), undefined, { timeout: 10_000 })
       expect(await page.textContent('#transport')).toContain('http')

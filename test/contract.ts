@@ -107,9 +107,11 @@ interface RunningServer {
   scratch: string
 }
 
-/** Starts the built server under `runtime` on `port` and waits until it listens. */
-async function startServer(runtime: Runtime, entry: string, port: number): Promise<RunningServer> {
-  const scratch = mkdtempSync(join(tmpdir(), 'nuxt-orpc-runtime-'))
+/**
+ * Starts the built server under `runtime` on `port` and waits until it listens. `scratch`: the folder of an
+ * earlier run to go on with (what wrangler keeps of Durable Objects stays in it).
+ */
+async function startServer(runtime: Runtime, entry: string, port: number, scratch = mkdtempSync(join(tmpdir(), 'nuxt-orpc-runtime-'))): Promise<RunningServer> {
   const [command, args] = await runtime.command(entry, port, scratch)
   const child = spawn(command, args, {
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production', ...quietWrangler(scratch) },
@@ -145,7 +147,7 @@ async function startServer(runtime: Runtime, entry: string, port: number): Promi
   return server
 }
 
-async function stopServer(server: RunningServer | undefined) {
+async function stopServer(server: RunningServer | undefined, { keepScratch = false } = {}) {
   if (!server) return
   const running = server.process.exitCode === null && server.process.signalCode === null
   const exited = running && new Promise(resolve => server.process.once('exit', resolve))
@@ -157,7 +159,7 @@ async function stopServer(server: RunningServer | undefined) {
     // The group has ended already.
   }
   await exited
-  rmSync(server.scratch, { recursive: true, force: true })
+  if (!keepScratch) rmSync(server.scratch, { recursive: true, force: true })
 }
 
 /**
@@ -401,16 +403,27 @@ export async function describeContract(runtime: Runtime) {
       expect(await rpc.ping()).toBe('pong')
     })
 
-    it('lets the browser client reconnect after the server restarts, without replaying a call', async () => {
+    it(`lets the browser client reconnect after the server restarts, without replaying a call${runtime.hibernates ? '; events published before it are still there to resume from (Durable Object storage)' : ''}`, async () => {
       const { client: rpc, connection } = client()
       const key = `${runtime.preset}-restart`
       expect(await rpc.count({ key })).toBe(1)
-      await stopServer(server)
+      const published = [] as Array<{ id: string }>
+      for (const n of [301, 302, 303]) published.push(await rpc.post({ n }))
+      await stopServer(server, { keepScratch: runtime.hibernates })
       await waitFor(() => connection.status.state !== 'open', { timeout: 5000 })
-      server = await startServer(runtime, entry, server!.port)
+      server = await startServer(runtime, entry, server!.port, runtime.hibernates ? server!.scratch : undefined)
       expect(await waitFor(async () => (await rpc.ping()) === 'pong', { timeout: 15_000, interval: 100 })).toBe(true)
       // A fresh process: the count started over, and nothing sent before the restart ran again.
       expect(await rpc.countOf({ key })).toBe(0)
+      if (runtime.hibernates) {
+        // The object's memory is gone, its storage is not: a subscriber resuming after the first event gets the rest.
+        const resumed: number[] = []
+        for await (const event of await rpc.feed(undefined, { lastEventId: published[0]!.id })) {
+          resumed.push(event.n)
+          if (resumed.length === 2) break
+        }
+        expect(resumed).toEqual([302, 303])
+      }
     })
   })
 }

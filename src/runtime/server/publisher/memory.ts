@@ -1,10 +1,8 @@
-import type { PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
+import type { RpcPublisher, RpcPublisherConfig } from './core'
 import { onDurableObjectWake } from '../transports/cloudflare'
 import { assertChannelName, assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
-
-interface RetainedEvent extends PublishedEvent {
-  publishedAt: number
-}
+import type { RetainedEvent, RetainedEventStore } from './durable'
+import { durableEventStore } from './durable'
 
 export interface MemoryChannel {
   retained: RetainedEvent[]
@@ -13,12 +11,18 @@ export interface MemoryChannel {
 
 /**
  * The one-process driver: events go straight to this process's subscribers, and the last events of each
- * channel stay in memory (bounded by count and age) for subscribers that resume with `lastEventId`.
+ * channel stay (bounded by count and age) for subscribers that resume with `lastEventId`: in memory, or in
+ * `store` where memory does not last (a Cloudflare Durable Object; see `durableEventStore`).
  * `channels` is the channel table, passed in only by tests that check what it keeps.
  */
-export function createMemoryPublisher(config: RpcPublisherConfig, channels = new Map<string, MemoryChannel>()): RpcPublisher {
+export function createMemoryPublisher(config: RpcPublisherConfig, channels = new Map<string, MemoryChannel>(), store: RetainedEventStore | undefined = durableEventStore): RpcPublisher {
   const nextId = createEventIdGenerator()
   const retentionMs = config.retention * 1000
+  // Retained in memory, or in the store (not both).
+  const retainsInMemory = retentionMs > 0 && !store
+  const retainsInStore = retentionMs > 0 && store !== undefined
+  /** When the store was last trimmed, per channel (at most once a sweep interval). */
+  const storeTrimmedAt = new Map<string, number>()
 
   const channelOf = (name: string) => {
     let channel = channels.get(name)
@@ -51,6 +55,9 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
       trim(channel, now)
       dropIfUnused(name, channel)
     }
+    for (const [name, trimmedAt] of storeTrimmedAt) {
+      if (now - trimmedAt >= sweepEvery) storeTrimmedAt.delete(name)
+    }
   }
 
   // Subscribers from before a Durable Object hibernated belong to the object as it was: forgotten, not ended
@@ -68,14 +75,21 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
       assertPayload(payload)
       const event: RetainedEvent = { id: nextId(), payload, publishedAt: Date.now() }
       sweepIfDue(event.publishedAt)
-      // Without retention, a channel nobody listens to needs no entry.
-      const channel = retentionMs > 0 ? channelOf(name) : channels.get(name)
-      if (!channel) return { id: event.id }
-      if (retentionMs > 0) {
-        channel.retained.push(event)
-        trim(channel, event.publishedAt)
+      // Without retention in memory, a channel nobody listens to needs no entry.
+      const channel = retainsInMemory ? channelOf(name) : channels.get(name)
+      if (retainsInMemory) {
+        channel!.retained.push(event)
+        trim(channel!, event.publishedAt)
       }
-      for (const subscriber of channel.subscribers) subscriber.push(event)
+      for (const subscriber of channel?.subscribers ?? []) subscriber.push(event)
+      if (retainsInStore) {
+        // Answered once stored: a subscriber resuming later finds it, even after the object's memory is gone.
+        await store.put(name, event)
+        if (event.publishedAt - (storeTrimmedAt.get(name) ?? 0) >= sweepEvery) {
+          storeTrimmedAt.set(name, event.publishedAt)
+          await store.trim(name, config.maxEventsPerChannel, retentionMs)
+        }
+      }
       return { id: event.id }
     },
 
@@ -85,7 +99,11 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
       sweepIfDue(Date.now())
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
-      if (resumeAfter !== undefined) {
+      if (resumeAfter !== undefined && retainsInStore) {
+        // A page at a time, as the procedure reads; live events wait aside until the last page.
+        subscriber.startPagedCatchUp(after => store.read(name, after, retentionMs), resumeAfter)
+      }
+      else if (resumeAfter !== undefined) {
         trim(channel, Date.now())
         subscriber.startCatchUp()
         subscriber.finishCatchUp(channel.retained)

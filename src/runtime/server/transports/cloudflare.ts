@@ -8,7 +8,7 @@ export const isCloudflareWorker = typeof (globalThis as { WebSocketPair?: unknow
 /** The parts of Cloudflare's `DurableObjectState` nuxt-orpc uses. */
 export interface DurableObjectStateLike {
   storage: {
-    list: (options: { prefix: string }) => Promise<Map<string, unknown>>
+    list: (options: { prefix: string, start?: string, end?: string, limit?: number, reverse?: boolean }) => Promise<Map<string, unknown>>
     put: (key: string, value: unknown) => Promise<void>
     delete: (keys: string | string[]) => Promise<unknown>
   }
@@ -33,6 +33,9 @@ let resolveDurableState: (state: DurableObjectStateLike) => void
 let durableState = new Promise<DurableObjectStateLike>((resolve) => {
   resolveDurableState = resolve
 })
+
+/** The Durable Object's state, once it is made. */
+export const durableObjectState = () => durableState
 
 const keyPrefix = 'nuxt-orpc:connection:'
 
