@@ -91,16 +91,19 @@ function inProcessClient(signal: AbortSignal) {
   return createRpcClient<RouterClient<RpcRouter>>(link)
 }
 
-/** Reads what `start`'s stream has now, in-process (see the `ssr` option). */
+/**
+ * Reads what `start`'s stream has now, in-process (see the `ssr` option): until it is quiet for `wait` ms (or
+ * the read limit), keeping the last `accumulate` events (the last one without it), as the browser would.
+ */
 async function readNow<T>(start: RpcSubscriptionStart<T>, accumulate: number | undefined, wait: number): Promise<RenderedSubscription<T>> {
   const controller = new AbortController()
-  const events: T[] = []
+  const keep = accumulate === undefined ? 1 : Math.max(accumulate, 1)
+  let events: T[] = []
   let lastEventId: string | undefined
-  const iterator = (await start(inProcessClient(controller.signal)))[Symbol.asyncIterator]()
   const deadline = Date.now() + ssrReadLimit
-  const limit = accumulate === undefined ? Number.POSITIVE_INFINITY : Math.max(accumulate, 1)
+  const iterator = (await start(inProcessClient(controller.signal)))[Symbol.asyncIterator]()
   try {
-    while (events.length < limit) {
+    while (Date.now() < deadline) {
       let timer: ReturnType<typeof setTimeout> | undefined
       const quiet = new Promise<'quiet'>((resolve) => {
         timer = setTimeout(() => resolve('quiet'), Math.max(0, Math.min(wait, deadline - Date.now())))
@@ -115,12 +118,16 @@ async function readNow<T>(start: RpcSubscriptionStart<T>, accumulate: number | u
       }
       if (result.done) break
       events.push(result.value)
+      if (events.length > keep * 2) events = events.slice(-keep)
       lastEventId = getEventMeta(result.value)?.id
     }
   }
   finally {
+    // Both: the signal stops the procedure, `return` ends a generator paused at a `yield`.
     controller.abort()
+    void iterator.return?.()?.catch(() => {})
   }
+  events = events.slice(-keep)
   return { data: accumulate === undefined ? events.at(-1) : events, lastEventId }
 }
 
@@ -154,7 +161,10 @@ type EventOf<S> = S extends RpcSubscriptionStart<infer T> ? T : never
  */
 export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options: UseRpcSubscriptionOptions<EventOf<S>> & { accumulate: number }, key?: string): RpcSubscription<EventOf<S>[]>
 export function useRpcSubscription<S extends RpcSubscriptionStart<unknown>>(start: S, options?: UseRpcSubscriptionOptions<EventOf<S>>, key?: string): RpcSubscription<EventOf<S> | undefined>
-export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: UseRpcSubscriptionOptions<T> = {}, key?: string): RpcSubscription<T | T[] | undefined> {
+export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, givenOptions: UseRpcSubscriptionOptions<T> | string = {}, givenKey?: string): RpcSubscription<T | T[] | undefined> {
+  // Nuxt appends its key after the arguments given: the second one when there are no options.
+  const options = typeof givenOptions === 'string' ? {} : givenOptions
+  const key = typeof givenOptions === 'string' ? givenOptions : givenKey
   const accumulate = options.accumulate
   const emptyData = () => accumulate === undefined ? undefined : []
   const data = shallowRef<T | T[] | undefined>(emptyData())
@@ -173,7 +183,17 @@ export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, options: U
   if (import.meta.server) {
     if (rendered && getCurrentInstance()) {
       onServerPrefetch(async () => {
-        rendered.value = await readNow(start, accumulate, options.ssrWait ?? 20)
+        if (rendered.value !== undefined) {
+          console.warn(`[nuxt-orpc] useRpcSubscription: two subscriptions of this page share the key "${key}" (a composable that wraps it, or a component rendered twice): pass each a key of its own, or the browser may go on from the other one's events.`)
+        }
+        try {
+          rendered.value = await readNow(start, accumulate, options.ssrWait ?? 20)
+        }
+        catch (failure) {
+          // The browser starts it as if it had not been rendered, and shows its error there.
+          console.warn('[nuxt-orpc] useRpcSubscription: the stream could not be read for the server render:', failure)
+          return
+        }
         data.value = rendered.value.data
         lastEventId.value = rendered.value.lastEventId
       })

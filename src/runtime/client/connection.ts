@@ -460,8 +460,9 @@ export class RpcConnection implements ClientLink<ClientContext> {
   /**
    * Moves to a new socket, whose handshake carries the cookies of now (the new session's context): call it after
    * a login, a logout or a token refresh. New calls wait for the new socket. Calls in flight finish on the old
-   * one. Its streams end at once: those whose events carry ids resume on the new socket after their last
-   * event, the others end with `CONNECTION_CLOSED`. The old socket closes once no call is left on it.
+   * one (for at most `heartbeatTimeout`). Its streams end at once: those whose events carry ids resume on the
+   * new socket after their last event, the others end with `CONNECTION_CLOSED`. The old socket closes once no
+   * call is left on it.
    *
    * If the server refuses the new socket (the context function rejects the new session), the old socket's
    * streams end with the refusal's typed error (`UNAUTHORIZED`, ...), new calls get it too, and `status` is
@@ -485,7 +486,10 @@ export class RpcConnection implements ClientLink<ClientContext> {
       if (error instanceof ORPCError && error.code !== RpcClientErrorCode.ConnectionTimeout) makeError = () => error
     }
     old.plainCalls.cutStreams(makeError)
-    while (old.busy && !old.closed) await new Promise(resolve => setTimeout(resolve, 50))
+    // A call that never gets its answer does not keep the old session's socket open for good: past the
+    // heartbeat timeout it ends with CONNECTION_CLOSED, as if the socket had dropped.
+    const drainedBy = Date.now() + this.options.heartbeatTimeout
+    while (old.busy && !old.closed && Date.now() < drainedBy) await new Promise(resolve => setTimeout(resolve, 50))
     try {
       old.socket.close(1000, 'Session changed')
     }

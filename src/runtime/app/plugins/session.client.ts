@@ -1,4 +1,5 @@
 import { watch } from 'vue'
+import type { Plugin } from '#app'
 import { defineNuxtPlugin, useState } from '#imports'
 import { refreshRpcConnection } from '../composables'
 
@@ -8,9 +9,11 @@ import { refreshRpcConnection } from '../composables'
  * in the `nuxt-session` state (what `useUserSession()` reads and its `fetch` and `clear` write; nuxt-auth-utils
  * 0.5). The name is its own: test/browser.test.ts's session-switch test fails if it changes.
  */
-export default defineNuxtPlugin(() => {
+const refreshOnSessionChange: Plugin = defineNuxtPlugin(() => {
   const session = useState<unknown>('nuxt-session')
   watch(() => JSON.stringify(session.value ?? null), () => {
     void refreshRpcConnection()
   })
 })
+
+export default refreshOnSessionChange

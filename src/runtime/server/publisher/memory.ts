@@ -18,9 +18,10 @@ export interface MemoryChannel {
 export function createMemoryPublisher(config: RpcPublisherConfig, channels = new Map<string, MemoryChannel>(), store: RetainedEventStore | undefined = durableEventStore): RpcPublisher {
   const nextId = createEventIdGenerator()
   const retentionMs = config.retention * 1000
-  // Retained in memory, or in the store (not both).
-  const retainsInMemory = retentionMs > 0 && !store
-  const retainsInStore = retentionMs > 0 && store !== undefined
+  // Retained in the store where it can be used (the isolate of the Durable Object), else in memory.
+  const retainingStore = () => retentionMs > 0 && store?.available() ? store : undefined
+  /** The last write to the store: the next one waits for it. */
+  let storing = Promise.resolve()
   /** When the store was last trimmed, per channel (at most once a sweep interval). */
   const storeTrimmedAt = new Map<string, number>()
 
@@ -75,21 +76,29 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
       assertPayload(payload)
       const event: RetainedEvent = { id: nextId(), payload, publishedAt: Date.now() }
       sweepIfDue(event.publishedAt)
+      const stored = retainingStore()
+      if (stored) {
+        // Stored before anyone gets it: a publish that fails (a payload storage cannot copy) delivered nothing,
+        // and a subscriber resuming later finds it even after the object's memory is gone. One write at a
+        // time, so events reach subscribers in the order of their ids (a subscriber skips one that is not).
+        const put = storing.then(() => stored.put(name, event))
+        storing = put.catch(() => {})
+        await put
+        if (event.publishedAt - (storeTrimmedAt.get(name) ?? 0) >= sweepEvery) {
+          storeTrimmedAt.set(name, event.publishedAt)
+          stored.trim(name, config.maxEventsPerChannel, retentionMs).catch((error: unknown) => {
+            console.error(`[nuxt-orpc] Could not delete old events of channel ${name} from the Durable Object's storage:`, error)
+          })
+        }
+      }
       // Without retention in memory, a channel nobody listens to needs no entry.
+      const retainsInMemory = retentionMs > 0 && !stored
       const channel = retainsInMemory ? channelOf(name) : channels.get(name)
       if (retainsInMemory) {
         channel!.retained.push(event)
         trim(channel!, event.publishedAt)
       }
       for (const subscriber of channel?.subscribers ?? []) subscriber.push(event)
-      if (retainsInStore) {
-        // Answered once stored: a subscriber resuming later finds it, even after the object's memory is gone.
-        await store.put(name, event)
-        if (event.publishedAt - (storeTrimmedAt.get(name) ?? 0) >= sweepEvery) {
-          storeTrimmedAt.set(name, event.publishedAt)
-          await store.trim(name, config.maxEventsPerChannel, retentionMs)
-        }
-      }
       return { id: event.id }
     },
 
@@ -99,9 +108,10 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
       sweepIfDue(Date.now())
       const channel = channelOf(name)
       const subscriber = new Subscriber(config.maxBufferedEvents, resumeAfter)
-      if (resumeAfter !== undefined && retainsInStore) {
+      const stored = retainingStore()
+      if (resumeAfter !== undefined && stored) {
         // A page at a time, as the procedure reads; live events wait aside until the last page.
-        subscriber.startPagedCatchUp(after => store.read(name, after, retentionMs), resumeAfter)
+        subscriber.startPagedCatchUp(after => stored.read(name, after, retentionMs), resumeAfter)
       }
       else if (resumeAfter !== undefined) {
         trim(channel, Date.now())

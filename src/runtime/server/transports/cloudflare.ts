@@ -34,8 +34,11 @@ let durableState = new Promise<DurableObjectStateLike>((resolve) => {
   resolveDurableState = resolve
 })
 
-/** The Durable Object's state, once it is made. */
-export const durableObjectState = () => durableState
+/** Whether this isolate runs the Durable Object (the Worker in front of it is another isolate on Cloudflare). */
+let attached = false
+
+/** The Durable Object's state, if this isolate runs it. */
+export const durableObjectState = (): Promise<DurableObjectStateLike> | undefined => attached ? durableState : undefined
 
 const keyPrefix = 'nuxt-orpc:connection:'
 
@@ -53,6 +56,7 @@ const keyPrefix = 'nuxt-orpc:connection:'
 export function attachDurableObject(state: DurableObjectStateLike) {
   resolveDurableState(state)
   durableState = Promise.resolve(state)
+  attached = true
   const Pair = (globalThis as { WebSocketRequestResponsePair?: new (request: string, response: string) => unknown }).WebSocketRequestResponsePair
   if (Pair) state.setWebSocketAutoResponse(new Pair(heartbeatFrame, heartbeatFrame))
   const sockets = state.getWebSockets()
