@@ -468,8 +468,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
    * streams end with the refusal's typed error (`UNAUTHORIZED`, ...), new calls get it too, and `status` is
    * `'closed'` with its close code. Calls in flight still finish on the old socket.
    *
-   * Resolves once the new socket is open or refused. Over HTTP, or with no socket open, there is nothing to do:
-   * each request (or the next socket) carries the cookies of its time.
+   * Resolves once the new socket is open or refused (the old one drains meanwhile). Over HTTP, or with no socket
+   * open, there is nothing to do: each request (or the next socket) carries the cookies of its time.
    */
   async refresh(): Promise<void> {
     const old = this.session
@@ -486,6 +486,11 @@ export class RpcConnection implements ClientLink<ClientContext> {
       if (error instanceof ORPCError && error.code !== RpcClientErrorCode.ConnectionTimeout) makeError = () => error
     }
     old.plainCalls.cutStreams(makeError)
+    void this.drain(old)
+  }
+
+  /** Closes a session left by `refresh` once no call waits on it. */
+  private async drain(old: Session) {
     // A call that never gets its answer does not keep the old session's socket open for good: past the
     // heartbeat timeout it ends with CONNECTION_CLOSED, as if the socket had dropped.
     const drainedBy = Date.now() + this.options.heartbeatTimeout

@@ -209,6 +209,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   const createContext = options.createContext
   const admission = new Admission(limits)
   const sockets = new Set<RpcSocket>()
+  let heartbeat: ReturnType<typeof setInterval> | undefined
   /** Frames of sockets being restored (see `restore`), by peer id, in arrival order. */
   const restoring = new Map<string, Array<string | Uint8Array>>()
   /**
@@ -220,7 +221,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   // The objects that served connections before the wake belong to the Durable Object as it was: workerd
   // refuses any I/O of theirs from the new one ("Cannot perform I/O on behalf of a different Durable Object"),
   // aborting their calls included, and cancels their procedures' continuations itself. They are forgotten,
-  // and the connections counted again from their records.
+  // and the connections counted again from their records. (Called at once when the object woke before this
+  // route was made: everything it uses is declared above.)
   store?.onWake(() => {
     for (const socket of sockets) socket.abandon()
     sockets.clear()
@@ -236,7 +238,6 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       },
     )
   })
-  let heartbeat: ReturnType<typeof setInterval> | undefined
   // The URL of the last connection opened: most connections to a route have the same one, kept once.
   let lastUrl = ''
   const sharedUrl = (url: string) => url === lastUrl ? lastUrl : (lastUrl = url)
