@@ -399,6 +399,13 @@ export async function describeContract(runtime: Runtime) {
     it.runIf(runtime.hibernates)('refuses a connection whose context cannot be kept while the object hibernates, saying why', async () => {
       await expect(raw({}, '?unkeepable').opened).rejects.toThrow('Unexpected server response: 500')
       await waitFor(() => serverLogs().includes('cannot be kept while the Durable Object hibernates'))
+      // Too large to store (a SQLite-backed object keeps at most 2 MB per value): closed right after it opens.
+      const big = raw({}, '?big=3072')
+      await big.opened
+      // A socket the object closes before the client spoke never ends under workerd: the client calls first.
+      big.send('{"i":1,"p":{"u":"/ping"}}')
+      expect(await big.closed).toEqual({ code: 1011, reason: 'Connection context could not be kept' })
+      expect(serverLogs()).toContain('could not be kept in the Durable Object\'s storage')
       const { client: rpc } = client()
       expect(await rpc.ping()).toBe('pong')
     })

@@ -328,12 +328,13 @@ describe('heartbeat', () => {
   })
 
   it('answers the client\'s pings: a client that expects life more often than the server beats stays connected', async () => {
-    // The default route beats every 25 s; this client gives up after 900 ms of silence and pings after 600.
+    // The default route beats every 25 s; this client gives up after 2 s of silence and pings after about 1.3 s
+    // (0.7 s for the answer: the full suite loads both cores).
     const statuses: string[] = []
-    const { client: rpc, connection } = createClient({ url: () => wsUrl(), heartbeatTimeout: 900, onStatus: status => statuses.push(status.state) })
+    const { client: rpc, connection } = createClient({ url: () => wsUrl(), heartbeatTimeout: 2000, onStatus: status => statuses.push(status.state) })
     cleanups.push(() => connection.close())
     expect(await rpc.ping()).toBe('pong')
-    await new Promise(resolve => setTimeout(resolve, 3000))
+    await new Promise(resolve => setTimeout(resolve, 5000))
     expect(statuses).toEqual(['connecting', 'open'])
     expect(await rpc.ping()).toBe('pong')
   })

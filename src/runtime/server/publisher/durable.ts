@@ -1,6 +1,5 @@
 import type { CatchUpPage, PublishedEvent } from './core'
-import type { DurableObjectStateLike } from '../transports/cloudflare'
-import { durableObjectState } from '../transports/cloudflare'
+import { durableStorage, runsDurableObject } from '../transports/cloudflare'
 
 /** An event as the memory driver retains it. */
 export interface RetainedEvent extends PublishedEvent {
@@ -37,22 +36,20 @@ const keyOf = (channel: string, id: string) => {
   return `${keyPrefixOf(channel)}${ms.padStart(20, '0')}-${seq.padStart(20, '0')}`
 }
 
-const storage = async (): Promise<DurableObjectStateLike['storage']> => (await durableObjectState()!).storage
-
 async function deleteKeys(keys: string[]) {
-  const store = await storage()
+  const store = durableStorage()
   for (let index = 0; index < keys.length; index += pageSize) await store.delete(keys.slice(index, index + pageSize))
 }
 
 /** Retained events in the Durable Object's storage: one write per publish, one list per page read. */
 export const durableEventStore: RetainedEventStore = {
-  available: () => durableObjectState() !== undefined,
+  available: runsDurableObject,
   async put(channel, event) {
-    await (await storage()).put(keyOf(channel, event.id), event)
+    await durableStorage().put(keyOf(channel, event.id), event)
   },
   async read(channel, after, retentionMs) {
     // `start` is inclusive: a page and one more, the event at `after` itself skipped.
-    const entries = await (await storage()).list({ prefix: keyPrefixOf(channel), start: keyOf(channel, after), limit: pageSize + 1 })
+    const entries = await durableStorage().list({ prefix: keyPrefixOf(channel), start: keyOf(channel, after), limit: pageSize + 1 })
     const cutoff = Date.now() - retentionMs
     const events: PublishedEvent[] = []
     let last: string | undefined
@@ -64,7 +61,7 @@ export const durableEventStore: RetainedEventStore = {
     return { events, next: entries.size === pageSize + 1 ? last : undefined }
   },
   async trim(channel, maxEvents, retentionMs) {
-    const store = await storage()
+    const store = durableStorage()
     const prefix = keyPrefixOf(channel)
     // The newest key that goes: the one just past `maxEvents`, or the last older than the retention.
     const newest = await store.list({ prefix, reverse: true, limit: maxEvents + 1 })

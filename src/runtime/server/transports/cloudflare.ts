@@ -28,17 +28,20 @@ export function onDurableObjectWake(listener: () => void) {
   if (wokeWithSockets) listener()
 }
 
-let resolveDurableState: (state: DurableObjectStateLike) => void
-/** The state of the Durable Object Nitro serves sockets from, once it is made (after every wake too). */
-let durableState = new Promise<DurableObjectStateLike>((resolve) => {
-  resolveDurableState = resolve
-})
+/**
+ * The state of the Durable Object Nitro serves sockets from, taken in its constructor (before any of its
+ * events) and again at every wake; undefined in an isolate that does not run it (the Worker in front of it).
+ */
+let durableState: DurableObjectStateLike | undefined
 
-/** Whether this isolate runs the Durable Object (the Worker in front of it is another isolate on Cloudflare). */
-let attached = false
+/** Whether this isolate runs the Durable Object. */
+export const runsDurableObject = () => durableState !== undefined
 
-/** The Durable Object's state, if this isolate runs it. */
-export const durableObjectState = (): Promise<DurableObjectStateLike> | undefined => attached ? durableState : undefined
+/** The storage of the Durable Object this isolate runs (see `runsDurableObject`); the socket hooks run only there. */
+export function durableStorage(): DurableObjectStateLike['storage'] {
+  if (!durableState) throw new Error('[nuxt-orpc] No Durable Object state: Nitro\'s cloudflare:durable:init hook did not run before the object\'s first event.')
+  return durableState.storage
+}
 
 const keyPrefix = 'nuxt-orpc:connection:'
 
@@ -54,9 +57,7 @@ const keyPrefix = 'nuxt-orpc:connection:'
  * run. Without sockets, records left by sockets that went away unseen (a deploy, a reset) are deleted.
  */
 export function attachDurableObject(state: DurableObjectStateLike) {
-  resolveDurableState(state)
-  durableState = Promise.resolve(state)
-  attached = true
+  durableState = state
   const Pair = (globalThis as { WebSocketRequestResponsePair?: new (request: string, response: string) => unknown }).WebSocketRequestResponsePair
   if (Pair) state.setWebSocketAutoResponse(new Pair(heartbeatFrame, heartbeatFrame))
   const sockets = state.getWebSockets()
@@ -88,13 +89,13 @@ export function attachDurableObject(state: DurableObjectStateLike) {
  * "Illegal invocation".)
  */
 const durableStore: RpcConnectionStore = {
-  save: async (peer, record) => (await durableState).storage.put(keyPrefix + peer.id, record),
+  save: async (peer, record) => durableStorage().put(keyPrefix + peer.id, record),
   async list() {
-    const records = await (await durableState).storage.list({ prefix: keyPrefix })
+    const records = await durableStorage().list({ prefix: keyPrefix })
     return new Map([...records].map(([key, record]) => [key.slice(keyPrefix.length), record as RpcConnectionRecord]))
   },
   drop(peer) {
-    void durableState.then(state => state.storage.delete(keyPrefix + peer.id)).catch(() => {
+    Promise.resolve().then(() => durableStorage().delete(keyPrefix + peer.id)).catch(() => {
       // Gone with the object.
     })
   },
