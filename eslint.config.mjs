@@ -7,7 +7,7 @@ export default createConfigForNuxt({
     stylistic: true,
   },
   dirs: {
-    src: ['./playground', './playground/app', './test/fixtures/basic', './test/fixtures/basic/app', './test/fixtures/pubsub', './test/fixtures/pubsub/app'],
+    src: ['./playground', './playground/app', './test/fixtures/basic', './test/fixtures/basic/app', './test/fixtures/pubsub', './test/fixtures/pubsub/app', './test/fixtures/query', './test/fixtures/query/app'],
   },
 }).append({
   files: ['test/**/*.ts'],

@@ -5,6 +5,7 @@ import {
   createResolver,
   defineNuxtModule,
   hasNuxtModule,
+  tryResolveModule,
 } from '@nuxt/kit'
 import { defu } from 'defu'
 import { relative, resolve } from 'pathe'
@@ -26,6 +27,13 @@ export interface ModuleOptions extends NuxtOrpcServerOptions, Partial<RpcClientT
    * @default 'auto'
    */
   transport?: 'auto' | 'websocket' | 'http'
+  /**
+   * With `@tanstack/vue-query` installed, nuxt-orpc installs Vue Query for the app (`VueQueryPlugin`), with what
+   * the server's queries fetched going to the browser in the payload. Set to `false` where the app installs
+   * `VueQueryPlugin` itself.
+   * @default true
+   */
+  vueQuery?: boolean
 }
 
 export interface RpcPublicRuntimeConfig extends RpcClientTimers {
@@ -50,16 +58,17 @@ export default defineNuxtModule<ModuleOptions>({
   defaults: {
     enabled: true,
     transport: 'auto',
+    vueQuery: true,
     ...serverDefaults,
     ...clientTimerDefaults,
   },
-  setup(options, nuxt) {
+  async setup(options, nuxt) {
     const resolver = createResolver(import.meta.url)
 
     if (!options.enabled) return
 
     // Server half: the same Nitro module a Nitro-only app installs.
-    const { enabled: _enabled, transport, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, ...serverOptions } = options
+    const { enabled: _enabled, vueQuery, transport, reconnectBaseDelay, reconnectMaxDelay, connectTimeout, ...serverOptions } = options
     nuxt.options.nitro.orpc = serverOptions
     nuxt.options.nitro.modules ||= []
     nuxt.options.nitro.modules.push(nitro => void setupNitro(nitro))
@@ -82,6 +91,17 @@ export default defineNuxtModule<ModuleOptions>({
       { name: 'useRpcSubscription', from: resolver.resolve('./runtime/app/subscription') },
       { name: 'refreshRpcConnection', from: resolver.resolve('./runtime/app/composables') },
     ])
+    // Query libraries, when the app has them: TanStack Query through oRPC's utilities, and Pinia Colada.
+    const installed = async (id: string) => Boolean(await tryResolveModule(id, nuxt.options.modulesDir))
+    if (await installed('@orpc/tanstack-query')) {
+      addImports({ name: 'useRpcQueryUtils', from: resolver.resolve('./runtime/app/query/tanstack') })
+    }
+    if (vueQuery && await installed('@tanstack/vue-query')) {
+      addPlugin(resolver.resolve('./runtime/app/plugins/vue-query'))
+    }
+    if (await installed('@pinia/colada')) {
+      addImports({ name: 'useRpcColadaUtils', from: resolver.resolve('./runtime/app/query/colada') })
+    }
     // With nuxt-auth-utils (before or after this module in `modules`), a changed session moves to a new socket.
     nuxt.hook('modules:done', () => {
       if (hasNuxtModule('nuxt-auth-utils')) addPlugin({ src: resolver.resolve('./runtime/app/plugins/session.client'), mode: 'client' })
@@ -99,6 +119,20 @@ export default defineNuxtModule<ModuleOptions>({
         return typeDeclaration(files.router && fromTypes(files.router), files.context && fromTypes(files.context))
       },
     }, { nuxt: true, nitro: true })
+    // The hook by which the app's plugins give useRpc() its oRPC client plugins and interceptors.
+    addTypeTemplate({
+      filename: 'types/nuxt-orpc-hooks.d.ts',
+      getContents: () => [
+        `import type { RpcClientSetup } from '#nuxt-orpc'`,
+        `declare module '#app' {`,
+        `  interface RuntimeNuxtHooks {`,
+        `    /** Give useRpc() oRPC client plugins and interceptors. Runs once, synchronously, when the client is made. */`,
+        `    'orpc:client': (setup: RpcClientSetup) => void`,
+        `  }`,
+        `}`,
+        `export {}`,
+      ].join('\n'),
+    }, { nuxt: true })
     // The server half's virtual module, for the server's typecheck (an ambient file: no top-level import).
     addTypeTemplate({
       filename: 'types/nuxt-orpc-virtual.d.ts',

@@ -1,9 +1,9 @@
 import { fileURLToPath } from 'node:url'
 import { setup, url } from '@nuxt/test-utils/e2e'
-import type { Browser, Page } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
+import { chromiumArgs, chromiumPath, hydrated, skipBrowser, watchPage } from './chromium'
 import { RawSocket } from './helpers'
 import { startUpgradeRefusingProxy } from './proxy'
 
@@ -40,24 +40,7 @@ afterAll(async () => {
   await browser?.close()
 })
 
-/** A new page, with the sockets it opens, the frames it sends on them and its uncaught errors. */
-async function watchedPage() {
-  const page = await browser.newPage()
-  const sockets: string[] = []
-  const framesSent: string[] = []
-  const pageErrors: Error[] = []
-  page.on('websocket', (socket) => {
-    sockets.push(socket.url())
-    socket.on('framesent', frame => framesSent.push(String(frame.payload)))
-  })
-  page.on('pageerror', error => pageErrors.push(error))
-  return { page, sockets, framesSent, pageErrors }
-}
-
-/** Hydration is over when Nuxt says so (event handlers are attached from then on). */
-async function hydrated(page: Page) {
-  await page.waitForFunction(() => (document.querySelector('#__nuxt') as { __vue_app__?: { $nuxt?: { isHydrating?: boolean } } } | null)?.__vue_app__?.$nuxt?.isHydrating === false, undefined, { timeout: 10_000 })
-}
+const watchedPage = () => watchPage(browser)
 
 describe.skipIf(skipBrowser)('in Chromium', () => {
   it('hydrates the SSR result without a call, then calls and streams over one socket', async () => {

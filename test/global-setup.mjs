@@ -13,7 +13,7 @@ export default function setup() {
   if (!existsSync('.nuxt/tsconfig.json')) {
     execFileSync(bin('nuxt-module-build'), ['prepare'], { stdio: 'inherit' })
   }
-  for (const fixture of ['test/fixtures/basic', 'test/fixtures/pubsub']) {
+  for (const fixture of ['test/fixtures/basic', 'test/fixtures/pubsub', 'test/fixtures/query']) {
     if (existsSync(join(fixture, 'tsconfig.json')) && !existsSync(join(fixture, '.nuxt/tsconfig.app.json'))) {
       execFileSync(bin('nuxi'), ['prepare', fixture], { stdio: 'inherit' })
     }

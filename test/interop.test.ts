@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { createORPCClient, isDefinedError, ORPCError } from '@orpc/client'
+import { ClientRetryPlugin, DedupeRequestsPlugin } from '@orpc/client/plugins'
 import { StandardRPCJsonSerializer, StandardRPCSerializer } from '@orpc/client/standard'
 import { RPCLink } from '@orpc/client/websocket'
 import { getEventMeta } from '@orpc/standard-server'
@@ -7,6 +8,7 @@ import { getServerLogs, setup, url } from '@nuxt/test-utils/e2e'
 import { getRandomPort } from 'get-port-please'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
+import type { RpcConnectionOptions } from '../src/runtime/client'
 import type { TestClient } from './helpers'
 import { createClient, rejectionOf, waitFor } from './helpers'
 
@@ -282,5 +284,90 @@ describe('oRPC handler options on nuxt-orpc\'s handler', () => {
     const [reply] = await exchange('/client-intercepted', [ping], 1)
     expect(JSON.parse(reply as string)).toEqual({ i: 'a', p: { b: { json: 'pong (client interceptor)' } } })
     expect(await stockClient('/client-intercepted').ping()).toBe('pong (client interceptor)')
+  })
+})
+
+describe.each([['nuxt-orpc\'s route', '/_orpc'], ['oRPC\'s stock handler', '/stock']])('oRPC client plugins and interceptors on nuxt-orpc\'s client -> %s', (_name, path) => {
+  /** nuxt-orpc's client with these options, noting every frame it sends. */
+  function pluggedClient(options: Pick<RpcConnectionOptions, 'plugins' | 'interceptors' | 'clientInterceptors'>) {
+    const sent: string[] = []
+    const { connection, client } = createClient({
+      url: () => wsUrl(path),
+      connectTimeout: 3000,
+      WebSocket: class extends globalThis.WebSocket {
+        override send(data: string | ArrayBufferLike | Blob | ArrayBufferView) {
+          if (typeof data === 'string' && data !== '{"i":-1,"t":4}') sent.push(data)
+          super.send(data)
+        }
+      },
+      ...options,
+    })
+    cleanups.push(() => connection.close())
+    /** Whether each request frame sent took nuxt-orpc's hot path (its ids start with `_`). */
+    const hotPath = () => sent.filter(frame => JSON.parse(frame).t === undefined).map(frame => String(JSON.parse(frame).i).startsWith('_'))
+    return { client, hotPath }
+  }
+
+  it('ClientRetryPlugin retries the calls marked safe to retry, and only those, on the hot path', async () => {
+    const { client, hotPath } = pluggedClient({ plugins: [new ClientRetryPlugin({ default: { retryDelay: 0 } })] })
+    const marked = freshKey()
+    expect(await client.flaky({ key: marked, failures: 2 }, { context: { retry: 3 } })).toBe(3)
+    const unmarked = freshKey()
+    expect(await rejectionOf(client.flaky({ key: unmarked, failures: 2 }))).toMatchObject({ code: 'SERVICE_UNAVAILABLE' })
+    expect(await client.runs({ key: unmarked })).toBe(1)
+    const exhausted = freshKey()
+    expect(await rejectionOf(client.flaky({ key: exhausted, failures: 5 }, { context: { retry: 2 } }))).toMatchObject({ code: 'SERVICE_UNAVAILABLE', message: 'Run 3 fails' })
+    expect(hotPath().every(Boolean)).toBe(true)
+  })
+
+  it('DedupeRequestsPlugin sends calls made together with the same input once (they take oRPC\'s link)', async () => {
+    const seen: string[] = []
+    const { client, hotPath } = pluggedClient({
+      plugins: [new DedupeRequestsPlugin({ filter: ({ path }) => path[0] === 'counted', groups: [{ condition: () => true, context: {} }] })],
+      clientInterceptors: [({ request, next }) => {
+        seen.push(request.url.pathname)
+        return next()
+      }],
+    })
+    const key = freshKey()
+    const answers = await Promise.all([client.counted({ key }), client.counted({ key }), client.counted({ key })])
+    expect(answers).toEqual([{ key, count: 1 }, { key, count: 1 }, { key, count: 1 }])
+    expect(await client.runs({ key })).toBe(1)
+    // Another input is another call.
+    const other = freshKey()
+    await Promise.all([client.counted({ key: other }), client.counted({ key })])
+    expect(await client.runs({ key })).toBe(2)
+    // Every call had a request for the interceptors to see, so none took the hot path.
+    expect(hotPath()).not.toContain(true)
+    expect(seen).toContain('/counted')
+  })
+
+  it('call interceptors see every call, its outcome, and can change input and output (hot path, link, stream)', async () => {
+    const log: string[] = []
+    const { client, hotPath } = pluggedClient({
+      interceptors: [async ({ path, input, next, ...options }) => {
+        const name = path.join('.')
+        try {
+          const output = await next(name === 'greet' ? { ...options, path, input: { name: `${(input as { name: string }).name}!` } } : undefined)
+          log.push(`${name} ok`)
+          return name === 'ping' ? `${output}?` : output
+        }
+        catch (error) {
+          log.push(`${name} ${(error as { code?: string }).code}`)
+          throw error
+        }
+      }],
+    })
+    expect(await client.ping()).toBe('pong?')
+    expect(await client.greet({ name: 'Ada' })).toBe('Hello Ada!')
+    expect(await rejectionOf(client.outOfStock())).toMatchObject({ code: 'OUT_OF_STOCK' })
+    const file = new File(['hi'], 'hi.txt', { type: 'text/plain' })
+    expect(await client.upload({ file, note: 'n' })).toMatchObject({ name: 'hi.txt', text: 'hi' })
+    const events: number[] = []
+    for await (const event of await client.countdown({ from: 3 })) events.push(event.value)
+    expect(events).toEqual([3, 2, 1])
+    expect(log).toEqual(['ping ok', 'greet ok', 'outOfStock OUT_OF_STOCK', 'upload ok', 'countdown ok'])
+    // The plain calls kept the hot path (the upload's frame is binary, not noted).
+    expect(hotPath()).toEqual([true, true, true, true])
   })
 })

@@ -1,3 +1,4 @@
+import type { StandardLinkOptions, StandardLinkPlugin } from '@orpc/client/standard'
 import type { AnyRouter } from '@orpc/server'
 import type { H3Event } from 'h3'
 
@@ -75,3 +76,28 @@ export interface RpcChannels {}
 
 /** The channel map `usePublisher()` is typed with: {@link RpcChannels}, or any channel while it is empty. */
 export type RpcChannelMap = keyof RpcChannels extends never ? Record<string, object> : RpcChannels
+
+/**
+ * The client context of `useRpc()` calls: what oRPC client plugins read from a call's `context` option. Augment
+ * it to type theirs:
+ *
+ * ```ts
+ * import type { ClientRetryPluginContext } from '@orpc/client/plugins'
+ * declare module '#nuxt-orpc' {
+ *   interface RpcClientContext extends ClientRetryPluginContext {}
+ * }
+ * ```
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface RpcClientContext {}
+
+/**
+ * What an `orpc:client` hook fills (a Nuxt plugin registers it with `nuxtApp.hook('orpc:client', setup => ...)`):
+ * oRPC link plugins and interceptors for `useRpc()`'s calls. The hooks run once per app, synchronously, when the
+ * client is first used. See `RpcConnectionOptions` for where each one runs.
+ */
+export interface RpcClientSetup {
+  plugins: StandardLinkPlugin<RpcClientContext>[]
+  interceptors: NonNullable<StandardLinkOptions<RpcClientContext>['interceptors']>
+  clientInterceptors: NonNullable<StandardLinkOptions<RpcClientContext>['clientInterceptors']>
+}

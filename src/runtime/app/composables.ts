@@ -1,15 +1,19 @@
+import type { ClientContext, ClientLink } from '@orpc/client'
 import type { RouterClient } from '@orpc/server'
+import { intercept } from '@orpc/shared'
 import { shallowReadonly, shallowRef } from 'vue'
 import type { Ref } from 'vue'
 import { joinURL } from 'ufo'
 import { useNuxtApp, useRequestEvent, useRuntimeConfig } from '#imports'
-import type { RpcRouter } from '../types'
+import type { RpcClientContext, RpcClientSetup, RpcRouter } from '../types'
 import { useRpcCaller } from '../shared/caller'
 import type { RpcConnection, RpcConnectionOptions, RpcConnectionStatus } from '../client/connection'
 import { createRpcClient, createRpcConnection } from '../client/connection'
 
+type AppClient = RouterClient<RpcRouter, RpcClientContext>
+
 interface RpcAppState {
-  client: RouterClient<RpcRouter>
+  client: AppClient
   /** The browser's socket; undefined during SSR. */
   connection: RpcConnection | undefined
   status: Ref<RpcConnectionStatus>
@@ -22,10 +26,17 @@ function useRpcAppState(): RpcAppState {
   if (nuxtApp[stateKey]) return nuxtApp[stateKey]
 
   const status = shallowRef<RpcConnectionStatus>({ state: 'idle', transport: 'websocket', closeCode: undefined, closeReason: undefined })
-  let client: RouterClient<RpcRouter>
+  // The app's plugins and interceptors, from its `orpc:client` hooks. Called at once, not awaited: the client is
+  // made on the first useRpc(), which may come before the next tick.
+  const setup: RpcClientSetup = { plugins: [], interceptors: [], clientInterceptors: [] }
+  nuxtApp.hooks.callHookWith((hooks) => {
+    for (const hook of hooks) hook(setup)
+  }, 'orpc:client', [setup])
+  const linkSetup = setup as unknown as Required<Pick<RpcConnectionOptions, 'plugins' | 'interceptors' | 'clientInterceptors'>>
+  let client: AppClient
   let connection: RpcConnection | undefined
   if (import.meta.server) {
-    client = useRpcCaller(useRequestEvent()!) as RouterClient<RpcRouter>
+    client = inProcessClient(useRpcCaller(useRequestEvent()!) as AppClient, linkSetup)
   }
   else {
     const config = useRuntimeConfig()
@@ -42,6 +53,7 @@ function useRpcAppState(): RpcAppState {
       onStatus: (next) => {
         status.value = next
       },
+      ...linkSetup,
     })
     status.value = connection.status
     client = createRpcClient(connection)
@@ -50,10 +62,28 @@ function useRpcAppState(): RpcAppState {
 }
 
 /**
+ * During SSR, calls run in-process: the call interceptors (the app's and its plugins') run around them as they do
+ * in the browser. Request interceptors do not: there is no request.
+ */
+function inProcessClient(caller: AppClient, setup: Pick<RpcConnectionOptions, 'plugins' | 'interceptors'>): AppClient {
+  // The plugins add their call interceptors to a copy, as the browser's connection has them do.
+  const interceptors = [...setup.interceptors ?? []]
+  for (const plugin of [...setup.plugins ?? []].sort((a, b) => (a.order ?? 0) - (b.order ?? 0))) plugin.init?.({ interceptors, clientInterceptors: [] })
+  if (interceptors.length === 0) return caller
+  const link: ClientLink<ClientContext> = {
+    call: (path, input, options) => intercept(interceptors, { ...options, path, input }, ({ path: at, input: given, ...rest }) => {
+      const procedure = at.reduce<unknown>((node, key) => (node as Record<string, unknown>)[key], caller) as (input: unknown, options: unknown) => Promise<unknown>
+      return procedure(given, rest)
+    }),
+  }
+  return createRpcClient(link) as AppClient
+}
+
+/**
  * The typed client of the app's router. In the browser it talks over the app's one WebSocket (opened on the
  * first call); during SSR it calls the router in-process with the page request's context.
  */
-export function useRpc(): RouterClient<RpcRouter> {
+export function useRpc(): AppClient {
   return useRpcAppState().client
 }
 

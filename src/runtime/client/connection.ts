@@ -1,8 +1,10 @@
 import type { ClientContext, ClientLink, ClientOptions } from '@orpc/client'
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { RPCLink as HTTPLink } from '@orpc/client/fetch'
+import type { StandardLinkOptions, StandardLinkPlugin } from '@orpc/client/standard'
+import { CompositeStandardLinkPlugin } from '@orpc/client/standard'
 import { RPCLink } from '@orpc/client/websocket'
-import { isAsyncIteratorObject } from '@orpc/shared'
+import { intercept, isAsyncIteratorObject } from '@orpc/shared'
 import type { RpcClientTimers } from '../shared/options'
 import { clientTimerDefaults } from '../shared/options'
 import { heartbeatFrame, httpProbeHeader, httpProbePath, readySubprotocol, refusalOf, restartFrame, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
@@ -58,6 +60,24 @@ export interface RpcConnectionOptions extends Partial<RpcClientTimers> {
   WebSocket?: new (url: string, protocols?: string[]) => WebSocket
   /** Called on every status change. */
   onStatus?: (status: RpcConnectionStatus) => void
+  /**
+   * oRPC link plugins, as `RPCLink` takes them: `ClientRetryPlugin`, `DedupeRequestsPlugin`, your own. What they
+   * add to `interceptors` runs around every call; what they add to `clientInterceptors` makes calls take oRPC's
+   * link (see there).
+   */
+  plugins?: StandardLinkPlugin<ClientContext>[]
+  /**
+   * oRPC's call interceptors (`{ path, input, context, signal, lastEventId, next }`): they run around every call,
+   * over the socket (nuxt-orpc's hot path included) and over HTTP. A stream that resumes after a dropped socket
+   * goes on inside the call they saw, without running them again.
+   */
+  interceptors?: NonNullable<StandardLinkOptions<ClientContext>['interceptors']>
+  /**
+   * oRPC's request interceptors, which see the encoded request (`request: StandardRequest`). With any, every
+   * call takes oRPC's `RPCLink` on the socket instead of nuxt-orpc's hot path, so that there is a request to
+   * show them: that costs the client about what oRPC's stock client costs per call (docs/benchmarks.md).
+   */
+  clientInterceptors?: NonNullable<StandardLinkOptions<ClientContext>['clientInterceptors']>
 }
 
 const urlOf = (url: string | (() => string)) => typeof url === 'function' ? url() : url
@@ -103,6 +123,8 @@ export function errorForClose(code: number, reason: string): ORPCError<string, {
 
 type SocketListener = (event: Event) => void
 type LinkSocket = ConstructorParameters<typeof RPCLink>[0]['websocket']
+type CallInterceptors = NonNullable<RpcConnectionOptions['interceptors']>
+type LinkInterceptors = NonNullable<RpcConnectionOptions['clientInterceptors']>
 
 /**
  * One WebSocket and the oRPC link bound to it. The link sees the socket through a facade whose `close`
@@ -119,7 +141,7 @@ class Session {
   private readonly closeListeners = new Set<SocketListener>()
 
   /** `onFrame` hears of every frame that arrives, before it is handled; it may take the frame (true). */
-  constructor(readonly socket: WebSocket, onFrame: (data: unknown) => boolean, wrapStream: StreamWrapper) {
+  constructor(readonly socket: WebSocket, onFrame: (data: unknown) => boolean, wrapStream: StreamWrapper, clientInterceptors: LinkInterceptors) {
     const closeListeners = this.closeListeners
     const plainCalls = this.plainCalls = new PlainCallClient((frame) => {
       if (socket.readyState === 1) socket.send(frame)
@@ -159,7 +181,7 @@ class Session {
         else socket.removeEventListener(type, listener)
       },
     }
-    this.link = new RPCLink({ websocket: facade as unknown as LinkSocket })
+    this.link = new RPCLink({ websocket: facade as unknown as LinkSocket, clientInterceptors })
   }
 
   /** Whether a call on it still waits for its answer. */
@@ -312,7 +334,11 @@ interface Waiter {
 export class RpcConnection implements ClientLink<ClientContext> {
   status: RpcConnectionStatus
 
-  private readonly options: Required<Omit<RpcConnectionOptions, 'onStatus'>> & Pick<RpcConnectionOptions, 'onStatus'>
+  private readonly options: Required<Omit<RpcConnectionOptions, 'onStatus' | 'plugins' | 'interceptors' | 'clientInterceptors'>> & Pick<RpcConnectionOptions, 'onStatus'>
+  /** Call interceptors: the app's, then those its plugins added. */
+  private readonly interceptors: CallInterceptors
+  /** Request interceptors: with any, calls take oRPC's link (there is no request on the hot path). */
+  private readonly clientInterceptors: LinkInterceptors
   private session: Session | undefined
   /** oRPC's HTTP link, made on the first call over HTTP. */
   private httpLink: HTTPLink<ClientContext> | undefined
@@ -329,10 +355,21 @@ export class RpcConnection implements ClientLink<ClientContext> {
       httpUrl: () => urlOf(options.url).replace(/^ws/, 'http'),
       ...options,
     }
+    // Plugins add their interceptors here, in their order, as oRPC's StandardLink has them do.
+    const linkOptions: StandardLinkOptions<ClientContext> = { interceptors: [...options.interceptors ?? []], clientInterceptors: [...options.clientInterceptors ?? []] }
+    new CompositeStandardLinkPlugin(options.plugins).init(linkOptions)
+    this.interceptors = linkOptions.interceptors!
+    this.clientInterceptors = linkOptions.clientInterceptors!
     this.status = { state: 'idle', transport: this.options.transport === 'http' ? 'http' : 'websocket', closeCode: undefined, closeReason: undefined }
   }
 
   call(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
+    if (this.interceptors.length === 0) return this.send(path, input, options)
+    return intercept(this.interceptors, { ...options, path, input }, ({ path: at, input: given, ...rest }) => this.send(at, given, rest))
+  }
+
+  /** A call, past the interceptors: over the socket (once open) or over HTTP. */
+  private send(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     try {
       if (this.status.transport === 'http') return this.callOverHttp(path, input, options)
       const session = this.status.state === 'open' ? this.session : undefined
@@ -351,7 +388,12 @@ export class RpcConnection implements ClientLink<ClientContext> {
    * error itself); the others go through oRPC's link on the same socket.
    */
   private callOn(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
-    return session.plainCalls.call(path, input, options) ?? this.callOnLink(session, path, input, options)
+    return this.plainCallOn(session, path, input, options) ?? this.callOnLink(session, path, input, options)
+  }
+
+  /** The call on nuxt-orpc's hot path, or undefined when it takes oRPC's link (see `PlainCallClient.call`). */
+  private plainCallOn(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, wrap?: boolean): Promise<unknown> | undefined {
+    return this.clientInterceptors.length === 0 ? session.plainCalls.call(path, input, options, wrap) : undefined
   }
 
   private async callOnLink(session: Session, path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
@@ -376,7 +418,11 @@ export class RpcConnection implements ClientLink<ClientContext> {
   private async callOverHttp(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>): Promise<unknown> {
     if (this.status.state !== 'open') this.setStatus('open', this.status.closeCode, this.status.closeReason, 'http')
     // Cookies go with calls to another origin too (a page of the server's `allowedOrigins`), as on the socket.
-    this.httpLink ??= new HTTPLink({ url: () => urlOf(this.options.httpUrl), fetch: (request, init) => fetch(request, { ...init, credentials: 'include' }) })
+    this.httpLink ??= new HTTPLink({
+      url: () => urlOf(this.options.httpUrl),
+      fetch: (request, init) => fetch(request, { ...init, credentials: 'include' }),
+      clientInterceptors: this.clientInterceptors,
+    })
     let output: unknown
     try {
       output = await this.httpLink.call(path, input, options)
@@ -396,7 +442,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
       const typed = httpCallError(error, options.signal)
       const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
       if (!resumable) throw typed
-      return await this.call(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
+      return await this.send(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
     })
   }
 
@@ -448,7 +494,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
         const resumed = { ...options, lastEventId }
         try {
           // Not wrapped again: this stream goes on with it.
-          return await (session.plainCalls.call(path, input, resumed, false) ?? session.link.call(path, input, resumed)) as AsyncIterator<unknown>
+          return await (this.plainCallOn(session, path, input, resumed, false) ?? session.link.call(path, input, resumed)) as AsyncIterator<unknown>
         }
         catch (callError) {
           typed = await session.callError(callError, options.signal)
@@ -573,7 +619,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
       socket.close(1000)
       onEnd(refusal.code, refusal.reason)
       return true
-    }, (iterator, path, input, options) => this.resumableStream(path, input, options, session, iterator))
+    }, (iterator, path, input, options) => this.resumableStream(path, input, options, session, iterator), this.clientInterceptors)
     this.session = session
     // Over HTTP meanwhile, the socket's attempts do not change what the app sees.
     if (this.status.transport !== 'http') this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
