@@ -2,8 +2,10 @@
 // request frame in a microtask, as a server would (parse, echo the input back as oRPC's response message), so
 // no system call or scheduling is measured, and the figure is steady to a few percent between runs. 64 callers,
 // one call in flight each; CPU per call over 500,000 calls, 5 samples.
-// Usage: jiti bench/client-js.ts [rpc|orpc]  (rpc: createRpcClient, as useRpc() makes it; orpc: oRPC's
-// createORPCClient over the same connection). The in-process server's share (about 1 us) is in both.
+// Usage: jiti bench/client-js.ts [rpc|orpc|interceptor|request-interceptor]  (rpc: createRpcClient, as useRpc()
+// makes it; orpc: oRPC's createORPCClient over the same connection; interceptor: rpc with one call interceptor
+// that only calls next, as a logging one would; request-interceptor: rpc with one such request interceptor, which
+// sends every call through oRPC's RPCLink). The in-process server's share (about 1 us) is in all.
 import { createORPCClient } from '@orpc/client'
 import { createRpcClient, createRpcConnection } from '../src/runtime/client/connection'
 import type { RpcConnectionOptions } from '../src/runtime/client/connection'
@@ -42,7 +44,13 @@ class InProcessSocket extends EventTarget {
 
 const kind = process.argv[2] ?? 'rpc'
 const payload = { id: 42, text: 'hello from the bench' }
-const connection = createRpcConnection({ url: 'ws://in-process', WebSocket: InProcessSocket as unknown as RpcConnectionOptions['WebSocket'] })
+const passThrough = <T>({ next }: { next: () => T }) => next()
+const connection = createRpcConnection({
+  url: 'ws://in-process',
+  WebSocket: InProcessSocket as unknown as RpcConnectionOptions['WebSocket'],
+  interceptors: kind === 'interceptor' ? [passThrough] : [],
+  clientInterceptors: kind === 'request-interceptor' ? [passThrough] : [],
+})
 const client = (kind === 'orpc' ? createORPCClient(connection) : createRpcClient(connection)) as { echo: (input: unknown) => Promise<unknown> }
 
 async function run(calls: number) {
@@ -61,5 +69,5 @@ for (let sample = 0; sample < 5; sample++) {
   samples.push((used.user + used.system) / 500_000 * 1000)
 }
 samples.sort((left, right) => left - right)
-console.log(`${kind === 'orpc' ? 'createORPCClient' : 'createRpcClient'}: ${Math.round(samples[2]!)} ns per call (samples ${samples.map(Math.round).join(', ')})`)
+console.log(`${kind === 'orpc' ? 'createORPCClient' : kind === 'rpc' ? 'createRpcClient' : `createRpcClient with a ${kind === 'interceptor' ? 'call interceptor' : 'request interceptor'}`}: ${Math.round(samples[2]!)} ns per call (samples ${samples.map(Math.round).join(', ')})`)
 connection.close()

@@ -1,5 +1,6 @@
 export default defineNuxtConfig({
-  modules: ['nuxt-auth-utils', '../src/module'],
+  // Pinia Colada (with Pinia) for app/pages/colada.vue; TanStack Query needs no module: nuxt-orpc installs it.
+  modules: ['nuxt-auth-utils', '@pinia/nuxt', '@pinia/colada-nuxt', '../src/module'],
   devtools: { enabled: true },
   runtimeConfig: {
     // Dev-only default; set NUXT_SESSION_PASSWORD (32+ characters) anywhere else.

@@ -1,6 +1,14 @@
 import { ORPCError } from '@orpc/server'
 import { z } from 'zod'
 
+interface Todo { id: number, text: string, done: boolean, createdAt: Date }
+
+/** The to-do list of the query pages (app/pages/tanstack.vue, colada.vue): in memory, one per server process. */
+const todos: Todo[] = [
+  { id: 1, text: 'Read the README', done: true, createdAt: new Date() },
+  { id: 2, text: 'Call a procedure', done: false, createdAt: new Date() },
+]
+
 export const router = {
   /** A typed call with schema-validated input. */
   greet: rpc
@@ -20,6 +28,28 @@ export const router = {
     if (!context.user) throw new ORPCError('UNAUTHORIZED', { message: 'Sign in to see this.' })
     return { name: context.user.name }
   }),
+
+  /** Queries and mutations for TanStack Query and Pinia Colada. */
+  todos: {
+    list: rpc
+      .input(z.object({ search: z.string().max(40).default('') }))
+      .handler(({ input }) => todos.filter(todo => todo.text.toLowerCase().includes(input.search.toLowerCase()))),
+    add: rpc
+      .input(z.object({ text: z.string().trim().min(1, 'Write something').max(80) }))
+      .handler(({ input }) => {
+        const todo = { id: Math.max(0, ...todos.map(todo => todo.id)) + 1, text: input.text, done: false, createdAt: new Date() }
+        todos.push(todo)
+        return todo
+      }),
+    toggle: rpc
+      .input(z.object({ id: z.number().int() }))
+      .handler(({ input }) => {
+        const todo = todos.find(todo => todo.id === input.id)
+        if (!todo) throw new ORPCError('NOT_FOUND', { message: `No to-do ${input.id}` })
+        todo.done = !todo.done
+        return todo
+      }),
+  },
 
   /** A chat across instances: `usePublisher()` (memory, or Redis with NUXT_ORPC_PUBLISHER_DRIVER=redis). */
   chat: {
