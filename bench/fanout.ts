@@ -111,7 +111,7 @@ class FanoutProcess {
   static async start(name: string, harness: FanoutHarness, onNotice: () => void): Promise<FanoutProcess> {
     const child = harness.track(fork(join(benchDir, 'fanout-client.ts'), [], {
       cwd: join(benchDir, '..'),
-      execArgv: ['--import', 'jiti/register'],
+      execArgv: ['--import', 'jiti/register', ...(process.env.FANOUT_CLIENT_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.FANOUT_CLIENT_PROF] : [])],
       stdio: ['ignore', 2, 2, 'ipc'],
     }))
     await new Promise<void>((resolve, reject) => {

@@ -121,6 +121,8 @@ describe('memory publisher', () => {
     const publisher = memory({ maxBufferedEvents: 3 })
     const slow = publisher.subscribe('a')
     for (let n = 1; n <= 4; n++) await publisher.publish('a', { n })
+    // Subscribers are written to once the publish has answered, after the I/O waiting then.
+    await new Promise(resolve => setImmediate(resolve))
     const error = await rejectionOf(slow.next())
     expect(error).toBeInstanceOf(ORPCError)
     expect(error).toMatchObject({ code: 'SUBSCRIBER_OVERFLOW', status: 503 })

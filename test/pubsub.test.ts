@@ -7,7 +7,7 @@ import { chromium } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { chromiumArgs, chromiumPath, skipBrowser } from './chromium'
 import { compareEventIds } from '../src/runtime/server/publisher/core'
-import { createClient, rejectionOf, waitFor } from './helpers'
+import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
 import type { NodeServer } from './process'
 import { startNodeServer } from './process'
 import { collect, freshRoom, redisAnswers, sleep, ThrowAwayRedis, trackedClient } from './pubsub'
@@ -148,9 +148,73 @@ describe('memory driver, one instance', () => {
 
   it('refuses a lastEventId it never made with BAD_REQUEST', async () => {
     const { client: rpc } = client(server)
-    const iterator = await rpc.chat.live({ room: freshRoom() }, { lastEventId: 'not-an-id' })
-    const error = await rejectionOf(iterator.next())
-    expect(error.code).toBe('BAD_REQUEST')
+    // A generator throws it when first read; a returned subscription when called.
+    const iterator = await rpc.chat.liveYielded({ room: freshRoom() }, { lastEventId: 'not-an-id' })
+    expect(await rejectionOf(iterator.next())).toMatchObject({ code: 'BAD_REQUEST' })
+    expect(await rejectionOf(rpc.chat.live({ room: freshRoom() }, { lastEventId: 'not-an-id' }))).toMatchObject({ code: 'BAD_REQUEST' })
+    expectHealthyLogs(server)
+  })
+
+  it('a subscription returned by its procedure sends the very frames a generator yielding from it sends', async () => {
+    const room = freshRoom()
+    const raw = new RawSocket(wsUrl(server))
+    cleanups.push(() => raw.close())
+    await raw.opened
+    const [returned, yielded] = await Promise.all([raw.request('r', 'chat/live', { room }), raw.request('y', 'chat/liveYielded', { room })])
+    expect(returned.p).toEqual(yielded.p)
+    const { client: publisher } = client(server)
+    // Payloads with a Date (oRPC's serializer meta) and text JSON must escape.
+    await publishAll(publisher, room, ['plain', 'quote " and \\ backslash', 'unicode \u00E9\u2028'])
+    await waitFor(() => raw.responses.get('r')!.length === 4 && raw.responses.get('y')!.length === 4)
+    const frames = (id: string) => raw.responses.get(id)!.slice(1).map(frame => JSON.stringify(frame).replace(`"i":"${id}"`, '"i":"?"'))
+    expect(frames('r')).toEqual(frames('y'))
+    expect(raw.responses.get('r')![1]).toMatchObject({ t: 3, p: { e: 'message', d: { json: { text: 'plain' }, meta: [[1, 'sentAt']] } } })
+  })
+})
+
+describe('a subscriber that does not read', () => {
+  let server: NodeServer
+
+  beforeAll(async () => {
+    // Small bounds, so that one socket's buffer and queue fill after a few hundred events.
+    server = await startInstance('memory-bounded', {
+      NUXT_ORPC_PUBLISHER_DRIVER: 'memory',
+      NUXT_ORPC_PUBLISHER_MAX_BUFFERED_EVENTS: '20',
+      NUXT_ORPC_MAX_BUFFERED_BYTES: '16384',
+    })
+  })
+
+  it('overflows alone with SUBSCRIBER_OVERFLOW; the other subscribers get every event in order', { timeout: 60_000 }, async () => {
+    const room = freshRoom()
+    const slow = new RawSocket(wsUrl(server))
+    cleanups.push(() => slow.close())
+    await slow.opened
+    await slow.request('slow', 'chat/live', { room })
+    const readers = [client(server), client(server), client(server)]
+    const collected = readers.map(reader => subscription(options => reader.client.chat.live({ room }, options)))
+    const yielded = subscription(options => readers[0]!.client.chat.liveYielded({ room }, options))
+    await sleep(100)
+    // The slow one stops reading: what the server writes to it piles up in the kernel, then in its buffer.
+    const tcp = (slow.socket as unknown as { _socket: import('node:net').Socket })._socket
+    tcp.pause()
+    const { client: publisher } = client(server)
+    const text = 'x'.repeat(1900)
+    const count = 3000
+    for (let sent = 0; sent < count; sent += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, index) => publisher.chat.send({ room, author: 'test', text: `${sent + index} ${text}` })))
+    }
+    await waitFor(() => collected.every(one => one.received.length === count) && yielded.received.length === count, { timeout: 30_000 })
+    for (const one of [...collected, yielded]) {
+      expect(one.received.map(message => Number(message.text.split(' ')[0]))).toEqual(Array.from({ length: count }, (_, index) => index))
+      expect(one.errors).toEqual([])
+    }
+    // Reading again, the slow one gets what was buffered, then the overflow error; its socket stays open.
+    tcp.resume()
+    await waitFor(() => slow.responses.get('slow')!.some(frame => (frame as { p?: { e?: string } }).p?.e === 'error'), { timeout: 10_000 })
+    const frames = slow.responses.get('slow')! as Array<{ p: { e?: string, d?: { json?: { code?: string } } } }>
+    expect(frames.at(-1)!.p).toMatchObject({ e: 'error', d: { json: { code: 'SUBSCRIBER_OVERFLOW' } } })
+    expect(frames.length).toBeLessThan(count)
+    expect(await slow.request('p', 'instance')).toMatchObject({ p: { b: { json: 'memory-bounded' } } })
     expectHealthyLogs(server)
   })
 })

@@ -105,7 +105,8 @@ export abstract class ConnectionOutput {
     if (buffered > this.route.limits.maxBufferedBytes) this.pauseReading(buffered)
   }
 
-  private get overBuffered(): boolean {
+  /** Whether more than `maxBufferedBytes` waits unsent. */
+  get overBuffered(): boolean {
     return (this.transport.bufferedBytes(this.websocket) ?? 0) > this.route.limits.maxBufferedBytes
   }
 

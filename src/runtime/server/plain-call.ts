@@ -4,18 +4,36 @@ import type { AnyProcedure, AnyRouter, Context } from '@orpc/server'
 import { createProcedureClient } from '@orpc/server'
 import type { StandardRPCHandlerOptions } from '@orpc/server/standard'
 import { StandardRPCCodec, StandardRPCMatcher } from '@orpc/server/standard'
-import { isAsyncIteratorObject, toArray } from '@orpc/shared'
+import { isAsyncIteratorObject, stringifyJSON, toArray } from '@orpc/shared'
 import type { StandardResponse } from '@orpc/standard-server'
 import { isPlainJson } from '../shared/plain-json'
+import type { PublishedEvent, Subscriber } from './publisher/core'
+import { subscriberOf } from './publisher/core'
+
+/** A plain call's response; `subscriber` when the procedure returned a publisher subscription itself. */
+export interface PlainCallResponse extends StandardResponse {
+  subscriber?: Subscriber
+}
 
 /**
  * A request frame that needs none of oRPC's transport machinery: a POST (the default method) with a JSON
- * body, no headers (so no file, form, event-stream input or `last-event-id`) and a plain path.
+ * body, no header but `last-event-id` (so no file, form or event-stream input) and a plain path.
  */
 export interface PlainCallFrame {
   id: string
   url: string
   body: unknown
+  /** A stream resumed after this event id (oRPC's `last-event-id` header). */
+  lastEventId: string | undefined
+}
+
+/** The `last-event-id` of a request's headers when it is their only one; undefined when there are none; false otherwise. */
+function onlyLastEventId(headers: unknown): string | undefined | false {
+  if (headers === undefined) return undefined
+  if (typeof headers !== 'object' || headers === null) return false
+  const keys = Object.keys(headers)
+  const lastEventId = (headers as Record<string, unknown>)['last-event-id']
+  return keys.length === 1 && typeof lastEventId === 'string' ? lastEventId : false
 }
 
 // Paths `new URL` would not change (no dot segments, escapes, query or fragment), so the lookup below sees
@@ -28,8 +46,10 @@ export function asPlainCall(frame: unknown): PlainCallFrame | undefined {
   const { i: id, t: type, p: payload } = frame as { i?: unknown, t?: unknown, p?: unknown }
   if (typeof id !== 'string' || (type !== undefined && type !== 1) || typeof payload !== 'object' || payload === null) return
   const { u: url, h: headers, m: method, b: body } = payload as { u?: unknown, h?: unknown, m?: unknown, b?: unknown }
-  if (method !== undefined || headers !== undefined || typeof url !== 'string' || !plainPath.test(url)) return
-  return { id, url, body }
+  if (method !== undefined || typeof url !== 'string' || !plainPath.test(url)) return
+  const lastEventId = onlyLastEventId(headers)
+  if (lastEventId === false) return
+  return { id, url, body, lastEventId }
 }
 
 /**
@@ -46,7 +66,7 @@ export function toCallerError(error: unknown): ORPCError<string, unknown> {
 /** What oRPC's RPC handler answers for a path no procedure matches. */
 const notFound: StandardResponse = { status: 404, headers: {}, body: 'No procedure matched' }
 
-type ProcedureClient = (input: unknown, options: { context: Context, signal: AbortSignal }) => Promise<unknown>
+type ProcedureClient = (input: unknown, options: { context: Context, signal: AbortSignal, lastEventId: string | undefined }) => Promise<unknown>
 
 interface MatchedProcedure {
   procedure: AnyProcedure
@@ -70,6 +90,9 @@ export class PlainCallHandler {
    */
   private readonly plainOutput: boolean
   private readonly serializer: StandardRPCSerializer
+  private readonly jsonSerializer: StandardRPCJsonSerializer
+  /** The `p` part of each published event's frame, encoded once for all the event's subscribers here. */
+  private readonly encodedEvents = new WeakMap<PublishedEvent, string>()
   /** oRPC's own response encoder of the RPC protocol (values, streams, errors). */
   private readonly codec: StandardRPCCodec
   private readonly matcher: StandardRPCMatcher
@@ -80,7 +103,8 @@ export class PlainCallHandler {
   constructor(router: AnyRouter, options: StandardRPCHandlerOptions<Context>) {
     this.enabled = toArray(options.interceptors).length === 0 && toArray(options.rootInterceptors).length === 0
     this.plainOutput = toArray(options.customJsonSerializers).length === 0
-    this.serializer = new StandardRPCSerializer(new StandardRPCJsonSerializer(options))
+    this.jsonSerializer = new StandardRPCJsonSerializer(options)
+    this.serializer = new StandardRPCSerializer(this.jsonSerializer)
     this.codec = new StandardRPCCodec(this.serializer)
     this.matcher = new StandardRPCMatcher(options)
     this.matcher.init(router)
@@ -91,17 +115,34 @@ export class PlainCallHandler {
    * Calls the procedure at `url` with the serialized `body`. Never throws: a failure is the error response
    * oRPC would send. The response body is serialized; it is plain JSON unless `isPlainBody` says not.
    */
-  async call(url: string, body: unknown, context: Context, signal: AbortSignal): Promise<StandardResponse> {
+  async call(url: string, body: unknown, context: Context, signal: AbortSignal, lastEventId?: string): Promise<PlainCallResponse> {
     try {
       const matched = this.procedures.get(url) ?? await this.resolve(url)
       if (!matched) return notFound
-      const output = await matched.client(this.decode(body), { context, signal })
+      const output = await matched.client(this.decode(body), { context, signal, lastEventId })
       if (this.plainOutput && isPlainJson(output)) return { status: 200, headers: {}, body: { json: output } }
-      return this.codec.encode(output, matched.procedure)
+      const response: PlainCallResponse = this.codec.encode(output, matched.procedure)
+      const subscriber = subscriberOf(output)
+      if (subscriber) response.subscriber = subscriber
+      return response
     }
     catch (error) {
       return this.encodeError(error)
     }
+  }
+
+  /**
+   * The `p` part of a published event's frame, as oRPC's encoding of a stream event makes it
+   * (`{ e: 'message', d: <serialized payload>, m: { id } }`), encoded once per event and serializer.
+   */
+  encodeEvent(event: PublishedEvent): string {
+    let encoded = this.encodedEvents.get(event)
+    if (encoded === undefined) {
+      const [json, meta] = this.jsonSerializer.serialize(event.payload)
+      encoded = stringifyJSON({ e: 'message', d: { json, meta: meta.length === 0 ? undefined : meta }, m: { id: event.id } })
+      this.encodedEvents.set(event, encoded)
+    }
+    return encoded
   }
 
   /** The response oRPC sends for `error` (anything thrown becomes an ORPCError: `toCallerError`). */

@@ -18,6 +18,7 @@ import type { RegisteredConnection } from './registry'
 import { callSettled, liveSockets } from './registry'
 import type { PlainCallFrame, PlainCallHandler } from './plain-call'
 import { asPlainCall, isPlainBody } from './plain-call'
+import type { PublishedEvent } from './publisher/core'
 import { StockCalls } from './stock-calls'
 
 export { RpcCloseCode }
@@ -226,11 +227,12 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
     }
   }
 
-  private async runPlainCall({ id, url, body }: PlainCallFrame) {
+  private async runPlainCall({ id, url, body, lastEventId }: PlainCallFrame) {
     const controller = new AbortController()
     this.calls.set(id, controller)
     try {
-      const response = await this.route.plainCalls.call(url, body, this.context, controller.signal)
+      const { plainCalls } = this.route
+      const response = await plainCalls.call(url, body, this.context, controller.signal, lastEventId)
       // As oRPC's peer does: an aborted call gets no response (the client has stopped waiting for it). A
       // stream that will not be read is ended here.
       if (controller.signal.aborted || this.closed) {
@@ -251,7 +253,10 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
         return
       }
       if (isAsyncIteratorObject(response.body) && !(response.body instanceof HibernationEventIterator)) {
-        await sendEventStream(this, id, response, response.body, controller)
+        // A subscription the procedure returned itself: its live events are written here as they come.
+        const { subscriber } = response
+        const direct = subscriber && { subscriber, encode: (event: PublishedEvent) => plainCalls.encodeEvent(event) }
+        await sendEventStream(this, id, response, response.body, controller, direct)
         return
       }
       // A file, a form or a ReadableStream: oRPC's peer encodes and sends it.

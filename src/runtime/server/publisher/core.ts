@@ -81,12 +81,25 @@ export function publisherClosed() {
 
 const eventIdPattern = /^(\d+)-(\d+)$/
 
-/** Compares two event ids (`<ms>-<seq>`, the shape of Redis stream ids) in publication order. */
+/**
+ * Compares two event ids (`<ms>-<seq>`, the shape of Redis stream ids) in publication order. Ids are checked
+ * where they come in (`resumeIdOf`, the drivers make the others); this runs per event and subscriber, so it
+ * splits at the dash instead of matching a pattern.
+ */
 export function compareEventIds(a: string, b: string): number {
-  const [, aMs, aSeq] = eventIdPattern.exec(a)!
-  const [, bMs, bSeq] = eventIdPattern.exec(b)!
-  return Number(aMs) - Number(bMs) || Number(aSeq) - Number(bSeq)
+  const aDash = a.indexOf('-')
+  const bDash = b.indexOf('-')
+  return Number(a.slice(0, aDash)) - Number(b.slice(0, bDash)) || Number(a.slice(aDash + 1)) - Number(b.slice(bDash + 1))
 }
+
+/**
+ * Runs a fan-out once the I/O already waiting has been handled (setImmediate where there is one), in the order
+ * asked: the publish's own answer (Redis's acknowledgement, the publishing call's response) goes out before the
+ * instance writes to its subscribers.
+ */
+export const afterPendingIo: (task: () => void) => void = typeof setImmediate === 'function'
+  ? task => void setImmediate(task)
+  : task => queueMicrotask(task)
 
 /** The id before every event. */
 const originId = '0-0'
@@ -159,6 +172,24 @@ export interface CatchUpPage {
 /** Reads the page of retained events after `after`; undefined when the subscription ended meanwhile. */
 export type CatchUpReader = (after: string) => Promise<CatchUpPage | undefined>
 
+/** How a socket writes a subscriber's live events itself (see `Subscriber.deliverDirectly`). */
+export interface DirectWriter {
+  /** Writes the event's frame now; false when it cannot (the socket's send buffer is full). */
+  write: (event: PublishedEvent) => boolean
+}
+
+const subscriberKey = Symbol('nuxt-orpc subscriber')
+
+/**
+ * The subscription behind a procedure's output, when the procedure returned `subscribe(...)` itself. The
+ * procedure client wraps the output in oRPC's `overlayProxy`, which reads what its own layer lacks from the
+ * output: the key is found through it. A stream that went through anything else (a generator, `.output()`
+ * validation, a middleware's mapping) is a new iterator without the key.
+ */
+export function subscriberOf(output: unknown): Subscriber | undefined {
+  return typeof output === 'object' && output !== null ? (output as { [subscriberKey]?: Subscriber })[subscriberKey] : undefined
+}
+
 /**
  * One subscription: a queue between the driver, which pushes events, and the procedure, which pulls them.
  * Events at or before the last one queued are dropped, so a catch-up read that overlaps live delivery
@@ -176,6 +207,8 @@ export class Subscriber {
   private failure: unknown
   private ended = false
   private readonly endListeners: Array<() => void> = []
+  /** While set, live events are written to the socket as they come (see `deliverDirectly`). */
+  private direct: { writer: DirectWriter, release: () => void } | undefined
 
   constructor(private readonly maxBufferedEvents: number, resumeAfter?: string) {
     this.lastId = resumeAfter
@@ -212,6 +245,32 @@ export class Subscriber {
     this.pager = { read, after, reading: false }
   }
 
+  /** Whether `deliverDirectly` can take over: nothing is queued, held or left to page in, and it has not ended. */
+  get canDeliverDirectly(): boolean {
+    return !this.ended && !this.queue.length && !this.held && !this.pager
+  }
+
+  /**
+   * Has `writer` write each live event to the socket as the driver pushes it: no queue, no promise, no
+   * iterator layer per event, and the event's frame encoded once for all its subscribers on the instance.
+   * Resolves when an event cannot be written now (the socket's buffer is full: it is queued, and the caller
+   * reads the queue through the iterator, waiting for the socket to drain) or the subscription ends (the
+   * iterator then gives its end or error). The caller may call it again once `canDeliverDirectly`.
+   */
+  deliverDirectly(writer: DirectWriter): Promise<void> {
+    return new Promise((resolve) => {
+      const direct = {
+        writer,
+        release: () => {
+          if (this.direct === direct) this.direct = undefined
+          resolve()
+        },
+      }
+      this.direct = direct
+      if (!this.canDeliverDirectly) direct.release()
+    })
+  }
+
   /** A live event. */
   push(event: PublishedEvent) {
     if (this.ended) return
@@ -219,6 +278,15 @@ export class Subscriber {
       this.held.push(event)
       if (this.held.length > this.maxBufferedEvents) this.overflow()
       return
+    }
+    const direct = this.direct
+    if (direct) {
+      if (this.lastId !== undefined && compareEventIds(event.id, this.lastId) <= 0) return
+      if (direct.writer.write(event)) {
+        this.lastId = event.id
+        return
+      }
+      direct.release()
     }
     this.enqueue(event, false)
   }
@@ -234,6 +302,7 @@ export class Subscriber {
     this.ended = true
     this.held = undefined
     this.pager = undefined
+    this.direct?.release()
     this.wake()
     for (const listener of this.endListeners.splice(0)) listener()
   }
@@ -250,7 +319,7 @@ export class Subscriber {
     else signal?.addEventListener('abort', onAbort, { once: true })
     this.onEnd(() => signal?.removeEventListener('abort', onAbort))
 
-    return new AsyncIteratorClass<T>(async () => {
+    const iterator = new AsyncIteratorClass<T>(async () => {
       while (!this.queue.length && !this.ended) {
         this.readNextPage()
         await new Promise<void>((resolve) => {
@@ -265,6 +334,8 @@ export class Subscriber {
     }, async () => {
       this.end()
     })
+    Object.defineProperty(iterator, subscriberKey, { value: this })
+    return iterator
   }
 
   private readNextPage() {

@@ -1,6 +1,6 @@
 import type { RpcPublisher, RpcPublisherConfig } from './core'
 import { onDurableObjectWake } from '../transports/cloudflare'
-import { assertChannelName, assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
+import { afterPendingIo, assertChannelName, assertPayload, createEventIdGenerator, publisherClosed, resumeIdOf, Subscriber } from './core'
 import type { RetainedEvent, RetainedEventStore } from './durable'
 import { durableEventStore } from './durable'
 
@@ -98,7 +98,13 @@ export function createMemoryPublisher(config: RpcPublisherConfig, channels = new
         channel!.retained.push(event)
         trim(channel!, event.publishedAt)
       }
-      for (const subscriber of channel?.subscribers ?? []) subscriber.push(event)
+      // The subscribers of now, written to once the publish has answered.
+      if (channel?.subscribers.size) {
+        const subscribers = [...channel.subscribers]
+        afterPendingIo(() => {
+          for (const subscriber of subscribers) subscriber.push(event)
+        })
+      }
       return { id: event.id }
     },
 

@@ -5,7 +5,7 @@
 import type { Redis, RedisOptions } from 'ioredis'
 import { StandardRPCJsonSerializer } from '@orpc/client/standard'
 import type { CatchUpReader, PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { assertChannelName, assertPayload, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
+import { afterPendingIo, assertChannelName, assertPayload, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
 
 /** How long a publish waits for a Redis connection that is (re)connecting before it rejects. */
 const publishWaitMs = 1000
@@ -221,10 +221,21 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         for (const [key, entries] of reply ?? []) {
           const channel = tracked.find(candidate => candidate.key === key)
           if (!channel || channels.get(key) !== channel) continue
+          const events: PublishedEvent[] = []
           for (const [id, fields] of entries) {
             channel.cursor = id
             const event = decodeEntry(id, fields)
-            if (event) for (const subscriber of channel.subscribers) subscriber.push(event)
+            if (event) events.push(event)
+          }
+          // The subscribers of now, written to once the I/O already here is handled: a publish from this
+          // instance answers before its fan-out (its XADD's reply and this read arrive together).
+          const subscribers = [...channel.subscribers]
+          if (events.length && subscribers.length) {
+            afterPendingIo(() => {
+              for (const event of events) {
+                for (const subscriber of subscribers) subscriber.push(event)
+              }
+            })
           }
         }
       }
