@@ -371,3 +371,28 @@ describe.each([['nuxt-orpc\'s route', '/_orpc'], ['oRPC\'s stock handler', '/sto
     expect(hotPath()).toEqual([true, true, true, true])
   })
 })
+
+describe('oRPC client interceptors over HTTP (nuxt-orpc\'s route)', () => {
+  it('call interceptors and ClientRetryPlugin run when calls go over HTTP; request interceptors see the HTTP request', async () => {
+    const log: string[] = []
+    const { connection, client } = createClient({
+      url: () => wsUrl('/_orpc'),
+      transport: 'http',
+      plugins: [new ClientRetryPlugin({ default: { retryDelay: 0 } })],
+      interceptors: [async ({ path, next }) => {
+        const output = await next()
+        log.push(`call ${path.join('.')}`)
+        return output
+      }],
+      clientInterceptors: [({ request, next }) => {
+        log.push(`${request.method} ${request.url.pathname}`)
+        return next()
+      }],
+    })
+    cleanups.push(() => connection.close())
+    const key = freshKey()
+    expect(await client.flaky({ key, failures: 1 }, { context: { retry: 1 } })).toBe(2)
+    expect(connection.status.transport).toBe('http')
+    expect(log).toEqual(['POST /_orpc/flaky', 'POST /_orpc/flaky', 'call flaky'])
+  })
+})

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url'
-import { setup, url } from '@nuxt/test-utils/e2e'
+import { $fetch, setup, url } from '@nuxt/test-utils/e2e'
 import type { Browser } from 'playwright-core'
 import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
@@ -38,6 +38,15 @@ beforeEach(async () => {
 const callsIn = (frames: string[]) => frames.map(frame => JSON.parse(frame)).filter(frame => frame.t === undefined).map(frame => `${frame.p.u} ${JSON.stringify(frame.p.b?.json ?? null)}`)
 
 const textOf = async (page: import('playwright-core').Page, selector: string) => (await page.textContent(selector))?.trim()
+
+describe('server rendering', () => {
+  it('renders each library\'s query and runs the orpc:client hook\'s plugins in-process (no browser needed)', async () => {
+    for (const page of ['/tanstack', '/colada']) expect(await $fetch<string>(page)).toContain('1 Mercury 1600')
+    const html = await $fetch<string>('/plugins')
+    expect(html).toMatch(/<p id="flaky-ssr">\s*2\s*<\/p>/)
+    expect(html).toContain('ssr flaky ok')
+  })
+})
 
 describe.skipIf(skipBrowser)('in Chromium', () => {
   it('TanStack Query: a query rendered on the server is not called again by the browser; reactive input, mutation with invalidation, streamed and live queries go over the socket', async () => {

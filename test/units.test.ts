@@ -4,7 +4,8 @@ import type { Peer } from 'crossws'
 import { createError } from 'h3'
 import type { MockInstance } from 'vitest'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
-import { errorForClose, isRefusalCloseCode } from '../src/runtime/client/connection'
+import { createRpcColadaUtils } from '../src/runtime/app/query/colada-utils'
+import { createRpcClient, errorForClose, isRefusalCloseCode } from '../src/runtime/client/connection'
 import type { AdmissionLimits, AdmissionSlot } from '../src/runtime/server/admission'
 import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
@@ -684,5 +685,50 @@ describe('BucketsByClient', () => {
     expect(buckets.size).toBe(3)
     // `a` was the oldest: dropped, it starts afresh.
     expect(buckets.take('a')).toBe(true)
+  })
+})
+
+describe('Pinia Colada utilities (createRpcColadaUtils)', () => {
+  /** A client over a link that notes each call and answers with its path and input. */
+  function notingClient() {
+    const calls: Array<{ path: string, input: unknown, signal: AbortSignal | undefined, context: unknown }> = []
+    const client = createRpcClient({
+      call: async (path, input, options) => {
+        calls.push({ path: path.join('.'), input, signal: options.signal, context: options.context })
+        return { path: path.join('.'), input }
+      },
+    }) as any
+    return { utils: createRpcColadaUtils(client) as any, calls }
+  }
+
+  it('keys hold the path and the input as oRPC serializes it; a router\'s key is a prefix of its procedures\'', () => {
+    const { utils } = notingClient()
+    expect(utils.planet.key()).toEqual(['rpc', 'planet'])
+    expect(utils.planet.find.key({ input: { id: 1 } })).toEqual(['rpc', 'planet', 'find', { input: { id: 1 } }])
+    expect(utils.planet.find.key({ input: { at: new Date(0), big: 2n } })).toEqual(['rpc', 'planet', 'find', { input: { at: '1970-01-01T00:00:00.000Z', big: '2' }, meta: [[1, 'at'], [0, 'big']] }])
+  })
+
+  it('queryOptions calls the procedure with the query\'s signal and the context; mutationOptions with the variables', async () => {
+    const { utils, calls } = notingClient()
+    const options = utils.planet.find.queryOptions({ input: { id: 1 }, context: { retry: 2 }, staleTime: 5 })
+    expect(options.key).toEqual(['rpc', 'planet', 'find', { input: { id: 1 } }])
+    expect(options.staleTime).toBe(5)
+    const signal = new AbortController().signal
+    expect(await options.query({ signal })).toEqual({ path: 'planet.find', input: { id: 1 } })
+    expect(calls[0]).toMatchObject({ path: 'planet.find', input: { id: 1 }, signal, context: { retry: 2 } })
+    expect(await utils.planet.rename.mutationOptions().mutation({ id: 1, name: 'x' })).toEqual({ path: 'planet.rename', input: { id: 1, name: 'x' } })
+  })
+
+  it('a procedure or router named like a helper (key, call, queryOptions, constructor) stays reachable through it', async () => {
+    const { utils } = notingClient()
+    expect(utils.key()).toEqual(['rpc'])
+    expect(utils.key.queryOptions({ input: 1 }).key).toEqual(['rpc', 'key', { input: 1 }])
+    expect(utils.phone.call.key()).toEqual(['rpc', 'phone', 'call'])
+    expect(await utils.phone.call.queryOptions({ input: 2 }).query({ signal: new AbortController().signal })).toEqual({ path: 'phone.call', input: 2 })
+    expect(utils.constructor.key()).toEqual(['rpc', 'constructor'])
+    // Inspection works, and Vue's marks are not taken for procedures.
+    expect(String(utils.planet)).toBe('[object Object]')
+    expect(utils.planet.__v_raw).toBeUndefined()
+    expect(await utils.planet).toBe(utils.planet)
   })
 })

@@ -1,4 +1,6 @@
 import type { ClientContext, ClientLink } from '@orpc/client'
+import type { StandardLinkOptions } from '@orpc/client/standard'
+import { CompositeStandardLinkPlugin } from '@orpc/client/standard'
 import type { RouterClient } from '@orpc/server'
 import { intercept } from '@orpc/shared'
 import { shallowReadonly, shallowRef } from 'vue'
@@ -29,9 +31,14 @@ function useRpcAppState(): RpcAppState {
   // The app's plugins and interceptors, from its `orpc:client` hooks. Called at once, not awaited: the client is
   // made on the first useRpc(), which may come before the next tick.
   const setup: RpcClientSetup = { plugins: [], interceptors: [], clientInterceptors: [] }
-  nuxtApp.hooks.callHookWith((hooks) => {
-    for (const hook of hooks) hook(setup)
-  }, 'orpc:client', [setup])
+  nuxtApp.runWithContext(() => nuxtApp.hooks.callHookWith((hooks) => {
+    for (const hook of hooks) {
+      const result: unknown = hook(setup)
+      if (import.meta.dev && result instanceof Promise) {
+        console.warn('[nuxt-orpc] An `orpc:client` hook returned a promise: it runs synchronously, when the client is made, so what it adds after an `await` is not used. Make it synchronous.')
+      }
+    }
+  }, 'orpc:client', [setup]))
   const linkSetup = setup as unknown as Required<Pick<RpcConnectionOptions, 'plugins' | 'interceptors' | 'clientInterceptors'>>
   let client: AppClient
   let connection: RpcConnection | undefined
@@ -66,9 +73,10 @@ function useRpcAppState(): RpcAppState {
  * in the browser. Request interceptors do not: there is no request.
  */
 function inProcessClient(caller: AppClient, setup: Pick<RpcConnectionOptions, 'plugins' | 'interceptors'>): AppClient {
-  // The plugins add their call interceptors to a copy, as the browser's connection has them do.
-  const interceptors = [...setup.interceptors ?? []]
-  for (const plugin of [...setup.plugins ?? []].sort((a, b) => (a.order ?? 0) - (b.order ?? 0))) plugin.init?.({ interceptors, clientInterceptors: [] })
+  // The plugins add their call interceptors, as the browser's connection (and oRPC's StandardLink) has them do.
+  const linkOptions: StandardLinkOptions<ClientContext> = { interceptors: [...setup.interceptors ?? []], clientInterceptors: [] }
+  new CompositeStandardLinkPlugin(setup.plugins).init(linkOptions)
+  const interceptors = linkOptions.interceptors ?? []
   if (interceptors.length === 0) return caller
   const link: ClientLink<ClientContext> = {
     call: (path, input, options) => intercept(interceptors, { ...options, path, input }, ({ path: at, input: given, ...rest }) => {
