@@ -103,6 +103,35 @@ describe.skipIf(skipRedis)('redis publisher (real Redis)', () => {
     expect((await take(resumed, 1)).map(event => event.value.n)).toEqual([1])
   })
 
+  it('reads only the channels that have traffic: 10,000 followed channels, one busy, each XREAD names the busy one', { timeout: 60_000 }, async () => {
+    const publisher = redisPublisher()
+    const quiet = Array.from({ length: 10_000 }, (_, n) => `quiet-${n}`)
+    const subscriptions = quiet.map(channel => publisher.subscribe(channel))
+    const busy = publisher.subscribe('busy')
+    // Every channel is followed once it has had an event (its cursor read, its notifications subscribed).
+    const firsts = subscriptions.map(subscription => take(subscription, 1))
+    const busyFirst = take(busy, 1)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    await Promise.all([...quiet, 'busy'].map(channel => publisher.publish(channel, { first: true })))
+    await Promise.all([...firsts, busyFirst])
+
+    // Then only `busy` gets events: what Redis is asked meanwhile, seen through MONITOR.
+    const monitor = await new Redis(redisUrl).monitor()
+    const reads: string[][] = []
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args[0]?.toLowerCase() === 'xread' && args.some(arg => arg.startsWith(prefix))) reads.push(args)
+    })
+    const received = take(busy, 50)
+    for (let n = 0; n < 50; n++) await publisher.publish('busy', { n })
+    expect((await received).map(event => event.value.n)).toEqual(Array.from({ length: 50 }, (_, n) => n))
+    await new Promise(resolve => setTimeout(resolve, 100))
+    monitor.disconnect()
+    expect(reads.length).toBeGreaterThan(0)
+    expect(reads.length).toBeLessThanOrEqual(50)
+    // XREAD COUNT <n> STREAMS <key> <id>: one key, the busy channel's.
+    expect(reads.every(args => args.length === 6 && args[4] === `${prefix}busy`)).toBe(true)
+  })
+
   it('refuses channel names longer than maxChannelNameLength with BAD_REQUEST', async () => {
     const publisher = redisPublisher({ maxChannelNameLength: 10 })
     expect(await rejectionOf(publisher.publish('x'.repeat(11), { n: 1 }))).toMatchObject({ code: 'BAD_REQUEST', status: 400, message: expect.stringContaining('at most 10 characters') })

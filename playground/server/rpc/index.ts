@@ -62,9 +62,8 @@ export const router = {
     /** The room's recent messages, then live ones. After a reconnect the client resumes from `lastEventId`. */
     messages: rpc
       .input(z.object({ room: z.string().min(1).max(40) }))
-      .handler(async function* ({ input, signal, lastEventId }) {
-        yield* usePublisher().subscribe(`chat:${input.room}`, { signal, lastEventId, history: true })
-      }),
+      // Returned, not yielded from a generator: the socket writes each message itself (see the README).
+      .handler(({ input, signal, lastEventId }) => usePublisher().subscribe(`chat:${input.room}`, { signal, lastEventId, history: true })),
     instance: rpc.handler(() => `pid ${process.pid}`),
   },
 }

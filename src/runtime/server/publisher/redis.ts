@@ -9,10 +9,15 @@ import { afterPendingIo, assertChannelName, assertPayload, publisherClosed, publ
 
 /** How long a publish waits for a Redis connection that is (re)connecting before it rejects. */
 const publishWaitMs = 1000
-/** XREAD blocks at most this long, so a half-open connection or a missed wake-up costs at most this. */
-const readBlockMs = 5000
-/** Entries one XREAD returns at most. */
+/**
+ * How often the notification connection is pinged: a half-open one (no error, no messages) is replaced within
+ * about twice this, and every followed channel is then read once, so no event is left behind.
+ */
+const notifyPingMs = 5000
+/** Entries one XREAD returns per channel at most; a channel that had more is read again at once. */
 const pageSize = 500
+/** Channels one XREAD names at most. */
+const keysPerRead = 256
 /**
  * Entries one catch-up XRANGE returns at most. A resuming subscriber holds at most one such page, so this is
  * smaller than the shared reader's page: there is one catch-up per resuming subscriber, not one per process.
@@ -21,7 +26,7 @@ export const catchUpPageSize = 100
 
 interface RedisChannel {
   key: string
-  /** Id of the last entry the shared reader has delivered; undefined until read from Redis. */
+  /** Id of the last entry the reader has delivered; undefined until read from Redis. */
   cursor: string | undefined
   /** Resolves once `cursor` is set. */
   ready: Promise<void>
@@ -75,11 +80,14 @@ const retryDelay = (attempt: number) => Math.min(2000, 100 * 2 ** attempt) * (0.
 
 /**
  * The multi-instance driver: one Redis stream per channel. A publish is an XADD, trimmed to the retention
- * window; the stream id is the event id. Each instance reads every channel its subscribers listen to with
- * one shared blocking XREAD (one connection, whatever the number of subscribers and channels) and fans the
- * entries out in process. Because the reader keeps a cursor per channel, a dropped Redis connection or a
- * Redis restart loses nothing still in the stream: reading goes on from the cursor. A resuming subscriber
- * reads what it missed with XRANGE, then follows the shared reader.
+ * window, and a PUBLISH of the stream's key on Redis pub/sub, in one transaction; the stream id is the event
+ * id. Each instance subscribes (one connection) to the keys of the channels its subscribers follow, added and
+ * dropped one at a time, and reads a channel (XREAD from its cursor, batched across the channels notified
+ * together) only when a notification says it has something new: many quiet channels cost nothing per event.
+ * The stream, not the notification, is what is delivered, so a lost notification only delays: a reconnected
+ * notification connection reads every channel once. Each channel's cursor means a dropped Redis connection or
+ * a Redis restart loses nothing still in the stream. A resuming subscriber reads what it missed with XRANGE,
+ * then follows the reader. The entries read are fanned out in process, decoded once.
  */
 export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
   const url = config.url || 'redis://127.0.0.1:6379'
@@ -163,93 +171,103 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     return undefined
   }
 
-  // The shared reader. It gets a fresh connection after any failure (no reconnect, no resent commands): a
-  // blocking XREAD resent after a reconnect would block the connection with stale cursors.
-  let reader: { client: Redis, id: number } | undefined
-  let readerBlocked = false
-  let wakeReader: (() => void) | undefined
+  // The channels with something new to read, and the one read under way at a time.
+  const dirty = new Set<RedisChannel>()
+  let reading = false
 
-  async function openReader() {
-    if (reader) return reader
-    const { Redis } = await ioredis
-    const client = new Redis(url, {
-      ...connectionOptions,
-      maxRetriesPerRequest: null,
-      autoResendUnfulfilledCommands: false,
-      retryStrategy: () => null,
-    })
-    client.on('error', reportDown)
+  /** Marks a channel as having new entries (a notification, or everything after a reconnect) and reads. */
+  function markDirty(channel: RedisChannel) {
+    dirty.add(channel)
+    if (!reading && !closed) void readDirty()
+  }
+
+  /**
+   * Reads the notified channels from their cursors, a batch of keys per XREAD, until none is left, and fans the
+   * entries out. One read at a time, so a channel's entries are delivered in order. A failed read keeps its
+   * channels for the next attempt, after a backoff.
+   */
+  async function readDirty() {
+    reading = true
     try {
-      await client.connect()
-      const id = await client.client('ID')
-      reader = { client, id }
-      return reader
-    }
-    catch (error) {
-      client.disconnect()
-      throw error
-    }
-  }
-
-  /** Makes the reader pick up a channel that just got its cursor: CLIENT UNBLOCK ends its XREAD early. */
-  function wake() {
-    const wakeUp = wakeReader
-    wakeReader = undefined
-    wakeUp?.()
-    if (readerBlocked && reader) {
-      const readerId = reader.id
-      commandClient.then(client => client.status === 'ready' && client.client('UNBLOCK', readerId)).catch(() => {})
-    }
-  }
-
-  async function readLoop() {
-    for (let attempt = 0; !closed;) {
-      const tracked = [...channels.values()].filter(channel => channel.cursor !== undefined)
-      if (!tracked.length) {
-        await new Promise<void>((resolve) => {
-          wakeReader = resolve
-        })
-        continue
-      }
-      try {
-        const { client } = await openReader()
-        readerBlocked = true
-        const reply = await client.xread('COUNT', pageSize, 'BLOCK', readBlockMs, 'STREAMS', ...tracked.map(channel => channel.key), ...tracked.map(channel => channel.cursor!))
-        readerBlocked = false
-        attempt = 0
-        reportUp()
-        for (const [key, entries] of reply ?? []) {
-          const channel = tracked.find(candidate => candidate.key === key)
-          if (!channel || channels.get(key) !== channel) continue
-          const events: PublishedEvent[] = []
-          for (const [id, fields] of entries) {
-            channel.cursor = id
-            const event = decodeEntry(id, fields)
-            if (event) events.push(event)
-          }
-          // The subscribers of now, written to once the I/O already here is handled: a publish from this
-          // instance answers before its fan-out (its XADD's reply and this read arrive together).
-          const subscribers = [...channel.subscribers]
-          if (events.length && subscribers.length) {
-            afterPendingIo(() => {
-              for (const event of events) {
-                for (const subscriber of subscribers) subscriber.push(event)
-              }
-            })
+      for (let attempt = 0; !closed;) {
+        const batch: RedisChannel[] = []
+        for (const channel of dirty) {
+          if (batch.length === keysPerRead) break
+          // Not yet followed (its cursor is still being read): read once it is ready.
+          if (channel.cursor === undefined) continue
+          dirty.delete(channel)
+          if (channels.get(channel.key) === channel) batch.push(channel)
+        }
+        if (!batch.length) return
+        try {
+          const client = await readyCommandClient()
+          const reply = await client.xread('COUNT', pageSize, 'STREAMS', ...batch.map(channel => channel.key), ...batch.map(channel => channel.cursor!))
+          attempt = 0
+          for (const [key, entries] of reply ?? []) {
+            const channel = channels.get(key)
+            if (!channel || !batch.includes(channel)) continue
+            deliver(channel, entries)
+            // A full page: there may be more.
+            if (entries.length === pageSize) dirty.add(channel)
           }
         }
-      }
-      catch (error) {
-        readerBlocked = false
-        if (closed) return
-        reader?.client.disconnect()
-        reader = undefined
-        reportDown(error)
-        await sleep(retryDelay(attempt++))
+        catch (error) {
+          for (const channel of batch) dirty.add(channel)
+          reportDown(error)
+          await sleep(retryDelay(attempt++))
+        }
       }
     }
+    finally {
+      reading = false
+    }
   }
-  void readLoop()
+
+  /** Moves the channel's cursor past `entries` and hands them to its subscribers of now, after pending I/O. */
+  function deliver(channel: RedisChannel, entries: Array<[id: string, fields: string[]]>) {
+    const events: PublishedEvent[] = []
+    for (const [id, fields] of entries) {
+      channel.cursor = id
+      const event = decodeEntry(id, fields)
+      if (event) events.push(event)
+    }
+    // Written once the I/O already here is handled: a publish from this instance answers before its fan-out.
+    const subscribers = [...channel.subscribers]
+    if (!events.length || !subscribers.length) return
+    afterPendingIo(() => {
+      for (const event of events) {
+        for (const subscriber of subscribers) subscriber.push(event)
+      }
+    })
+  }
+
+  // The notification connection: pub/sub messages name the key of a stream that has a new entry. ioredis
+  // reconnects it and subscribes it again to every key; what was published meanwhile is read then.
+  const notifications = ioredis.then(({ Redis }) => {
+    const client = new Redis(url, { ...connectionOptions, retryStrategy: times => Math.min(100 * 2 ** times, 2000) })
+    client.on('error', reportDown)
+    client.on('message', (key: string) => {
+      const channel = channels.get(key)
+      if (channel) markDirty(channel)
+    })
+    let connectedBefore = false
+    client.on('ready', () => {
+      reportUp()
+      if (connectedBefore) for (const channel of channels.values()) markDirty(channel)
+      connectedBefore = true
+    })
+    client.connect().catch(() => {})
+    // A connection that went silent without an error (half-open) is replaced: its pings stop answering.
+    const pinger = setInterval(() => {
+      if (client.status !== 'ready') return
+      const timeout = setTimeout(() => client.disconnect(true), notifyPingMs)
+      client.ping().then(() => clearTimeout(timeout), () => {})
+    }, notifyPingMs)
+    ;(pinger as { unref?: () => void }).unref?.()
+    client.once('end', () => clearInterval(pinger))
+    return client
+  })
+  notifications.catch(() => {})
 
   function channelOf(name: string): RedisChannel {
     const key = config.prefix + name
@@ -261,13 +279,16 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     })
     const channel: RedisChannel = { key, cursor: undefined, ready, setReady, subscribers: new Set(), decoded: new Map() }
     channels.set(key, channel)
-    // The cursor starts at the newest entry: a subscriber gets what is published from now on.
+    // Notified first, then the cursor set at the newest entry: a subscriber gets what is published from now on,
+    // and nothing published after the cursor goes unnoticed.
     void retrying(() => !closed && channels.get(key) === channel, async () => {
+      await (await notifications).subscribe(key)
       const client = await readyCommandClient()
       const [newest] = await client.xrevrange(key, '+', '-', 'COUNT', 1)
+      if (channels.get(key) !== channel) return
       channel.cursor = newest?.[0] ?? '0-0'
       channel.setReady()
-      wake()
+      markDirty(channel)
     })
     return channel
   }
@@ -303,6 +324,8 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       if (retentionMs > 0) transaction.xtrim(key, 'MINID', '~', `${Date.now() - retentionMs}-0`)
       // An idle channel's stream goes away once nothing in it could still be resumed from.
       transaction.pexpire(key, Math.max(retentionMs, 60_000))
+      // The instances following the channel read it now.
+      transaction.publish(key, '')
       let results: Array<[error: Error | null, result: unknown]> | null
       try {
         results = await transaction.exec()
@@ -329,7 +352,11 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       channel.subscribers.add(subscriber)
       subscriber.onEnd(() => {
         channel.subscribers.delete(subscriber)
-        if (!channel.subscribers.size && channels.get(channel.key) === channel) channels.delete(channel.key)
+        if (!channel.subscribers.size && channels.get(channel.key) === channel) {
+          channels.delete(channel.key)
+          dirty.delete(channel)
+          void notifications.then(client => client.unsubscribe(channel.key)).catch(() => {})
+        }
       })
       if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber), resumeAfter)
       return subscriber.iterator(options.signal)
@@ -341,9 +368,9 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         for (const subscriber of channel.subscribers) subscriber.fail(publisherClosed())
       }
       channels.clear()
-      wake()
-      reader?.client.disconnect()
-      reader = undefined
+      dirty.clear()
+      const notifier = await notifications.catch(() => undefined)
+      notifier?.disconnect()
       const client = await commandClient.catch(() => undefined)
       await client?.quit().catch(() => client.disconnect())
     },
