@@ -38,6 +38,31 @@ describe('event ids', () => {
 })
 
 describe('memory publisher', () => {
+  it('answers a publish before writing to subscribers, and writes them in publish order to the subscribers of publish time', async () => {
+    const publisher = memory()
+    const early = publisher.subscribe('a')
+    const seen: number[] = []
+    const reading = (async () => {
+      for await (const event of early) {
+        seen.push((event as { n: number }).n)
+        if (seen.length === 3) break
+      }
+    })()
+    const pushes = vi.spyOn(Subscriber.prototype, 'push')
+    await publisher.publish('a', { n: 1 })
+    // Answered; the subscriber has nothing yet: it is written to after the I/O waiting now.
+    expect(pushes).not.toHaveBeenCalled()
+    await new Promise(resolve => setImmediate(resolve))
+    expect(pushes).toHaveBeenCalledTimes(1)
+    const late = publisher.subscribe('a')
+    await publisher.publish('a', { n: 2 })
+    await publisher.publish('a', { n: 3 })
+    await reading
+    expect(seen).toEqual([1, 2, 3])
+    // The later subscriber did not get what was published before it subscribed.
+    expect((await take(late, 2)).map(event => event.value.n)).toEqual([2, 3])
+  })
+
   it('delivers each event to every subscriber of its channel, with the id as event metadata', async () => {
     const publisher = memory()
     const one = publisher.subscribe('a')
