@@ -17,6 +17,7 @@ function memory(config: Partial<typeof publisherDefaults> = {}, channels?: Map<s
 }
 
 afterEach(async () => {
+  vi.restoreAllMocks()
   await Promise.all(publishers.splice(0).map(publisher => publisher.close()))
 })
 
