@@ -172,6 +172,50 @@ describe('memory driver, one instance', () => {
   })
 })
 
+describe('returned subscriptions, memory driver', () => {
+  let server: NodeServer
+
+  beforeAll(async () => {
+    server = await startInstance('memory-returned', { NUXT_ORPC_PUBLISHER_DRIVER: 'memory' })
+  })
+
+  it('end when their call is aborted, though the procedure did not pass its signal: nothing more is written for it', async () => {
+    const room = freshRoom()
+    const raw = new RawSocket(wsUrl(server))
+    cleanups.push(() => raw.close())
+    await raw.opened
+    await Promise.all([raw.request('gone', 'chat/liveUnsignalled', { room }), raw.request('kept', 'chat/live', { room })])
+    const { client: publisher } = client(server)
+    await publishAll(publisher, room, ['m1'])
+    await waitFor(() => raw.responses.get('gone')!.length === 2 && raw.responses.get('kept')!.length === 2)
+    raw.send(JSON.stringify({ i: 'gone', t: 4 }))
+    await sleep(50)
+    await publishAll(publisher, room, ['m2', 'm3'])
+    await waitFor(() => raw.responses.get('kept')!.length === 4)
+    await sleep(100)
+    expect(raw.responses.get('gone')).toHaveLength(2)
+  })
+
+  it('a payload the server cannot encode fails only the streams that would send it; the other subscribers of the event get it', async () => {
+    const room = freshRoom()
+    const raw = new RawSocket(wsUrl(server))
+    cleanups.push(() => raw.close())
+    await raw.opened
+    await Promise.all([raw.request('direct', 'chat/live', { room }), raw.request('mapped', 'chat/lengths', { room })])
+    const { client: publisher } = client(server)
+    await publisher.chat.sendCircular({ room, text: 'loop' })
+    await publishAll(publisher, room, ['after'])
+    // The generator sends what it makes of the event (the text's length), then of the next one.
+    await waitFor(() => raw.responses.get('mapped')!.length === 3)
+    expect(raw.responses.get('mapped')!.slice(1).map(frame => (frame as { p: { d: { json: unknown } } }).p.d.json)).toEqual([{ length: 4 }, { length: 5 }])
+    // The returned subscription's stream ends with an error instead of the event it could not encode.
+    await waitFor(() => raw.responses.get('direct')!.length >= 2)
+    expect((raw.responses.get('direct')![1] as { p: { e: string } }).p.e).toBe('error')
+    expect(await raw.request('i', 'instance')).toMatchObject({ p: { b: { json: 'memory-returned' } } })
+    expectHealthyLogs(server)
+  })
+})
+
 describe('a subscriber that does not read', () => {
   let server: NodeServer
 

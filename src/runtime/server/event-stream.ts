@@ -27,14 +27,13 @@ export interface DirectStream {
 /**
  * Writes a subscription's events as `{"i":<id>,"t":3,"p":<encoded>}`: what oRPC's encoding of the event gives,
  * byte for byte, with only the call id differing between subscribers. Refuses (false) while the socket holds
- * more than its bound unsent: the event then waits in the subscription's queue.
+ * more than its bound unsent, or once it closed: the event then waits in the subscription's queue.
  */
 function directWriter(sink: EventStreamSink, id: string, encode: (event: PublishedEvent) => string): DirectWriter {
   const prefix = `{"i":${stringifyJSON(id)},"t":${MessageType.EVENT_ITERATOR},"p":`
   return {
     write(event) {
-      if (sink.closed) return true
-      if (sink.overBuffered) return false
+      if (sink.closed || sink.overBuffered) return false
       sink.send(`${prefix}${encode(event)}}`)
       return true
     },
@@ -67,7 +66,7 @@ export async function sendEventStream(sink: EventStreamSink, id: string, respons
       // While nothing waits in its queue, a subscription's live events are written as they come; what is left
       // (events queued behind a full buffer, the catch-up, the end or the error) is read below.
       if (writer && direct.subscriber.canDeliverDirectly) {
-        await direct.subscriber.deliverDirectly(writer)
+        await direct.subscriber.deliverDirectly(writer, signal)
         if (signal.aborted || sink.closed) return
       }
       let event: EventIteratorPayload

@@ -174,7 +174,7 @@ export type CatchUpReader = (after: string) => Promise<CatchUpPage | undefined>
 
 /** How a socket writes a subscriber's live events itself (see `Subscriber.deliverDirectly`). */
 export interface DirectWriter {
-  /** Writes the event's frame now; false when it cannot (the socket's send buffer is full). */
+  /** Writes the event's frame now; false when it cannot (the socket's send buffer is full, or it closed). */
   write: (event: PublishedEvent) => boolean
 }
 
@@ -257,17 +257,21 @@ export class Subscriber {
    * reads the queue through the iterator, waiting for the socket to drain) or the subscription ends (the
    * iterator then gives its end or error). The caller may call it again once `canDeliverDirectly`.
    */
-  deliverDirectly(writer: DirectWriter): Promise<void> {
+  deliverDirectly(writer: DirectWriter, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const direct = {
         writer,
         release: () => {
+          signal.removeEventListener('abort', direct.release)
           if (this.direct === direct) this.direct = undefined
           resolve()
         },
       }
       this.direct = direct
-      if (!this.canDeliverDirectly) direct.release()
+      // The call ended (the client aborted it, the socket closed): the caller returns the iterator, which ends
+      // this subscription, whether or not the procedure passed its signal to `subscribe`.
+      signal.addEventListener('abort', direct.release, { once: true })
+      if (!this.canDeliverDirectly || signal.aborted) direct.release()
     })
   }
 
@@ -282,7 +286,15 @@ export class Subscriber {
     const direct = this.direct
     if (direct) {
       if (this.lastId !== undefined && compareEventIds(event.id, this.lastId) <= 0) return
-      if (direct.writer.write(event)) {
+      let written = false
+      try {
+        written = direct.writer.write(event)
+      }
+      catch {
+        // A payload this call cannot encode: the event is queued, and the call's own stream reports the error,
+        // as the iterator would have; the other subscribers of the fan-out go on.
+      }
+      if (written) {
         this.lastId = event.id
         return
       }

@@ -253,18 +253,38 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     let connectedBefore = false
     client.on('ready', () => {
       reportUp()
-      if (connectedBefore) for (const channel of channels.values()) markDirty(channel)
-      connectedBefore = true
+      if (!connectedBefore) {
+        connectedBefore = true
+        return
+      }
+      // ioredis subscribes again on 'ready' without waiting for Redis's answer: the PONG comes after it, and
+      // only then does reading every channel once cover what was published while the connection was down.
+      client.ping().then(() => {
+        if (!closed) for (const channel of channels.values()) markDirty(channel)
+      }, () => {})
     })
     client.connect().catch(() => {})
-    // A connection that went silent without an error (half-open) is replaced: its pings stop answering.
+    // A connection that went silent without an error (half-open) is replaced once a ping goes unanswered for a
+    // whole interval.
+    let pingTimeout: ReturnType<typeof setTimeout> | undefined
     const pinger = setInterval(() => {
-      if (client.status !== 'ready') return
-      const timeout = setTimeout(() => client.disconnect(true), notifyPingMs)
-      client.ping().then(() => clearTimeout(timeout), () => {})
+      if (client.status !== 'ready' || pingTimeout) return
+      pingTimeout = setTimeout(() => {
+        pingTimeout = undefined
+        if (!closed) client.disconnect(true)
+      }, notifyPingMs)
+      ;(pingTimeout as { unref?: () => void }).unref?.()
+      const settled = () => {
+        clearTimeout(pingTimeout)
+        pingTimeout = undefined
+      }
+      client.ping().then(settled, settled)
     }, notifyPingMs)
     ;(pinger as { unref?: () => void }).unref?.()
-    client.once('end', () => clearInterval(pinger))
+    client.once('end', () => {
+      clearInterval(pinger)
+      clearTimeout(pingTimeout)
+    })
     return client
   })
   notifications.catch(() => {})
@@ -355,7 +375,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         if (!channel.subscribers.size && channels.get(channel.key) === channel) {
           channels.delete(channel.key)
           dirty.delete(channel)
-          void notifications.then(client => client.unsubscribe(channel.key)).catch(() => {})
+          if (!closed) void notifications.then(client => client.unsubscribe(channel.key)).catch(() => {})
         }
       })
       if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber), resumeAfter)
