@@ -1,13 +1,16 @@
 // A fan-out load process, forked by bench/fanout.ts: the subscribers of one server instance, or the publisher.
-// It never starts servers or touches Redis; it opens connections with nuxt-orpc's client and calls procedures.
+// It never starts servers or touches Redis; it opens connections with the target's client (nuxt-orpc's,
+// socket.io-client, or plain ws for the raw baseline) and subscribes or publishes.
 import { createORPCClient } from '@orpc/client'
 import type { RouterClient } from '@orpc/server'
+import type { Socket } from 'socket.io-client'
+import { io } from 'socket.io-client'
 import WebSocket from 'ws'
 import type { RpcConnection, RpcConnectionOptions } from '../src/runtime/client/connection'
 import { createRpcConnection } from '../src/runtime/client/connection'
 import type { router } from './fixture/server/rpc'
 import type { FanoutEvent } from './fixture/server/rpc/fanout'
-import type { FanoutAnswer, FanoutRequest, FromFanoutClient, SubscriberReport, ToFanoutClient } from './shared'
+import type { FanoutAnswer, FanoutClientKind, FanoutRequest, FromFanoutClient, SubscriberReport, ToFanoutClient } from './shared'
 import { browserLike } from './shared'
 
 type BenchClient = RouterClient<typeof router>
@@ -47,9 +50,41 @@ function isFanoutEvent(value: unknown): value is FanoutEvent {
 
 const errorText = (error: unknown) => error instanceof Error ? error.message : String(error)
 
+/** A Socket.IO socket of its own (no multiplexing), websocket transport only, the page's Origin. */
+function socketIo(serverUrl: string): Socket {
+  return io(serverUrl, { transports: ['websocket'], forceNew: true, extraHeaders: { origin: serverUrl } })
+}
+
+/** Resolves once a Socket.IO socket is connected; rejects on its first connection error. */
+function connected(socket: Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve())
+    socket.once('connect_error', reject)
+  })
+}
+
+/** The raw baseline's sockets (bench/fanout-raw-server.mjs): plain ws on /subscribe and /publish. */
+function rawSocket(serverUrl: string, path: '/subscribe' | '/publish', onError: (error: Error) => void): Promise<WebSocket> {
+  const socket = new WebSocket(`${serverUrl.replace(/^http/, 'ws')}${path}`, browserLike(serverUrl))
+  return new Promise((resolve, reject) => {
+    socket.once('open', () => {
+      socket.off('error', reject)
+      socket.on('error', onError)
+      resolve(socket)
+    })
+    socket.once('error', reject)
+  })
+}
+
+/** The event in nuxt-orpc's frame `{"i":..,"t":3,"p":{"e":"message","d":{"json":<event>},"m":{..}}}`. */
+function eventOfFrame(data: WebSocket.RawData): unknown {
+  const frame = JSON.parse(String(data)) as { p?: { e?: string, d?: { json?: unknown } } }
+  return frame.p?.e === 'message' ? frame.p.d?.json : frame
+}
+
 /** The subscribers of one instance, each on its own connection, all following one channel. */
 class Subscribers {
-  private readonly connections: RpcConnection[] = []
+  private readonly connections: Array<{ close: () => void }> = []
   private readonly abort = new AbortController()
   /** Slot `seq * count + index`: latency of subscriber `index`'s first arrival of publish `seq`, ms. */
   private readonly latencies: Float64Array
@@ -68,19 +103,21 @@ class Subscribers {
     this.live = new Uint8Array(count)
   }
 
-  /** Opens every subscriber (64 handshakes at a time); resolves once each subscription call was answered. */
-  async open(serverUrl: string, channel: string): Promise<number> {
+  /**
+   * Opens every subscriber (64 handshakes at a time); resolves once each subscription call was answered
+   * (nuxt-orpc), each socket's join was acknowledged (Socket.IO), or each socket opened (raw ws).
+   */
+  async open(kind: FanoutClientKind, serverUrl: string, channel: string): Promise<number> {
     let next = 0
     let opened = 0
     await Promise.all(Array.from({ length: Math.min(64, this.count) }, async () => {
       while (next < this.count) {
         const index = next++
-        const { connection, client } = connect(serverUrl, () => this.reconnects++)
-        this.connections.push(connection)
         try {
-          const events = await client.fanout.subscribe({ channel }, { signal: this.abort.signal })
+          if (kind === 'nuxt') await this.openRpc(index, serverUrl, channel)
+          else if (kind === 'socketio') await this.openSocketIo(index, serverUrl, channel)
+          else await this.openRaw(index, serverUrl)
           opened++
-          void this.follow(index, events)
         }
         catch (error) {
           this.fail(`subscribe: ${errorText(error)}`)
@@ -88,6 +125,46 @@ class Subscribers {
       }
     }))
     return opened
+  }
+
+  private async openRpc(index: number, serverUrl: string, channel: string) {
+    const { connection, client } = connect(serverUrl, () => this.reconnects++)
+    this.connections.push(connection)
+    const events = await client.fanout.subscribe({ channel }, { signal: this.abort.signal })
+    void this.follow(index, events)
+  }
+
+  /** Joins the room (with its ack), and again after every reconnection, as an app would. */
+  private async openSocketIo(index: number, serverUrl: string, channel: string) {
+    const socket = socketIo(serverUrl)
+    this.connections.push({ close: () => socket.disconnect() })
+    socket.on('event', (event: unknown) => this.receive(index, event))
+    const join = () => socket.timeout(30_000).emitWithAck('join', channel)
+    await connected(socket)
+    await join()
+    socket.on('connect', () => {
+      this.reconnects++
+      join().catch(error => this.fail(`rejoin: ${errorText(error)}`))
+    })
+    socket.on('disconnect', (reason) => {
+      if (!this.abort.signal.aborted) this.fail(`disconnected: ${reason}`)
+    })
+  }
+
+  private async openRaw(index: number, serverUrl: string) {
+    const socket = await rawSocket(serverUrl, '/subscribe', error => this.fail(`socket: ${errorText(error)}`))
+    this.connections.push({ close: () => socket.close() })
+    socket.on('message', (data) => {
+      try {
+        this.receive(index, eventOfFrame(data))
+      }
+      catch (error) {
+        this.fail(`frame: ${errorText(error)}`)
+      }
+    })
+    socket.on('close', () => {
+      if (!this.abort.signal.aborted) this.fail('a socket closed')
+    })
   }
 
   private async follow(index: number, events: AsyncIterable<unknown>) {
@@ -153,20 +230,60 @@ class Subscribers {
   }
 }
 
+/** The publisher's connection: it sends `{ channel, seq, sentAt }` and resolves once the server answered. */
+interface Publisher {
+  publish: (channel: string, seq: number, sentAt: number) => Promise<unknown>
+  close: () => void
+}
+
+async function openPublisher(kind: FanoutClientKind, serverUrl: string): Promise<Publisher> {
+  if (kind === 'nuxt') {
+    const { connection, client } = connect(serverUrl)
+    return { publish: (channel, seq, sentAt) => client.fanout.publish({ channel, seq, sentAt }), close: () => connection.close() }
+  }
+  if (kind === 'socketio') {
+    const socket = socketIo(serverUrl)
+    await connected(socket)
+    return {
+      publish: (room, seq, sentAt) => socket.timeout(10_000).emitWithAck('publish', { room, seq, sentAt }),
+      close: () => socket.disconnect(),
+    }
+  }
+  // The raw server answers each publish with its seq once it wrote every subscriber's frame.
+  const socket = await rawSocket(serverUrl, '/publish', error => process.stderr.write(`fanout publisher: ${errorText(error)}\n`))
+  const waiting = new Map<number, () => void>()
+  socket.on('message', (data) => {
+    const seq = Number(String(data))
+    waiting.get(seq)?.()
+    waiting.delete(seq)
+  })
+  return {
+    publish: (_channel, seq, sentAt) => new Promise<void>((resolve) => {
+      waiting.set(seq, resolve)
+      socket.send(JSON.stringify({ seq, sentAt }))
+    }),
+    close: () => socket.close(),
+  }
+}
+
 let subscribers: Subscribers | undefined
-let publisher: { connection: RpcConnection, client: BenchClient } | undefined
+let publisher: Promise<Publisher> | undefined
 
 async function handle(request: FanoutRequest): Promise<FanoutAnswer> {
   switch (request.type) {
     case 'subscribe': {
       subscribers = new Subscribers(request.count, request.publishes)
-      return { type: 'subscribed', opened: await subscribers.open(request.serverUrl, request.channel) }
+      return { type: 'subscribed', opened: await subscribers.open(request.client, request.serverUrl, request.channel) }
     }
     case 'publish': {
       // The first publish (a probe, never timed) opens the publisher's connection.
-      publisher ??= connect(request.serverUrl)
+      publisher ??= openPublisher(request.client, request.serverUrl).catch((error: unknown) => {
+        publisher = undefined
+        throw error
+      })
+      const connection = await publisher
       const sentAt = now()
-      await publisher.client.fanout.publish({ channel: request.channel, seq: request.seq, sentAt })
+      await connection.publish(request.channel, request.seq, sentAt)
       return { type: 'published', callMs: now() - sentAt }
     }
     case 'clock':
@@ -180,7 +297,7 @@ async function handle(request: FanoutRequest): Promise<FanoutAnswer> {
       return { type: 'collected', report: subscribers.report() }
     case 'close':
       subscribers?.close()
-      publisher?.connection.close()
+      await publisher?.then(connection => connection.close(), () => {})
       return { type: 'closed' }
   }
 }

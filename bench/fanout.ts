@@ -1,13 +1,17 @@
-// The fan-out job (`--patterns fanout`), run by run.ts: two fixture server instances share one Redis through
-// nuxt-orpc's redis publisher (a key prefix of their own, deleted afterwards); the subscribers of each instance
-// run in a load process of their own, and a third load process publishes through a procedure on instance 1.
-// See docs/benchmarks.md, "Fan-out through Redis".
+// The fan-out jobs (`--patterns fanout`: the patterns `fanout` and `fanout-single`), run by run.ts. Per target:
+// - c-nuxt: fixture server instances share one Redis through nuxt-orpc's redis publisher (a key prefix of their
+//   own, deleted afterwards), driven by nuxt-orpc's client;
+// - e: Socket.IO 4 instances (bench/fanout-socketio-server.mjs) share it through @socket.io/redis-adapter (a
+//   channel prefix of their own), driven by socket.io-client;
+// - ws: the baseline, one plain `ws` process (bench/fanout-raw-server.mjs), no Redis, writing nuxt-orpc's frame.
+// The subscribers of each instance run in a load process of their own (the baseline's connect to its one
+// process), and one more load process publishes on instance 1. See docs/benchmarks.md, "Fan-out through Redis".
 import type { ChildProcess } from 'node:child_process'
 import { fork } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
-import type { DeliveryLatency, FanoutAnswer, FanoutAnswerTypes, FanoutRequest, FanoutResult, FromFanoutClient, PatternSpec, ServerStats, SubscriberReport, ToFanoutClient } from './shared'
+import type { DeliveryLatency, FanoutAnswer, FanoutAnswerTypes, FanoutClientKind, FanoutRequest, FanoutResult, FromFanoutClient, PatternSpec, ServerStats, SubscriberReport, Target, ToFanoutClient } from './shared'
 
 type FanoutSpec = Extract<PatternSpec, { kind: 'fanout' }>
 
@@ -23,7 +27,8 @@ export interface FanoutInstance {
 /** What the job borrows from run.ts: its server spawner and its process bookkeeping. */
 export interface FanoutHarness {
   redisUrl: string
-  startInstance: (label: string, env: Record<string, string>) => Promise<FanoutInstance>
+  /** Starts the fixture server, or `script` (a Node script that prints "Listening on" too) where given. */
+  startInstance: (label: string, env: Record<string, string>, script?: string) => Promise<FanoutInstance>
   /** Registers a child so that a failure or Ctrl-C of the harness ends it too. */
   track: (child: ChildProcess) => ChildProcess
   log: (line: string) => void
@@ -169,8 +174,8 @@ async function clockOffset(loadProcess: FanoutProcess): Promise<{ offset: number
   return best
 }
 
-async function readStats(serverUrl: string): Promise<ServerStats> {
-  const response = await fetch(`${serverUrl}/_bench/stats`)
+async function readStats(serverUrl: string, gc = false): Promise<ServerStats> {
+  const response = await fetch(`${serverUrl}/_bench/stats${gc ? '?gc=1' : ''}`)
   if (!response.ok) throw new Error(`stats: HTTP ${response.status}`)
   return await response.json() as ServerStats
 }
@@ -188,11 +193,25 @@ function latencyOf(reports: SubscriberReport[], seqs: number[], subscribers: num
   return { expected: subscribers * seqs.length, delivered: sorted.length, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1) ?? null }
 }
 
+/** How each fan-out target runs: its client, and its server (the baseline: one process whatever the layout). */
+function fanoutTarget(target: Target): { client: FanoutClientKind, script?: string, oneInstance: boolean, name: string } {
+  switch (target.key) {
+    case 'c-nuxt': return { client: 'nuxt', oneInstance: false, name: 'fanout instance' }
+    case 'e': return { client: 'socketio', script: join(benchDir, 'fanout-socketio-server.mjs'), oneInstance: false, name: 'fanout Socket.IO instance' }
+    case 'ws': return { client: 'ws', script: join(benchDir, 'fanout-raw-server.mjs'), oneInstance: true, name: 'fanout raw ws server' }
+    default: throw new Error(`the fan-out has no target ${target.key} (only c-nuxt, e, ws)`)
+  }
+}
+
 /** Runs the job once: fresh instances, processes and key prefix; everything is stopped and deleted at the end. */
-export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promise<FanoutResult> {
+export async function runFanout(spec: FanoutSpec, target: Target, harness: FanoutHarness): Promise<FanoutResult> {
   const { log } = harness
+  const kind = fanoutTarget(target)
   const prefix = `nuxt-orpc-bench:${process.pid}-${Date.now()}:`
   const channel = 'room'
+  const layoutInstances = spec.instances
+  const serverCount = kind.oneInstance ? 1 : layoutInstances
+  const totalSubscribers = layoutInstances * spec.subscribersPerInstance
   const totalPublishes = spec.warmupPublishes + spec.publishes
   const instances: FanoutInstance[] = []
   const processes: FanoutProcess[] = []
@@ -220,10 +239,12 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
   }
 
   try {
-    const env = { NUXT_ORPC_PUBLISHER_DRIVER: 'redis', NUXT_ORPC_PUBLISHER_URL: harness.redisUrl, NUXT_ORPC_PUBLISHER_PREFIX: prefix }
+    const env: Record<string, string> = kind.client === 'nuxt'
+      ? { NUXT_ORPC_PUBLISHER_DRIVER: 'redis', NUXT_ORPC_PUBLISHER_URL: harness.redisUrl, NUXT_ORPC_PUBLISHER_PREFIX: prefix }
+      : kind.client === 'socketio' ? { FANOUT_REDIS_URL: harness.redisUrl, FANOUT_KEY: `${prefix}socket.io` } : {}
     // Each is registered for the clean-up below as soon as it exists.
     const startInstance = async (label: string) => {
-      const instance = await harness.startInstance(label, env)
+      const instance = await harness.startInstance(label, env, kind.script)
       instances.push(instance)
       return instance
     }
@@ -232,12 +253,16 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
       processes.push(loadProcess)
       return loadProcess
     }
-    const first = await startInstance('fanout instance 1')
-    const second = await startInstance('fanout instance 2')
-    const nearSubscribers = await startProcess('subscribers of instance 1')
-    const farSubscribers = await startProcess('subscribers of instance 2')
-    const publisher = await startProcess('publisher')
-    const subscriberProcesses = [nearSubscribers, farSubscribers]
+    for (let index = 1; index <= serverCount; index++) await startInstance(serverCount > 1 ? `${kind.name} ${index}` : kind.name)
+    const first = instances[0]!
+    // One subscriber process per instance of the layout; on the baseline's one server they all connect to it.
+    const subscriberProcesses: FanoutProcess[] = []
+    const instanceOf: FanoutInstance[] = []
+    for (let index = 0; index < layoutInstances; index++) {
+      subscriberProcesses.push(await startProcess(`subscribers ${index + 1} (${target.key})`))
+      instanceOf.push(instances[index] ?? first)
+    }
+    const publisher = await startProcess(`publisher (${target.key})`)
 
     const publisherClock = await clockOffset(publisher)
     let clockSkewMs = 0
@@ -246,17 +271,22 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
       clockSkewMs = Math.max(clockSkewMs, Math.abs(clock.offset - publisherClock.offset) + clock.uncertainty + publisherClock.uncertainty)
     }
 
+    // Memory per subscriber: every instance after gc, before the subscribers connect and once all are live.
+    const readMemory = () => Promise.all(instances.map(async instance => (await readStats(instance.url, true)).memory))
+    const memoryBefore = await readMemory()
+
     const subscribeStart = performance.now()
-    const opened = await Promise.all([first, second].map((instance, index) =>
-      subscriberProcesses[index]!.request({ type: 'subscribe', serverUrl: instance.url, channel, count: spec.subscribersPerInstance, publishes: totalPublishes }, 120_000)))
+    const opened = await Promise.all(subscriberProcesses.map((subscriberProcess, index) =>
+      subscriberProcess.request({ type: 'subscribe', client: kind.client, serverUrl: instanceOf[index]!.url, channel, count: spec.subscribersPerInstance, publishes: totalPublishes }, Math.max(120_000, 30 * spec.subscribersPerInstance))))
     const subscribeSeconds = (performance.now() - subscribeStart) / 1000
     if (opened.some(answer => answer.opened !== spec.subscribersPerInstance)) {
-      throw new Error(`subscribed ${opened.map(answer => answer.opened).join(' + ')} of ${spec.subscribersPerInstance} per instance`)
+      throw new Error(`subscribed ${opened.map(answer => answer.opened).join(' + ')} of ${spec.subscribersPerInstance} per subscriber process`)
     }
 
-    // A subscription is live once the instance's reader follows the channel, which the client cannot see:
-    // probes go out until every subscriber has had one.
-    const publish = (seq: number) => publisher.request({ type: 'publish', serverUrl: first.url, channel, seq }, 10_000)
+    // A subscription is live once the instance's reader follows the channel (nuxt-orpc) or the instance's
+    // adapter is subscribed to Redis (Socket.IO), which the client cannot see: probes go out until every
+    // subscriber has had one.
+    const publish = (seq: number) => publisher.request({ type: 'publish', client: kind.client, serverUrl: first.url, channel, seq }, 10_000)
     const allLive = () => subscriberProcesses.every(subscriberProcess => subscriberProcess.live)
     let errors = 0
     const errorSamples: string[] = []
@@ -269,6 +299,7 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
       await publish(probe).catch(error => log(`fanout: probe ${probe} failed: ${error instanceof Error ? error.message : String(error)}`))
       await waitUntil(allLive, 250)
     }
+    const memoryAfter = await readMemory()
 
     const callMs: number[] = []
     // CPU of the instances and of the subscriber processes around the measured publishes.
@@ -276,7 +307,7 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
       servers: await Promise.all(instances.map(async instance => cpuMicros(await readStats(instance.url)))),
       clients: await Promise.all(subscriberProcesses.map(async subscriberProcess => (await subscriberProcess.request({ type: 'cpu' }, 5000)).micros)),
     })
-    let before = { servers: [0, 0], clients: [0, 0] }
+    let before = { servers: instances.map(() => 0), clients: subscriberProcesses.map(() => 0) }
     for (let seq = 0; seq < totalPublishes; seq++) {
       if (seq === spec.warmupPublishes) before = await readCpu()
       try {
@@ -298,27 +329,40 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
     const reports = await Promise.all(subscriberProcesses.map(async subscriberProcess => (await subscriberProcess.request({ type: 'collect' }, 30_000)).report))
 
     const measured = Array.from({ length: spec.publishes }, (_, index) => spec.warmupPublishes + index)
+    // Per publish, its slowest delivery (a loop: 10,000 arguments to Math.max would be a lot).
     const lastDeliveries = measured
-      .map(seq => Math.max(...reports.flatMap(report => report.latencies[seq] ?? [])))
+      .map(seq => reports.reduce((slowest, report) => (report.latencies[seq] ?? []).reduce((max, latency) => Math.max(max, latency), slowest), Number.NEGATIVE_INFINITY))
       .filter(Number.isFinite)
-      .sort((left, right) => left - right)
     const sum = (values: number[]) => values.reduce((total, value) => total + value, 0)
+    const all = latencyOf(reports, measured, totalSubscribers)
+    // How fast a publish reaches everybody: its deliveries over the time until its last one, summed over publishes.
+    const deliveriesPerSecond = lastDeliveries.length ? all.delivered / (sum(lastDeliveries) / 1000) : null
+    lastDeliveries.sort((left, right) => left - right)
     callMs.sort((left, right) => left - right)
-    const perInstanceDeliveries = spec.subscribersPerInstance * spec.publishes
-    const serverCpuPerDelivery = (index: number) => (after.servers[index]! - before.servers[index]!) / perInstanceDeliveries
+    // Subscribers on the publishing instance, and on the others (none on one instance, or for the baseline).
+    const near = reports.filter((_, index) => instanceOf[index] === first)
+    const far = reports.filter((_, index) => instanceOf[index] !== first)
+    const subscribersOf = (instance: FanoutInstance) => instanceOf.filter(other => other === instance).length * spec.subscribersPerInstance
+    const serverCpu = instances.map((_, index) => after.servers[index]! - before.servers[index]!)
+    const memoryGrowth = (pick: (memory: ServerStats['memory']) => number) =>
+      sum(instances.map((_, index) => pick(memoryAfter[index]!) - pick(memoryBefore[index]!))) / totalSubscribers
     return {
       kind: 'fanout',
-      subscribers: 2 * spec.subscribersPerInstance,
+      instances: serverCount,
+      subscribers: totalSubscribers,
       publishes: spec.publishes,
-      all: latencyOf(reports, measured, 2 * spec.subscribersPerInstance),
-      sameInstance: latencyOf(reports.slice(0, 1), measured, spec.subscribersPerInstance),
-      otherInstance: latencyOf(reports.slice(1, 2), measured, spec.subscribersPerInstance),
+      all,
+      sameInstance: latencyOf(near, measured, near.length * spec.subscribersPerInstance),
+      otherInstance: far.length ? latencyOf(far, measured, far.length * spec.subscribersPerInstance) : null,
       missing: sum(reports.flatMap(report => report.missing)),
       duplicates: sum(reports.flatMap(report => report.duplicates)),
       lastDelivery: { p50: percentile(lastDeliveries, 0.5), max: lastDeliveries.at(-1) ?? null },
+      deliveriesPerSecond,
       publishCall: { p50: percentile(callMs, 0.5), p99: percentile(callMs, 0.99) },
-      serverCpuUsPerDelivery: [serverCpuPerDelivery(0), serverCpuPerDelivery(1)],
-      clientCpuUsPerDelivery: (sum(after.clients) - sum(before.clients)) / (2 * perInstanceDeliveries),
+      serverCpuUsPerDelivery: instances.map((instance, index) => serverCpu[index]! / (subscribersOf(instance) * spec.publishes)),
+      serverCpuUsPerDeliveryAll: sum(serverCpu) / (totalSubscribers * spec.publishes),
+      memoryPerSubscriber: { heap: memoryGrowth(memory => memory.heapUsed), rss: memoryGrowth(memory => memory.rss) },
+      clientCpuUsPerDelivery: (sum(after.clients) - sum(before.clients)) / (totalSubscribers * spec.publishes),
       subscribeSeconds,
       clockSkewMs,
       reconnects: sum(reports.map(report => report.reconnects)),
@@ -327,7 +371,7 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
     }
   }
   finally {
-    // Subscribers leave first, then the instances shut down gracefully (their publishers quit Redis).
+    // Subscribers leave first, then the instances shut down gracefully (their publishers or adapters quit Redis).
     await Promise.all(processes.map(fanoutProcess => fanoutProcess.request({ type: 'close' }, 10_000).catch(() => {})))
     await Promise.all(processes.map(fanoutProcess => fanoutProcess.stop()))
     await Promise.all(instances.map(async (instance) => {
@@ -335,13 +379,18 @@ export async function runFanout(spec: FanoutSpec, harness: FanoutHarness): Promi
       await instance.stop('SIGTERM')
       clearTimeout(killer)
     }))
-    try {
-      const { deleted, left } = await deleteKeys(harness.redisUrl, prefix)
-      if (left) log(`fanout: ${left} Redis key(s) under ${prefix} could not be deleted`)
-      else log(`fanout: deleted ${deleted} Redis key(s) under ${prefix}`)
-    }
-    catch (error) {
-      log(`fanout: could not delete the Redis keys under ${prefix} (they expire with the publisher's retention, 5 minutes): ${error instanceof Error ? error.message : String(error)}`)
-    }
+    // Only nuxt-orpc's publisher keeps keys (its streams); Socket.IO's adapter (pub/sub) and the baseline keep none.
+    if (kind.client === 'nuxt') await deleteRunKeys(harness, prefix)
+  }
+}
+
+async function deleteRunKeys({ redisUrl, log }: FanoutHarness, prefix: string) {
+  try {
+    const { deleted, left } = await deleteKeys(redisUrl, prefix)
+    if (left) log(`fanout: ${left} Redis key(s) under ${prefix} could not be deleted`)
+    else log(`fanout: deleted ${deleted} Redis key(s) under ${prefix}`)
+  }
+  catch (error) {
+    log(`fanout: could not delete the Redis keys under ${prefix} (they expire with the publisher's retention, 5 minutes): ${error instanceof Error ? error.message : String(error)}`)
   }
 }

@@ -93,11 +93,14 @@ export interface FanoutRow {
   title: string
   target: string
   rounds: number
+  /** Server instances the target ran on (the raw ws baseline: always 1). */
+  instances: number
   subscribers: number
   publishes: number
   all: FanoutLatencyRow
   sameInstance: FanoutLatencyRow
-  otherInstance: FanoutLatencyRow
+  /** Null where no subscriber was on another instance. */
+  otherInstance: FanoutLatencyRow | null
   missing: number
   duplicates: number
   errors: number
@@ -106,10 +109,24 @@ export interface FanoutRow {
   lastDeliveryP50: number | null
   lastDeliveryMax: number | null
   publishCallP50: number | null
-  serverCpuUsPerDelivery: [number | null, number | null]
+  publishCallP99: number | null
+  /** Median over the rounds of each round's deliveries per second (see FanoutResult). */
+  deliveriesPerSecond: number | null
+  /** Per instance. */
+  serverCpuUsPerDelivery: Array<number | null>
+  /** All instances' CPU over all deliveries. */
+  serverCpuUsPerDeliveryAll: number | null
   clientCpuUsPerDelivery: number | null
+  /** Server heap (after gc) and RSS growth per subscriber, bytes. */
+  heapPerSubscriber: number | null
+  rssPerSubscriber: number | null
   subscribeSeconds: number | null
   clockSkewMs: number | null
+  /**
+   * Medians of per-round ratios: deliveries/s and p99 over Socket.IO's (e), server CPU per delivery (all
+   * instances) over the raw ws baseline's; null for the reference's own row.
+   */
+  ratio: { perSecondE: number | null, p99E: number | null, serverCpuWs: number | null }
 }
 
 export interface Goal {
@@ -154,6 +171,13 @@ const perSecondOf = (result: JobResult) => result.kind === 'throughput' ? result
 const serverCpuOf = (result: JobResult) => result.kind === 'throughput' ? result.serverCpuUs : null
 const serverUserCpuOf = (result: JobResult) => result.kind === 'throughput' ? result.serverUserUs ?? null : null
 const clientCpuOf = (result: JobResult) => result.kind === 'throughput' ? result.clientCpuUs : null
+/** Fan-out metrics of a job, for per-round ratios. */
+const fanoutDeliveriesOf = (result: JobResult) => result.kind === 'fanout' ? result.deliveriesPerSecond ?? null : null
+const fanoutP99Of = (result: JobResult) => result.kind === 'fanout' ? result.all.p99 : null
+/** All instances' CPU per delivery; older results have it per instance only (instances of equal subscribers). */
+const serverCpuAllOf = (result: FanoutResult) => result.serverCpuUsPerDeliveryAll
+  ?? result.serverCpuUsPerDelivery.reduce((sum, value) => sum + value, 0) / result.serverCpuUsPerDelivery.length
+const fanoutServerCpuOf = (result: JobResult) => result.kind === 'fanout' ? serverCpuAllOf(result) : null
 
 function perRoundRatio(records: JobRecord[], pattern: string, target: string, reference: string, metric: (result: JobResult) => number | null): number | null {
   return median(perRoundRatios(records, pattern, target, reference, metric))
@@ -249,24 +273,32 @@ export function summarize(records: JobRecord[]): Summary {
     else if (kind === 'fanout') {
       const all = group.records.map(record => record.result).filter((result): result is FanoutResult => result?.kind === 'fanout')
       const list = results as FanoutResult[]
-      const latencyRow = (pick: (result: FanoutResult) => DeliveryLatency): FanoutLatencyRow => ({
-        expected: all.reduce((sum, result) => sum + pick(result).expected, 0),
-        delivered: all.reduce((sum, result) => sum + pick(result).delivered, 0),
-        p50: median(list.flatMap(result => pick(result).p50 ?? [])),
-        p99: median(list.flatMap(result => pick(result).p99 ?? [])),
-        max: list.length ? Math.max(...list.flatMap(result => pick(result).max ?? [])) : null,
-      })
+      const latencyRow = (pick: (result: FanoutResult) => DeliveryLatency | null): FanoutLatencyRow => {
+        const picked = all.flatMap(result => pick(result) ?? [])
+        const usableOnes = list.flatMap(result => pick(result) ?? [])
+        return {
+          expected: picked.reduce((sum, latency) => sum + latency.expected, 0),
+          delivered: picked.reduce((sum, latency) => sum + latency.delivered, 0),
+          p50: median(usableOnes.flatMap(latency => latency.p50 ?? [])),
+          p99: median(usableOnes.flatMap(latency => latency.p99 ?? [])),
+          max: usableOnes.length ? Math.max(...usableOnes.flatMap(latency => latency.max ?? [])) : null,
+        }
+      }
       const total = (pick: (result: FanoutResult) => number) => all.reduce((sum, result) => sum + pick(result), 0)
+      // Results recorded before the one-instance layout ran on two instances.
+      const instances = all[0]?.instances ?? 2
+      const ratioTo = (reference: string, metric: (result: JobResult) => number | null) => group.target === reference ? null : ratio(reference, metric)
       summary.fanout.push({
         pattern: group.pattern,
         title: group.title,
         target: group.target,
         rounds: list.length,
+        instances,
         subscribers: all[0]?.subscribers ?? 0,
         publishes: all[0]?.publishes ?? 0,
         all: latencyRow(result => result.all),
         sameInstance: latencyRow(result => result.sameInstance),
-        otherInstance: latencyRow(result => result.otherInstance),
+        otherInstance: all.some(result => result.otherInstance) ? latencyRow(result => result.otherInstance) : null,
         missing: total(result => result.missing),
         duplicates: total(result => result.duplicates),
         errors: total(result => result.errors) + group.records.filter(record => record.error).length,
@@ -274,10 +306,20 @@ export function summarize(records: JobRecord[]): Summary {
         lastDeliveryP50: median(list.flatMap(result => result.lastDelivery.p50 ?? [])),
         lastDeliveryMax: list.length ? Math.max(...list.flatMap(result => result.lastDelivery.max ?? [])) : null,
         publishCallP50: median(list.flatMap(result => result.publishCall.p50 ?? [])),
-        serverCpuUsPerDelivery: [median(list.map(result => result.serverCpuUsPerDelivery[0])), median(list.map(result => result.serverCpuUsPerDelivery[1]))],
+        publishCallP99: median(list.flatMap(result => result.publishCall.p99 ?? [])),
+        deliveriesPerSecond: median(list.flatMap(result => result.deliveriesPerSecond ?? [])),
+        serverCpuUsPerDelivery: Array.from({ length: instances }, (_, index) => median(list.flatMap(result => result.serverCpuUsPerDelivery[index] ?? []))),
+        serverCpuUsPerDeliveryAll: median(list.map(serverCpuAllOf)),
         clientCpuUsPerDelivery: median(list.map(result => result.clientCpuUsPerDelivery)),
+        heapPerSubscriber: median(list.flatMap(result => result.memoryPerSubscriber?.heap ?? [])),
+        rssPerSubscriber: median(list.flatMap(result => result.memoryPerSubscriber?.rss ?? [])),
         subscribeSeconds: median(list.map(result => result.subscribeSeconds)),
         clockSkewMs: list.length ? Math.max(...list.map(result => result.clockSkewMs)) : null,
+        ratio: {
+          perSecondE: ratioTo('e', fanoutDeliveriesOf),
+          p99E: ratioTo('e', fanoutP99Of),
+          serverCpuWs: ratioTo('ws', fanoutServerCpuOf),
+        },
       })
     }
   }
@@ -362,6 +404,27 @@ function evaluateGoals(summary: Summary, records: JobRecord[]): Goal[] {
     ['c-orpc/a', rounds('stream', 'c-orpc', 'a', perSecondOf), value => value >= 0.9],
     ['c-nuxt/a', rounds('stream', 'c-nuxt', 'a', perSecondOf), value => value >= 0.9],
   ])
+  for (const pattern of [...new Set(summary.fanout.map(row => row.pattern))]) {
+    const rowOf = (target: string) => summary.fanout.find(row => row.pattern === pattern && row.target === target)
+    const nuxt = rowOf('c-nuxt')
+    if (!nuxt) continue
+    const socketIo = rowOf('e')
+    // The p99s behind the ratio, split by where the subscribers were.
+    const split = socketIo
+      ? `; p99 ms, nuxt-orpc / Socket.IO: all ${fixed(nuxt.all.p99)} / ${fixed(socketIo.all.p99)}, publishing instance ${fixed(nuxt.sameInstance.p99)} / ${fixed(socketIo.sameInstance.p99)}${nuxt.otherInstance ? `, other instance ${fixed(nuxt.otherInstance.p99)} / ${fixed(socketIo.otherInstance?.p99)}` : ''}`
+      : ''
+    check('(c) fan-out deliveries/s >= Socket.IO with its Redis adapter (e)', pattern, [['c-nuxt/e', rounds(pattern, 'c-nuxt', 'e', fanoutDeliveriesOf), value => value >= 1]])
+    check('(c) fan-out p99 latency <= Socket.IO with its Redis adapter (e)', pattern, [['c-nuxt/e', rounds(pattern, 'c-nuxt', 'e', fanoutP99Of), value => value <= 1]], split)
+    check('(c) fan-out server CPU per delivery <= 2x a raw ws send (ws)', pattern, [['c-nuxt/ws', rounds(pattern, 'c-nuxt', 'ws', fanoutServerCpuOf), value => value <= 2]],
+      `; us per delivery: nuxt-orpc ${fixed(nuxt.serverCpuUsPerDeliveryAll, 1)}, raw ws ${fixed(rowOf('ws')?.serverCpuUsPerDeliveryAll, 1)} (one process, no Redis)`)
+    const exactness = (row: FanoutRow | undefined, name: string) => row ? `${name} ${row.missing} missing, ${row.duplicates} duplicated, ${row.errors} errors` : ''
+    goals.push({
+      goal: '(c) fan-out: nothing lost or duplicated, every round',
+      pattern,
+      measured: [exactness(nuxt, 'nuxt-orpc'), exactness(socketIo, 'Socket.IO'), exactness(rowOf('ws'), 'raw ws')].filter(Boolean).join('; ') + ` (${nuxt.rounds} usable round(s), warm-ups included)`,
+      pass: nuxt.missing === 0 && nuxt.duplicates === 0 && nuxt.errors === 0,
+    })
+  }
   return goals
 }
 
@@ -466,9 +529,37 @@ export function renderReport(report: BenchReport): string {
     ))
   }
 
-  for (const row of summary.fanout) {
-    out.push('', `### ${row.title[0]!.toUpperCase()}${row.title.slice(1)} (${roundsLabel([row])})`, '')
-    out.push('Latency of one delivery: from the publish call\'s start (a procedure on instance 1) to the event in the subscriber\'s load process. p50 and p99: medians of the rounds\'; max: the largest of all.', '')
+  const fanoutLabels: Record<string, string> = {
+    'c-nuxt': 'nuxt-orpc (redis publisher; its client)',
+    'e': 'Socket.IO 4 (redis adapter; socket.io-client)',
+    'ws': 'raw ws send (1 process, no Redis)',
+  }
+  const fanoutLabel = (key: string) => fanoutLabels[key] ?? label(key)
+  for (const pattern of [...new Set(summary.fanout.map(row => row.pattern))]) {
+    const rows = summary.fanout.filter(row => row.pattern === pattern)
+    const title = rows[0]!.title
+    out.push('', `### ${title[0]!.toUpperCase()}${title.slice(1)} (${roundsLabel(rows)})`, '')
+    out.push('A delivery\'s latency runs from the publish call\'s start (on instance 1) to the event in the subscriber\'s load process; p50 and p99 are medians of the rounds\', max the largest. deliveries/s: the measured publishes\' deliveries over the sum of their times until their last delivery. server us/delivery: all instances\' CPU over all deliveries. Memory: server heap (after gc) and RSS growth per subscriber. xe: deliveries/s over Socket.IO\'s (higher is better); p99/e: p99 over Socket.IO\'s (lower is better); CPU/ws: server us/delivery over the raw ws send\'s (lower is better); medians of per-round ratios. The raw ws baseline runs one process without Redis whatever the layout.', '')
+    out.push(table(
+      ['target', 'delivered', 'deliveries/s', 'p50 ms', 'p99 ms', 'max ms', 'publish call p50 ms', 'server us/delivery', 'client us/delivery', 'heap KB/sub', 'RSS KB/sub', 'xe', 'p99/e', 'CPU/ws'],
+      rows.map(row => [
+        fanoutLabel(row.target) + (row.errors ? ` (${row.errors} errors)` : ''),
+        `${row.all.delivered.toLocaleString('en')}/${row.all.expected.toLocaleString('en')}${row.all.delivered < row.all.expected ? ' (MISSING)' : ''}`,
+        count(row.deliveriesPerSecond),
+        fixed(row.all.p50),
+        fixed(row.all.p99),
+        fixed(row.all.max),
+        fixed(row.publishCallP50),
+        fixed(row.serverCpuUsPerDeliveryAll, 1),
+        fixed(row.clientCpuUsPerDelivery, 1),
+        kilobytes(row.heapPerSubscriber),
+        kilobytes(row.rssPerSubscriber),
+        fixed(row.ratio.perSecondE),
+        fixed(row.ratio.p99E),
+        fixed(row.ratio.serverCpuWs),
+      ]),
+    ))
+    out.push('')
     const latencyCells = (name: string, latency: FanoutLatencyRow) => [
       name,
       `${latency.delivered.toLocaleString('en')}/${latency.expected.toLocaleString('en')}${latency.delivered < latency.expected ? ' (MISSING)' : ''}`,
@@ -476,34 +567,25 @@ export function renderReport(report: BenchReport): string {
       fixed(latency.p99),
       fixed(latency.max),
     ]
-    const half = (row.subscribers / 2).toLocaleString('en')
     out.push(table(
-      ['subscribers', 'delivered', 'p50 ms', 'p99 ms', 'max ms'],
-      [
-        latencyCells(`all ${row.subscribers.toLocaleString('en')}`, row.all),
-        latencyCells(`${half} on instance 1, the publishing one`, row.sameInstance),
-        latencyCells(`${half} on instance 2, the other one`, row.otherInstance),
-      ],
+      ['target', 'subscribers', 'delivered', 'p50 ms', 'p99 ms', 'max ms'],
+      rows.flatMap((row) => {
+        const near = row.otherInstance ? row.subscribers / 2 : row.subscribers
+        const groups: Array<[string, FanoutLatencyRow]> = [[`${near.toLocaleString('en')} on ${row.instances === 1 ? 'the one instance' : 'instance 1, the publishing one'}`, row.sameInstance]]
+        if (row.otherInstance) groups.push([`${(row.subscribers - near).toLocaleString('en')} on instance 2, through Redis`, row.otherInstance])
+        return groups.map(([name, latency]) => [fanoutLabel(row.target), ...latencyCells(name, latency)])
+      }),
     ))
     out.push('')
-    if (row.missing || row.duplicates || row.errors) {
-      out.push(`**Delivery was NOT exact: ${row.missing} missing, ${row.duplicates} duplicated, ${row.errors} errors (warm-ups included).**`, '')
+    for (const row of rows) {
+      const exact = row.missing || row.duplicates || row.errors
+        ? `**delivery was NOT exact: ${row.missing} missing, ${row.duplicates} duplicated, ${row.errors} errors (warm-ups included)**`
+        : 'every delivery arrived exactly once (warm-ups included)'
+      const perInstance = row.serverCpuUsPerDelivery.length > 1
+        ? `; server us/delivery by instance ${row.serverCpuUsPerDelivery.map(value => fixed(value, 1)).join(' / ')} (instance 1 with the publish calls)`
+        : ''
+      out.push(`- ${fanoutLabel(row.target)}: ${exact}; until the last subscriber had a publish ${fixed(row.lastDeliveryP50)} ms median, ${fixed(row.lastDeliveryMax)} ms slowest; publish call p99 ${fixed(row.publishCallP99)} ms${perInstance}; subscribing all ${row.subscribers.toLocaleString('en')} took ${fixed(row.subscribeSeconds, 1)} s; clock skew at most ${fixed(row.clockSkewMs, 3)} ms; ${row.reconnects} reconnected socket(s)${row.reconnects ? ' (RECONNECTED)' : ''}.`)
     }
-    else {
-      out.push('Every delivery arrived exactly once (warm-ups included): none missing, none duplicated.', '')
-    }
-    out.push(table(
-      ['also measured', 'value'],
-      [
-        [`until the last of the ${row.subscribers.toLocaleString('en')} had a publish: median / slowest publish`, `${fixed(row.lastDeliveryP50)} / ${fixed(row.lastDeliveryMax)} ms`],
-        ['publish call round trip (procedure on instance 1, XADD included), p50', `${fixed(row.publishCallP50)} ms`],
-        ['server CPU per delivery: instance 1 (publish calls included) / instance 2', `${fixed(row.serverCpuUsPerDelivery[0], 1)} / ${fixed(row.serverCpuUsPerDelivery[1], 1)} us`],
-        ['client CPU per delivery (subscriber processes)', `${fixed(row.clientCpuUsPerDelivery, 1)} us`],
-        [`opening and subscribing all ${row.subscribers.toLocaleString('en')}`, `${fixed(row.subscribeSeconds, 1)} s`],
-        ['clock skew between the load processes, at most', `${fixed(row.clockSkewMs, 3)} ms`],
-        ['subscriber sockets that reconnected', `${row.reconnects}${row.reconnects ? ' (RECONNECTED)' : ''}`],
-      ],
-    ))
   }
 
   if (summary.goals.length) {

@@ -190,14 +190,18 @@ interface ServerExtras {
   env?: Record<string, string>
   /** Names it in the log (default: `<kind> server`). */
   label?: string
+  /** A Node script to run instead of the kind's server (the fan-out's peers); it prints "Listening" too. */
+  script?: string
 }
 
 /** Spawns a server on a free loopback port; its stderr is passed on, so a crash shows in the run's log. */
-async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number, { env, label = `${kind} server` }: ServerExtras = {}): Promise<BenchServer> {
+async function spawnServer(kind: Target['server'], execArgv = ['--expose-gc'], freePort?: number, { env, label = `${kind} server`, script }: ServerExtras = {}): Promise<BenchServer> {
   // With a port given, the spawn happens before this function first yields.
   const port = freePort ?? await getRandomPort('127.0.0.1')
-  const [command, args] = kind === 'nuxt' ? await runtime.command(serverEntry, execArgv, port) : [process.execPath, [...execArgv, socketIoEntry]]
-  const ready = kind === 'nuxt' ? runtime.ready : 'Listening'
+  const [command, args] = script
+    ? [process.execPath, [...execArgv, script]]
+    : kind === 'nuxt' ? await runtime.command(serverEntry, execArgv, port) : [process.execPath, [...execArgv, socketIoEntry]]
+  const ready = kind === 'nuxt' && !script ? runtime.ready : 'Listening'
   const child = track(spawn(command, args, {
     env: { ...process.env, ...env, ...quietWrangler, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -316,11 +320,11 @@ let fanoutRefusal: string | undefined
 async function runJob(load: LoadProcess, pattern: Pattern, target: Target, shared: Record<Target['server'], BenchServer>): Promise<JobResult> {
   const kind = pattern.spec.kind
   if (pattern.spec.kind === 'fanout') {
-    // Its own two server instances and load processes; the shared ones stay out of it.
+    // Its own server instances and load processes; the shared ones stay out of it.
     if (fanoutRefusal) throw new Error(fanoutRefusal)
-    return await runFanout(pattern.spec, {
+    return await runFanout(pattern.spec, target, {
       redisUrl: options['redis-url'],
-      startInstance: (label, env) => startServer('nuxt', profiling(), { env, label }),
+      startInstance: (label, env, script) => startServer(target.server, profiling(), { env, label, script }),
       track,
       log,
     })
@@ -359,13 +363,16 @@ function describeResult(result: JobResult): string {
     case 'fanout': {
       const ms = (value: number | null) => value === null ? 'n/a' : value.toFixed(1)
       const lost = result.missing || result.duplicates ? `, ${result.missing} MISSING, ${result.duplicates} DUPLICATED` : ''
-      return `${result.all.delivered}/${result.all.expected} delivered${lost}, p50 ${ms(result.all.p50)} ms, p99 ${ms(result.all.p99)} ms, max ${ms(result.all.max)} ms (same instance p99 ${ms(result.sameInstance.p99)}, other ${ms(result.otherInstance.p99)})${result.errors ? `, ${result.errors} errors` : ''}`
+      const other = result.otherInstance ? `, other ${ms(result.otherInstance.p99)}` : ''
+      const perSecond = result.deliveriesPerSecond ? `, ${Math.round(result.deliveriesPerSecond)} deliveries/s` : ''
+      const cpu = result.serverCpuUsPerDeliveryAll === undefined ? '' : `, server ${result.serverCpuUsPerDeliveryAll.toFixed(1)} us/delivery`
+      return `${result.all.delivered}/${result.all.expected} delivered${lost}${perSecond}, p50 ${ms(result.all.p50)} ms, p99 ${ms(result.all.p99)} ms, max ${ms(result.all.max)} ms (same instance p99 ${ms(result.sameInstance.p99)}${other})${cpu}${result.errors ? `, ${result.errors} errors` : ''}`
     }
   }
 }
 
 function packageVersions(lock: { packages: Record<string, { version?: string }> }) {
-  const names = ['nuxt', 'nitropack', 'h3', 'crossws', 'ws', '@orpc/server', '@orpc/client', 'socket.io', 'socket.io-client', 'engine.io', 'engine.io-client', 'engine.io-client/node_modules/ws', 'jiti']
+  const names = ['nuxt', 'nitropack', 'h3', 'crossws', 'ws', '@orpc/server', '@orpc/client', 'socket.io', 'socket.io-client', 'engine.io', 'engine.io-client', 'engine.io-client/node_modules/ws', '@socket.io/redis-adapter', 'ioredis', 'jiti']
   return Object.fromEntries(names.map(name => [name, lock.packages[`node_modules/${name}`]?.version ?? 'missing']))
 }
 
@@ -392,6 +399,8 @@ async function measure(): Promise<BenchReport> {
   const lastRound = firstRound + rounds - 1
   const sustainedSeconds = Number(options['sustained-seconds'])
   const wantedPatterns = options.patterns?.split(',')
+  // `fanout` names every fan-out layout (`fanout`, `fanout-single`).
+  const wanted = (pattern: Pattern) => !wantedPatterns || wantedPatterns.includes(pattern.id) || (pattern.spec.kind === 'fanout' && wantedPatterns.includes('fanout'))
   const wantedTargets = options.targets?.split(',')
   const openFiles = openFilesLimit()
   const skipped: string[] = []
@@ -400,7 +409,7 @@ async function measure(): Promise<BenchReport> {
     skipped.push(`${id}: ${reason}`)
   }
   const redisUrl = options['redis-url']
-  const wantsFanout = definePatterns(quick, sustainedSeconds).some(pattern => pattern.spec.kind === 'fanout' && (!wantedPatterns || wantedPatterns.includes(pattern.id)))
+  const wantsFanout = definePatterns(quick, sustainedSeconds).some(pattern => pattern.spec.kind === 'fanout' && wanted(pattern))
   const redisTrouble = wantsFanout ? await redisProblem(redisUrl) : undefined
   const redisReason = redisTrouble && `Redis does not answer at ${redisUrl} (${redisTrouble}). Start redis-server there, or pass --redis-url.`
   // CI must run it: there the job fails, loudly, instead of going missing.
@@ -409,11 +418,15 @@ async function measure(): Promise<BenchReport> {
     log(`fanout: ${fanoutRefusal}`)
   }
   const patterns = definePatterns(quick, sustainedSeconds).filter((pattern) => {
-    if (wantedPatterns && !wantedPatterns.includes(pattern.id)) return false
+    if (!wanted(pattern)) return false
     // workerd under wrangler: one long-lived server; no fresh processes per job (idle, cold), no Redis pair (fanout).
     if (runtimeName === 'cloudflare' && !isThroughputPattern(pattern.spec)) return false
     // Each side of 10,000 sockets needs a file descriptor per socket.
     if (pattern.spec.kind === 'idle' && pattern.spec.connections + 1000 > openFiles) {
+      skip(pattern.id, `ulimit -n is ${openFiles}`)
+      return false
+    }
+    if (pattern.spec.kind === 'fanout' && pattern.spec.subscribersPerInstance + 1000 > openFiles) {
       skip(pattern.id, `ulimit -n is ${openFiles}`)
       return false
     }
@@ -428,7 +441,7 @@ async function measure(): Promise<BenchReport> {
   // On workerd the bare crossws route answers no subprotocol, and a client that offers one (nuxt-orpc's, b-nuxt)
   // must refuse such a handshake: (b) is driven by RPCLink only there.
   const chosenTargets = targets.filter(target => (!wantedTargets || wantedTargets.includes(target.key))
-    && (runtimeName === 'node' || (target.server !== 'socketio' && target.letter !== 'd'))
+    && (runtimeName === 'node' || (target.server === 'nuxt' && target.letter !== 'd'))
     && !(runtimeName === 'cloudflare' && target.key === 'b-nuxt'))
 
   const lock = JSON.parse(await readFile(join(rootDir, 'package-lock.json'), 'utf8'))
@@ -451,14 +464,15 @@ async function measure(): Promise<BenchReport> {
       // so that the first target of a round does not pay for compiling what the others then reuse.
       const warmups = definePatterns(true, 1).filter(pattern => ['concurrent-1', 'concurrent-many', 'stream'].includes(pattern.id))
       for (const target of chosenTargets) {
-        for (const pattern of warmups) await runJob(load, pattern, target, servers as Record<Target['server'], BenchServer>)
+        for (const pattern of warmups.filter(warmup => warmup.targetKeys.includes(target.key))) await runJob(load, pattern, target, servers as Record<Target['server'], BenchServer>)
       }
       log('warm-up done')
     }
     const cold = patterns.find(pattern => pattern.spec.kind === 'cold')
-    if (!quick && cold) {
+    const coldTarget = cold && chosenTargets.find(target => cold.targetKeys.includes(target.key))
+    if (!quick && cold && coldTarget) {
       // Not recorded either: the first spawn of a run also reads the build from disk.
-      await runJob(load, cold, chosenTargets[0]!, servers as Record<Target['server'], BenchServer>)
+      await runJob(load, cold, coldTarget, servers as Record<Target['server'], BenchServer>)
     }
     for (let round = firstRound; round <= lastRound; round++) {
       for (const pattern of patterns) {
@@ -488,7 +502,8 @@ async function measure(): Promise<BenchReport> {
   }
 
   const sample = patterns.map(pattern => pattern.spec)
-  const fanout = sample.find((spec): spec is Extract<typeof spec, { kind: 'fanout' }> => spec.kind === 'fanout')
+  const fanouts = sample.filter((spec): spec is Extract<typeof spec, { kind: 'fanout' }> => spec.kind === 'fanout')
+  const fanout = fanouts[0]
   return {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
@@ -523,8 +538,8 @@ async function measure(): Promise<BenchReport> {
         'The paced pattern is not one of the issue\'s: it offers every target the same load (open loop), so server CPU per call compares at equal batching.',
         ...(fanout
           ? [
-              `Fan-out: per job, two more fixture server instances (node --expose-gc) share Redis at ${redisUrl} with NUXT_ORPC_PUBLISHER_DRIVER=redis and a key prefix of their own (deleted afterwards). ${fanout.subscribersPerInstance} subscribers per instance, each on its own socket (nuxt-orpc's client), follow one channel; each instance's subscribers run in a load process of their own, and a third load process publishes through a procedure on instance 1.`,
-              `Fan-out: probes go out until every subscription is live, then ${fanout.warmupPublishes} warm-up publishes (not timed) and ${fanout.publishes} measured ones; each publish waits until every subscriber has the previous one, plus ${fanout.gapMs} ms. Latency runs from the publish call's start to the event in the subscriber, on performance.timeOrigin + performance.now() in each process (their skew is checked over IPC).`,
+              `Fan-out layouts: ${fanouts.map(spec => `${(spec.instances * spec.subscribersPerInstance).toLocaleString('en')} subscribers on ${spec.instances} instance(s), ${spec.warmupPublishes} warm-up + ${spec.publishes} measured publishes`).join('; ')}. Per job, fresh servers (node --expose-gc): c-nuxt, fixture instances sharing Redis at ${redisUrl} with NUXT_ORPC_PUBLISHER_DRIVER=redis and a key prefix of their own (deleted afterwards), nuxt-orpc's client; e, Socket.IO 4 instances (websocket transport only) sharing it through @socket.io/redis-adapter (a channel prefix of their own), socket.io-client sockets that join a room, io.to(room).emit per publish; ws, the baseline, one plain ws process (no Redis, whatever the layout) that writes each subscriber nuxt-orpc's event frame with one ws.send.`,
+              `Fan-out: each instance's subscribers (one socket each) run in a load process of their own (the baseline's connect to its one process), and one more load process publishes on instance 1 (a procedure, an acked emit, a ws message). Probes go out until every subscription is live; each publish waits until every subscriber has the previous one, plus ${fanout.gapMs} ms. Latency runs from the publish call's start to the event in the subscriber, on performance.timeOrigin + performance.now() in each process (their skew is checked over IPC). Deliveries/s: the measured publishes' deliveries over the sum of their times until their last delivery. Memory per subscriber: the instances' heap (after gc) and RSS growth from before subscribing to every subscription live, over the subscribers.`,
             ]
           : []),
       ],

@@ -3,8 +3,11 @@
 /** The client library that drives a target. */
 export type ClientKind = 'raw' | 'orpc' | 'nuxt' | 'http' | 'socketio'
 
-/** Where a target is served: the Nuxt fixture (a-d) or the Socket.IO process (e). */
-export type ServerKind = 'nuxt' | 'socketio'
+/**
+ * Where a target is served: the Nuxt fixture (a-d), the Socket.IO process (e), or the fan-out's plain `ws`
+ * process (its baseline; fan-out jobs start their own servers, see bench/fanout.ts).
+ */
+export type ServerKind = 'nuxt' | 'socketio' | 'ws'
 
 export interface Target {
   /** Stable id in results and on the command line (`--targets a,c-nuxt`). */
@@ -25,7 +28,12 @@ export const targets: Target[] = [
   { key: 'd', letter: 'd', client: 'http', server: 'nuxt', label: '(d) oRPC over HTTP (node adapter); RPCLink' },
   { key: 'd-nuxt', letter: 'd', client: 'http', server: 'nuxt', label: '(d) nuxt-orpc over HTTP (its fallback route); nuxt-orpc client' },
   { key: 'e', letter: 'e', client: 'socketio', server: 'socketio', label: '(e) Socket.IO 4 ack echo' },
+  // Fan-out only: the baseline of server CPU per delivery, a plain `ws` server writing nuxt-orpc's event frame.
+  { key: 'ws', letter: 'a', client: 'raw', server: 'ws', label: 'raw ws send (fan-out baseline)' },
 ]
+
+/** The fan-out patterns' targets: nuxt-orpc with its own client, Socket.IO with its Redis adapter, raw `ws`. */
+export const fanoutTargetKeys = ['c-nuxt', 'e', 'ws']
 
 /** Idle connections are opened the way each server's own client opens them; the client kind matters no further. */
 export const idleTargetKeys = ['a', 'b-orpc', 'c-nuxt', 'e']
@@ -38,7 +46,11 @@ export type PatternSpec
     | { kind: 'stream', events: number, warmupEvents: number }
     | { kind: 'idle', connections: number, holdMs: number }
     | { kind: 'cold' }
-    | { kind: 'fanout', subscribersPerInstance: number, publishes: number, warmupPublishes: number, gapMs: number }
+    /**
+     * `instances` servers share Redis (the raw `ws` baseline: one server, no Redis); each has
+     * `subscribersPerInstance` subscribers in a load process of its own.
+     */
+    | { kind: 'fanout', instances: number, subscribersPerInstance: number, publishes: number, warmupPublishes: number, gapMs: number }
 
 export interface Pattern {
   id: string
@@ -47,7 +59,7 @@ export interface Pattern {
   targetKeys: string[]
 }
 
-const allKeys = targets.map(target => target.key)
+const allKeys = targets.filter(target => target.server !== 'ws').map(target => target.key)
 
 /** The issue's patterns; `quick` shrinks every count to a smoke test that finishes in seconds. */
 export function definePatterns(quick: boolean, sustainedSeconds: number): Pattern[] {
@@ -66,6 +78,9 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
   const idleCounts = quick ? [100] : [1000, 10_000]
   const fanoutPerInstance = quick ? 50 : 500
   const fanoutPublishes = quick ? 10 : 50
+  // The one-instance layout: 10,000 subscribers (--quick: 1,000), fewer publishes, as each reaches 10x as many.
+  const fanoutSingle = quick ? 1000 : 10_000
+  const fanoutSinglePublishes = quick ? 5 : 20
   return [
     {
       id: 'sequential',
@@ -118,11 +133,19 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
       targetKeys: allKeys,
     },
     {
-      // Not a comparison: nuxt-orpc's Redis publisher on two server instances, driven by nuxt-orpc's client.
+      // nuxt-orpc's Redis publisher against Socket.IO's Redis adapter, on two server instances sharing Redis,
+      // each with its own client; and a raw `ws` send of the same frames (one process, no Redis) for CPU.
+      // `--patterns fanout` runs both fan-out layouts.
       id: 'fanout',
       title: `fan-out: 1 publish to ${(2 * fanoutPerInstance).toLocaleString('en')} subscribers on 2 instances through Redis, x${fanoutPublishes}`,
-      spec: { kind: 'fanout', subscribersPerInstance: fanoutPerInstance, publishes: fanoutPublishes, warmupPublishes: quick ? 3 : 10, gapMs: quick ? 20 : 100 },
-      targetKeys: ['c-nuxt'],
+      spec: { kind: 'fanout', instances: 2, subscribersPerInstance: fanoutPerInstance, publishes: fanoutPublishes, warmupPublishes: quick ? 3 : 10, gapMs: quick ? 20 : 100 },
+      targetKeys: fanoutTargetKeys,
+    },
+    {
+      id: 'fanout-single',
+      title: `fan-out: 1 publish to ${fanoutSingle.toLocaleString('en')} subscribers on 1 instance through Redis, x${fanoutSinglePublishes}`,
+      spec: { kind: 'fanout', instances: 1, subscribersPerInstance: fanoutSingle, publishes: fanoutSinglePublishes, warmupPublishes: quick ? 2 : 5, gapMs: quick ? 20 : 100 },
+      targetKeys: fanoutTargetKeys,
     },
   ]
 }
@@ -204,24 +227,38 @@ export interface DeliveryLatency {
 
 export interface FanoutResult {
   kind: 'fanout'
+  /** Server instances (absent in results recorded before the one-instance layout: 2). */
+  instances?: number
   subscribers: number
   /** Measured publishes (warm-ups not counted). */
   publishes: number
   all: DeliveryLatency
   /** Subscribers of instance 1, where the publish procedure runs. */
   sameInstance: DeliveryLatency
-  /** Subscribers of instance 2: the event went through Redis to another process. */
-  otherInstance: DeliveryLatency
+  /** Subscribers of instance 2: the event went through Redis to another process; null on one instance. */
+  otherInstance: DeliveryLatency | null
   /** Expected deliveries that never arrived, warm-ups included. */
   missing: number
   /** Deliveries that arrived more than once, warm-ups included. */
   duplicates: number
   /** Per publish, until the last of all subscribers had it: median and max over the measured publishes, ms. */
   lastDelivery: { p50: number | null, max: number | null }
+  /**
+   * Deliveries of the measured publishes over the sum, over those publishes, of the time from the publish
+   * call's start to its last delivery: how fast one publish reaches everybody (absent in older results).
+   */
+  deliveriesPerSecond?: number | null
   /** The publish call's round trip (procedure on instance 1, XADD included), ms. */
   publishCall: { p50: number | null, p99: number | null }
   /** CPU (user + system) of each instance over the measured publishes, per delivery it made, us. */
-  serverCpuUsPerDelivery: [number, number]
+  serverCpuUsPerDelivery: number[]
+  /** CPU of all instances over the measured publishes, per delivery of all of them, us (absent in older results). */
+  serverCpuUsPerDeliveryAll?: number
+  /**
+   * Growth of the instances' heap (after gc) and RSS from before the subscribers connected to when every
+   * subscription was live, summed over the instances, per subscriber, bytes (absent in older results).
+   */
+  memoryPerSubscriber?: { heap: number, rss: number }
   /** CPU of the two subscriber processes over the measured publishes, per delivery they received, us. */
   clientCpuUsPerDelivery: number
   /** Seconds to open and subscribe every subscriber. */
@@ -245,10 +282,13 @@ export type FromClient
     | { type: 'settled', id: number, waitedMs: number }
     | { type: 'error', id: number, message: string }
 
+/** How a fan-out load process talks to its server: nuxt-orpc's client, socket.io-client, or plain `ws`. */
+export type FanoutClientKind = 'nuxt' | 'socketio' | 'ws'
+
 /** Messages from the orchestrator to a fan-out load process (bench/fanout-client.ts) and back. */
 export type FanoutRequest
-  = | { type: 'subscribe', serverUrl: string, channel: string, count: number, publishes: number }
-    | { type: 'publish', serverUrl: string, channel: string, seq: number }
+  = | { type: 'subscribe', client: FanoutClientKind, serverUrl: string, channel: string, count: number, publishes: number }
+    | { type: 'publish', client: FanoutClientKind, serverUrl: string, channel: string, seq: number }
     | { type: 'clock' }
     | { type: 'cpu' }
     | { type: 'collect' }
