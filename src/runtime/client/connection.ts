@@ -249,6 +249,8 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
     private iterator: AsyncIterator<unknown>,
     private lastEventId: string | undefined,
     private readonly resume: (error: unknown, lastEventId: string | undefined) => Promise<AsyncIterator<unknown>>,
+    /** The call's signal: once it aborts, reading rejects with its reason, even an event that had arrived. */
+    private readonly signal: AbortSignal | undefined,
   ) {}
 
   next(): Promise<IteratorResult<unknown>> {
@@ -261,6 +263,10 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
 
   private readonly onResult = (result: IteratorResult<unknown>) => {
     this.reading = undefined
+    if (this.signal?.aborted && !this.done) {
+      this.done = true
+      throw this.signal.reason
+    }
     if (result.done) {
       this.done = true
     }
@@ -443,7 +449,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
       const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
       if (!resumable) throw typed
       return await this.send(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
-    })
+    }, options.signal)
   }
 
   /**
@@ -500,7 +506,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
           typed = await session.callError(callError, options.signal)
         }
       }
-    })
+    }, options.signal)
   }
 
   /**
