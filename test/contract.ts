@@ -374,7 +374,11 @@ export async function describeContract(runtime: Runtime) {
       const graceBefore = [...grace.feed]
       const hopperBefore = [...hopper.feed]
       expect(await hopper.rpc.forgetConnectionsOf({ name: 'hopper' })).toBe(1)
+      // Its close is an event for the object: handled before the idle time, not in it (where it would wake the
+      // object, or keep it awake).
       poster.close()
+      await poster.closed
+      await new Promise(resolve => setTimeout(resolve, 1000))
       // Idle: no timer keeps the object awake (workerd hibernates it after about 10 s).
       await new Promise(resolve => setTimeout(resolve, 20_000))
       const waker = raw()
