@@ -121,15 +121,22 @@ describe.skipIf(skipRedis)('redis publisher (real Redis)', () => {
     monitor.on('monitor', (_time: string, args: string[]) => {
       if (args[0]?.toLowerCase() === 'xread' && args.some(arg => arg.startsWith(prefix))) reads.push(args)
     })
+    // The setup's own notifications are read first (10,000 channels had an event): wait until Redis is quiet.
+    for (let seen = -1; seen !== reads.length;) {
+      seen = reads.length
+      await new Promise(resolve => setTimeout(resolve, 300))
+    }
+    reads.length = 0
     const received = take(busy, 50)
     for (let n = 0; n < 50; n++) await publisher.publish('busy', { n })
     expect((await received).map(event => event.value.n)).toEqual(Array.from({ length: 50 }, (_, n) => n))
     await new Promise(resolve => setTimeout(resolve, 100))
     monitor.disconnect()
+    // Per publish at most: the publisher's own read in its transaction, and the read its notification asks for.
     expect(reads.length).toBeGreaterThan(0)
-    expect(reads.length).toBeLessThanOrEqual(50)
+    expect(reads.length).toBeLessThanOrEqual(2 * 50 + 1)
     // XREAD COUNT <n> STREAMS <key> <id>: one key, the busy channel's.
-    expect(reads.every(args => args.length === 6 && args[4] === `${prefix}busy`)).toBe(true)
+    expect(reads.filter(args => !(args.length === 6 && args[4] === `${prefix}busy`))).toEqual([])
   })
 
   it('refuses channel names longer than maxChannelNameLength with BAD_REQUEST', async () => {

@@ -5,7 +5,7 @@
 import type { Redis, RedisOptions } from 'ioredis'
 import { StandardRPCJsonSerializer } from '@orpc/client/standard'
 import type { CatchUpReader, PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { afterPendingIo, assertChannelName, assertPayload, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
+import { afterPendingIo, assertChannelName, assertPayload, compareEventIds, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
 
 /** How long a publish waits for a Redis connection that is (re)connecting before it rejects. */
 const publishWaitMs = 1000
@@ -227,6 +227,8 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
   function deliver(channel: RedisChannel, entries: Array<[id: string, fields: string[]]>) {
     const events: PublishedEvent[] = []
     for (const [id, fields] of entries) {
+      // Two reads may overlap (the reader's and a local publish's): what one delivered, the other skips.
+      if (channel.cursor !== undefined && compareEventIds(id, channel.cursor) <= 0) continue
       channel.cursor = id
       const event = decodeEntry(id, fields)
       if (event) events.push(event)
@@ -346,6 +348,11 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       transaction.pexpire(key, Math.max(retentionMs, 60_000))
       // The instances following the channel read it now.
       transaction.publish(key, '')
+      // This one, when it follows the channel, reads it in the same transaction: its subscribers get the event
+      // with the publish's answer instead of one notification and one read later, in the stream's order.
+      const followed = channels.get(key)
+      const readFrom = followed?.cursor
+      if (readFrom !== undefined) transaction.xread('COUNT', pageSize, 'STREAMS', key, readFrom)
       let results: Array<[error: Error | null, result: unknown]> | null
       try {
         results = await transaction.exec()
@@ -361,6 +368,11 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         throw publisherUnavailable()
       }
       publishError = undefined
+      if (readFrom !== undefined && channels.get(key) === followed) {
+        const [readError, reply] = results!.at(-1)!
+        const entries = (reply as Array<[key: string, entries: Array<[id: string, fields: string[]]>]> | null)?.[0]?.[1]
+        if (!readError && entries) deliver(followed!, entries)
+      }
       return { id }
     },
 
