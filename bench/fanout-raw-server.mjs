@@ -2,33 +2,13 @@
 // /subscribe is a subscriber; a publish (a text frame `{"seq":..,"sentAt":..}` on /publish) writes each subscriber
 // the frame nuxt-orpc writes for that event, byte for byte but the event id's digits, with one ws.send per
 // socket, then answers the publisher with the seq. Same stats route as the Nuxt fixture; prints "Listening on".
-import { createServer } from 'node:http'
 import { WebSocketServer } from 'ws'
+import { createStatsServer } from './stats-server.mjs'
 
 const port = Number(process.env.PORT)
 const host = process.env.HOST ?? '127.0.0.1'
 
-function stats(url) {
-  if (url.searchParams.has('gc')) {
-    globalThis.gc?.()
-    globalThis.gc?.()
-  }
-  return {
-    cpu: process.cpuUsage(),
-    sleeps: process.resourceUsage().voluntaryContextSwitches,
-    memory: process.memoryUsage(),
-    sockets: process.getActiveResourcesInfo().filter(resource => resource === 'TCPSocketWrap').length,
-  }
-}
-
-const httpServer = createServer((request, response) => {
-  const url = new URL(request.url ?? '/', 'http://localhost')
-  if (url.pathname !== '/_bench/stats') {
-    response.writeHead(404).end()
-    return
-  }
-  response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(stats(url)))
-})
+const httpServer = createStatsServer()
 
 // ws's defaults (no compression, 100 MiB messages), as nuxt-orpc's node-server build runs it through crossws.
 const wss = new WebSocketServer({ server: httpServer })

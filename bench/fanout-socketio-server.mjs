@@ -3,37 +3,17 @@
 // stats route as the Nuxt fixture. Prints "Listening on" like Nitro, so both start the same way.
 //   join (room, ack): the socket joins the room, then the ack.
 //   publish ({ room, seq, sentAt }, ack): io.to(room).emit('event', { seq, sentAt }), then the ack.
-import { createServer } from 'node:http'
 import { createAdapter } from '@socket.io/redis-adapter'
 import { Redis } from 'ioredis'
 import { Server } from 'socket.io'
+import { createStatsServer } from './stats-server.mjs'
 
 const port = Number(process.env.PORT)
 const host = process.env.HOST ?? '127.0.0.1'
 const redisUrl = process.env.FANOUT_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const key = process.env.FANOUT_KEY ?? 'socket.io'
 
-function stats(url) {
-  if (url.searchParams.has('gc')) {
-    globalThis.gc?.()
-    globalThis.gc?.()
-  }
-  return {
-    cpu: process.cpuUsage(),
-    sleeps: process.resourceUsage().voluntaryContextSwitches,
-    memory: process.memoryUsage(),
-    sockets: process.getActiveResourcesInfo().filter(resource => resource === 'TCPSocketWrap').length,
-  }
-}
-
-const httpServer = createServer((request, response) => {
-  const url = new URL(request.url ?? '/', 'http://localhost')
-  if (url.pathname !== '/_bench/stats') {
-    response.writeHead(404).end()
-    return
-  }
-  response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(stats(url)))
-})
+const httpServer = createStatsServer()
 
 // The adapter's two clients, as its docs set them up: one publishes, its duplicate subscribes.
 const pubClient = new Redis(redisUrl, { lazyConnect: true })

@@ -341,8 +341,11 @@ export async function describeContract(runtime: Runtime) {
         const login = await fetch(`${server!.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) })
         const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
         const statuses: string[] = []
-        // Pings after 4 s of silence: several go out while the object sleeps.
-        const { client: rpc, connection } = createClient({ url: () => wsUrl(), WebSocket: withHeaders({ cookie }), heartbeatTimeout: 6000, reconnectBaseDelay: 50, onStatus: status => statuses.push(status.state) })
+        // Pings after about 7 s of silence: some go out while the object sleeps. With pings every 4 s, 1 run in 3
+        // failed on this machine (the object stayed awake, woke twice, or a ping went unanswered for 3 s) in
+        // ways that follow workerd's timing around its hibernation rather than nuxt-orpc's; sparser pings made
+        // it rarer (see the closing note of issue 17).
+        const { client: rpc, connection } = createClient({ url: () => wsUrl(), WebSocket: withHeaders({ cookie }), heartbeatTimeout: 9000, reconnectBaseDelay: 50, onStatus: status => statuses.push(status.state) })
         cleanups.push(() => connection.close())
         expect(await rpc.whoami()).toEqual({ name })
         const feed: number[] = []
@@ -380,7 +383,7 @@ export async function describeContract(runtime: Runtime) {
       await poster.closed
       await new Promise(resolve => setTimeout(resolve, 1000))
       // Idle: no timer keeps the object awake (workerd hibernates it after about 10 s).
-      await new Promise(resolve => setTimeout(resolve, 20_000))
+      await new Promise(resolve => setTimeout(resolve, 25_000))
       const waker = raw()
       await waker.opened
       await waker.request('p2', 'post', { n: 2 })
