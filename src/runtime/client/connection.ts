@@ -635,10 +635,15 @@ export class RpcConnection implements ClientLink<ClientContext> {
     // (a Cloudflare Durable Object, which answers pings without waking) the ping's answer keeps the socket
     // alive.
     let pingedAt = 0
+    const checkEvery = Math.max(100, this.options.heartbeatTimeout / 4)
     const watchdog = setInterval(() => {
       const silence = Date.now() - lastMessageAt
       if (silence <= this.options.heartbeatTimeout) {
-        if (ready && silence > this.options.heartbeatTimeout * 2 / 3 && pingedAt < lastMessageAt && socket.protocol === readySubprotocol && socket.readyState === 1) {
+        // A ping whose answer does not come is sent again at the next check: one lost ping (workerd now and then
+        // neither answers nor delivers one that reaches a Durable Object as it goes to sleep) does not drop the
+        // socket.
+        const due = pingedAt < lastMessageAt || Date.now() - pingedAt >= checkEvery / 2
+        if (ready && silence > this.options.heartbeatTimeout * 2 / 3 && due && socket.protocol === readySubprotocol && socket.readyState === 1) {
           pingedAt = Date.now()
           socket.send(heartbeatFrame)
         }
@@ -651,7 +656,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
         // Already closing.
       }
       onEnd(1006, 'No heartbeat from the server')
-    }, Math.max(100, this.options.heartbeatTimeout / 4))
+    }, checkEvery)
     ;(watchdog as { unref?: () => void }).unref?.()
 
     let opened = false
