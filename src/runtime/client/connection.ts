@@ -635,18 +635,27 @@ export class RpcConnection implements ClientLink<ClientContext> {
     // (a Cloudflare Durable Object, which answers pings without waking) the ping's answer keeps the socket
     // alive.
     let pingedAt = 0
+    /** Pings sent since the last frame arrived. */
+    let pings = 0
     const checkEvery = Math.max(100, this.options.heartbeatTimeout / 4)
     const watchdog = setInterval(() => {
       const silence = Date.now() - lastMessageAt
+      if (pingedAt < lastMessageAt) pings = 0
+      const canPing = ready && socket.protocol === readySubprotocol && socket.readyState === 1
+      const ping = () => {
+        pingedAt = Date.now()
+        pings++
+        socket.send(heartbeatFrame)
+      }
       if (silence <= this.options.heartbeatTimeout) {
-        // A ping whose answer does not come is sent again at the next check: one lost ping (workerd now and then
-        // neither answers nor delivers one that reaches a Durable Object as it goes to sleep) does not drop the
-        // socket.
-        const due = pingedAt < lastMessageAt || Date.now() - pingedAt >= checkEvery / 2
-        if (ready && silence > this.options.heartbeatTimeout * 2 / 3 && due && socket.protocol === readySubprotocol && socket.readyState === 1) {
-          pingedAt = Date.now()
-          socket.send(heartbeatFrame)
-        }
+        if (canPing && silence > this.options.heartbeatTimeout * 2 / 3 && pings === 0) ping()
+        return
+      }
+      // Past the timeout with one ping unanswered: one more, and one more check. A ping may be lost without the
+      // socket being dead (workerd now and then neither answers nor delivers one that reaches a Durable Object
+      // as it goes to sleep).
+      if (canPing && pings === 1) {
+        ping()
         return
       }
       try {

@@ -105,6 +105,10 @@ class PlainStream implements AsyncIterator<unknown> {
     if (!this.done) {
       this.done = true
       this.queued.length = 0
+      // A read waiting meanwhile ends too, instead of waiting for ever.
+      const waiting = this.waiting
+      this.waiting = undefined
+      waiting?.resolve({ done: true, value: undefined })
       this.cleanup('return')
     }
     return { done: true, value }
