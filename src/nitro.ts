@@ -99,6 +99,13 @@ export interface NuxtOrpcPublisherOptions {
    * @default 256
    */
   maxChannelNameLength?: number
+  /**
+   * Presence (`usePresence()`) with the Redis driver: seconds a member stays listed after its instance stopped
+   * (killed, cut off from Redis) without leaving. Live instances refresh their members every third of it.
+   * Runtime override: `NUXT_ORPC_PUBLISHER_PRESENCE_TTL`.
+   * @default 15
+   */
+  presenceTtl?: number
 }
 
 export type ResolvedServerOptions = Required<Omit<NuxtOrpcServerOptions, 'publisher'>> & { publisher: Required<NuxtOrpcPublisherOptions> }
@@ -252,6 +259,7 @@ export function setupNitro(nitro: Nitro) {
       { from: join(runtimeDir, 'server/rpc'), imports: ['rpc'] },
       { from: join(runtimeDir, 'server/registry'), imports: ['closeRpcConnections'] },
       { from: join(runtimeDir, 'server/publisher/index'), imports: ['usePublisher'] },
+      { from: join(runtimeDir, 'server/presence/index'), imports: ['usePresence'] },
     )
   }
   return files

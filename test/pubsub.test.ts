@@ -11,6 +11,7 @@ import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
 import type { NodeServer } from './process'
 import { startNodeServer } from './process'
 import { collect, freshRoom, redisAnswers, sleep, ThrowAwayRedis, trackedClient } from './pubsub'
+import { startResumableSubscription } from '../src/runtime/client/resumable'
 
 // Redis for the scale-out tests: this machine kind runs one at 127.0.0.1:6379. Without it they are skipped,
 // except in CI, where they must run (and fail).
@@ -82,6 +83,37 @@ async function publishAll(rpc: any, room: string, texts: string[], gap = 0) {
 }
 
 const numbered = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, index) => `m${from + index}`)
+
+interface PresenceMember { key: string, data: { name: string, via: string }, connections: number }
+type PresenceEvent = { type: 'sync', members: PresenceMember[] } | { type: 'join' | 'update' | 'leave', member: PresenceMember }
+
+/**
+ * A presence stream read as a page would: resumed as useRpcSubscription does, its events applied to a map of
+ * the members (the `sync` replaces it, a change upserts or removes one). `once`: the stream is not called again
+ * after it fails (a test that closes its connection sees the member leave, not join again).
+ */
+function presenceStream(source: (options: { signal: AbortSignal, lastEventId: string | undefined }) => Promise<AsyncIterable<PresenceEvent>>, { once = false } = {}) {
+  const events: PresenceEvent[] = []
+  let members = new Map<string, PresenceMember>()
+  let calls = 0
+  const subscription = startResumableSubscription(options => once && calls++ > 0 ? new Promise<never>(() => {}) : source(options), {
+    retryBaseDelay: 50,
+    retryMaxDelay: 300,
+    onEvent: (event) => {
+      events.push(event)
+      if (event.type === 'sync') members = new Map(event.members.map(member => [member.key, member]))
+      else if (event.type === 'leave') members.delete(event.member.key)
+      else members.set(event.member.key, event.member)
+    },
+  })
+  cleanups.push(() => subscription.stop())
+  return {
+    events,
+    members: () => members,
+    changes: () => events.flatMap(event => event.type === 'sync' ? [] : [`${event.type} ${event.member.key}/${event.member.connections}`]),
+    synced: () => events.some(event => event.type === 'sync'),
+  }
+}
 
 function expectHealthyLogs(server: NodeServer) {
   expect(server.process.exitCode).toBeNull()
@@ -169,6 +201,51 @@ describe('memory driver, one instance', () => {
     const frames = (id: string) => raw.responses.get(id)!.slice(1).map(frame => JSON.stringify(frame).replace(`"i":"${id}"`, '"i":"?"'))
     expect(frames('r')).toEqual(frames('y'))
     expect(raw.responses.get('r')![1]).toMatchObject({ t: 3, p: { e: 'message', d: { json: { text: 'plain' }, meta: [[1, 'sentAt']] } } })
+  })
+})
+
+describe('presence, memory driver', () => {
+  let server: NodeServer
+
+  beforeAll(async () => {
+    server = await startInstance('memory', { NUXT_ORPC_PUBLISHER_DRIVER: 'memory' })
+  })
+
+  it('lists a member while its stream is open; it leaves when its connection closes, and others see both', async () => {
+    const room = freshRoom()
+    const { client: rpc } = client(server)
+    const watcher = presenceStream(options => rpc.presence.watch({ room }, options))
+    await waitFor(() => watcher.synced())
+    expect(watcher.members().size).toBe(0)
+
+    const ada = trackedClient(wsUrl(server))
+    const adaStream = presenceStream(options => ada.client.presence.join({ room, name: 'Ada', user: 'ada' }, options), { once: true })
+    await waitFor(() => watcher.members().has('ada'))
+    // The member's own stream starts with a sync that has it in.
+    await waitFor(() => adaStream.members().has('ada'))
+    expect(await rpc.presence.list({ room })).toEqual([{ key: 'ada', data: { name: 'Ada', via: 'memory' }, connections: 1 }])
+
+    // A join that renames itself: an update with its new data.
+    const renamed: Array<{ key: string, renamed?: boolean }> = []
+    const renaming = startResumableSubscription(options => rpc.presence.rename({ room, name: 'Bob', to: 'Robert' }, options), { onEvent: event => renamed.push(event as never) })
+    cleanups.push(() => renaming.stop())
+    await waitFor(() => renamed.length === 2)
+    await waitFor(() => watcher.members().get(renamed[0]!.key)?.data.name === 'Robert')
+    renaming.stop()
+    await waitFor(() => !watcher.members().has(renamed[0]!.key))
+
+    ada.connection.close()
+    await waitFor(() => !watcher.members().has('ada'))
+    expect(await rpc.presence.list({ room })).toEqual([])
+    expect(watcher.changes()).toEqual(['join ada/1', `join ${renamed[0]!.key}/1`, `update ${renamed[0]!.key}/1`, `leave ${renamed[0]!.key}/0`, 'leave ada/0'])
+    expectHealthyLogs(server)
+  })
+
+  it('refuses bad input with a typed error and keeps the connection', async () => {
+    const { client: rpc } = client(server)
+    const error = await rejectionOf(rpc.presence.list({ room: '' }))
+    expect(error).toMatchObject({ code: 'BAD_REQUEST' })
+    expect(await rpc.presence.list({ room: freshRoom() })).toEqual([])
   })
 })
 
@@ -391,6 +468,64 @@ describe.skipIf(skipRedis)('Redis driver, two instances (needs Redis at 127.0.0.
     expect(collected.texts()).toEqual(['m1', 'm2', 'm3'])
     expectHealthyLogs(third)
     expectHealthyLogs(fourth)
+  })
+})
+
+describe.skipIf(skipRedis)('presence, Redis driver, several instances (needs Redis at 127.0.0.1:6379)', () => {
+  // A short time to live, so a killed instance's members leave within the test.
+  const presenceEnv = { ...redisEnv(sharedRedisUrl), NUXT_ORPC_PUBLISHER_PRESENCE_TTL: '2' }
+
+  it('one user on two instances is one member with two connections, who leaves with the last', async () => {
+    const room = freshRoom()
+    const [one, two] = await Promise.all([startInstance('one', presenceEnv), startInstance('two', presenceEnv)])
+    const watcher = presenceStream(options => client(two).client.presence.watch({ room }, options))
+    await waitFor(() => watcher.synced())
+    const tab1 = client(one)
+    const tab2 = client(two)
+    presenceStream(options => tab1.client.presence.join({ room, name: 'Ada', user: 'ada' }, options), { once: true })
+    await waitFor(() => watcher.members().get('ada')?.connections === 1)
+    presenceStream(options => tab2.client.presence.join({ room, name: 'Ada', user: 'ada' }, options), { once: true })
+    await waitFor(() => watcher.members().get('ada')?.connections === 2)
+    const listed = await client(one).client.presence.list({ room })
+    expect(listed).toEqual([{ key: 'ada', data: { name: 'Ada', via: 'two' }, connections: 2 }])
+
+    tab1.connection.close()
+    await waitFor(() => watcher.members().get('ada')?.connections === 1)
+    tab2.connection.close()
+    await waitFor(() => !watcher.members().has('ada'))
+    expect(watcher.changes()).toEqual(['join ada/1', 'update ada/2', 'update ada/1', 'leave ada/0'])
+    expect(await client(one).client.presence.list({ room })).toEqual([])
+    expectHealthyLogs(one)
+    expectHealthyLogs(two)
+  })
+
+  it('the members of an instance killed with SIGKILL leave on the others within the time to live and a third', async () => {
+    const room = freshRoom()
+    const [survivor, doomed] = await Promise.all([startInstance('survivor', presenceEnv), startInstance('doomed', presenceEnv)])
+    const watcher = presenceStream(options => client(survivor).client.presence.watch({ room }, options))
+    await waitFor(() => watcher.synced())
+    const stay = client(survivor)
+    presenceStream(options => stay.client.presence.join({ room, name: 'Stays', user: 'stays' }, options))
+    for (const name of ['Ada', 'Bob']) {
+      const member = client(doomed)
+      presenceStream(options => member.client.presence.join({ room, name, user: name.toLowerCase() }, options))
+    }
+    await waitFor(() => watcher.members().size === 3)
+    // Still listed past their time to live: their instance refreshes them.
+    await sleep(2500)
+    expect([...watcher.members().keys()].sort()).toEqual(['ada', 'bob', 'stays'])
+
+    await doomed.stop('SIGKILL')
+    servers.splice(servers.indexOf(doomed), 1)
+    const killedAt = Date.now()
+    await waitFor(() => watcher.members().size === 1, { timeout: 10_000, interval: 20 })
+    const tookMs = Date.now() - killedAt
+    console.info(`[pubsub.test] the members of a killed instance left after ${tookMs} ms (time to live 2 s)`)
+    // The stated bound (README): the time to live and a third of it, with a second of slack for this machine.
+    expect(tookMs).toBeLessThan(2000 * 4 / 3 + 1000)
+    expect([...watcher.members().keys()]).toEqual(['stays'])
+    expect((await client(survivor).client.presence.list({ room })).map((member: PresenceMember) => member.key)).toEqual(['stays'])
+    expectHealthyLogs(survivor)
   })
 })
 

@@ -78,6 +78,23 @@ export interface RpcChannels {}
 export type RpcChannelMap = keyof RpcChannels extends never ? Record<string, object> : RpcChannels
 
 /**
+ * The presence channels of the app and the data each member carries. Augment it to type `usePresence()`:
+ *
+ * ```ts
+ * declare module '#nuxt-orpc' {
+ *   interface RpcPresenceChannels {
+ *     [room: `room:${string}`]: { name: string }
+ *   }
+ * }
+ * ```
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface RpcPresenceChannels {}
+
+/** The channel map `usePresence()` is typed with: {@link RpcPresenceChannels}, or any channel while it is empty. */
+export type RpcPresenceChannelMap = keyof RpcPresenceChannels extends never ? Record<string, object> : RpcPresenceChannels
+
+/**
  * The client context of `useRpc()` calls: what oRPC client plugins read from a call's `context` option. Augment
  * it to type theirs:
  *

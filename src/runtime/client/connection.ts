@@ -490,7 +490,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
       // with 1012) is tried again on the next socket, a few times at most.
       for (let attempt = 0; ; attempt++) {
         const resumable = lastEventId !== undefined && typed instanceof ORPCError && typed.code === RpcClientErrorCode.ConnectionClosed
-        if (!resumable || attempt === maxResumeAttempts) throw typed
+        // `close()` ends the connection's streams: they do not open the socket again.
+        if (!resumable || attempt === maxResumeAttempts || this.status.state === 'closed') throw typed
         // The same socket when it stayed open (the server restarted the stream), else the next one.
         const open = this.status.state === 'open' && this.status.transport === 'websocket' && this.session && !this.session.closed ? this.session : undefined
         const next = open ?? await this.ready(options.signal)
@@ -556,7 +557,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
     old.end(1000, 'Session changed')
   }
 
-  /** Closes the socket (code 1000) and stays closed until the next call. */
+  /** Closes the socket (code 1000) and stays closed until the next call; its streams end with CONNECTION_CLOSED. */
   close() {
     clearTimeout(this.reconnectTimer)
     const session = this.session

@@ -13,3 +13,6 @@ export type { RpcPublisher, RpcPublisherConfig, RpcSubscribeOptions } from './pu
 export { createMemoryPublisher } from './publisher/memory'
 export { createRedisPublisher } from './publisher/redis'
 export type { RpcChannelMap, RpcChannels } from '../types'
+export type { RpcPresence, RpcPresenceEvent, RpcPresenceJoin, RpcPresenceJoinOptions, RpcPresenceMember, RpcPresenceSubscribeOptions } from './presence/core'
+export { createPresenceFor } from './presence/create'
+export type { RpcPresenceChannelMap, RpcPresenceChannels } from '../types'

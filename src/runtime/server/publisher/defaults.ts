@@ -17,6 +17,12 @@ export interface RpcPublisherConfig {
    * @default 256
    */
   maxChannelNameLength: number
+  /**
+   * Seconds a presence join outlives the last sign of life of its instance (Redis driver): an instance that
+   * dies without leaving has its members leave this long after, give or take a third.
+   * @default 15
+   */
+  presenceTtl: number
 }
 
 /** Shared by the build-time options (src/nitro.ts) and the runtime, so the two cannot drift apart. */
@@ -28,4 +34,5 @@ export const publisherDefaults: RpcPublisherConfig = {
   maxEventsPerChannel: 1000,
   maxBufferedEvents: 1000,
   maxChannelNameLength: 256,
+  presenceTtl: 15,
 }

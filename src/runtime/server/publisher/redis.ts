@@ -34,21 +34,34 @@ interface RedisChannel {
   subscribers: Set<Subscriber>
   /** Events decoded for catch-ups, by id, while any subscriber still holds them. */
   decoded: Map<string, WeakRef<PublishedEvent>>
+  /** Whether a publish of this instance reads the channel in its transaction now (one at a time). */
+  publishReading: boolean
 }
 
 const serializer = new StandardRPCJsonSerializer()
 
 /** Stream entries store the payload as oRPC's JSON serialization, so Dates, Maps, BigInts... survive. */
-function encodePayload(payload: object): string {
+export function encodePayload(payload: object): string {
   const [json, meta] = serializer.serialize(payload)
   return JSON.stringify(meta.length ? { json, meta } : { json })
 }
 
+/** The payload `encodePayload` encoded; throws on anything else. */
+export function decodePayload(data: string): object {
+  const { json, meta } = JSON.parse(data) as { json: unknown, meta?: [] }
+  return serializer.deserialize(json, meta ?? []) as object
+}
+
+/**
+ * How other parts of nuxt-orpc (presence) share the Redis publisher's command connection: a function that
+ * resolves with it once it is ready, or rejects with PUBLISHER_UNAVAILABLE.
+ */
+export const redisCommandClientOf = Symbol('nuxt-orpc Redis command client')
+
 function decodeEntry(id: string, fields: string[]): PublishedEvent | undefined {
   const data = fields[fields.indexOf('d') + 1]
   try {
-    const { json, meta } = JSON.parse(data!) as { json: unknown, meta?: [] }
-    return { id, payload: serializer.deserialize(json, meta ?? []) as object }
+    return { id, payload: decodePayload(data!) }
   }
   catch (error) {
     console.warn(`[nuxt-orpc] Skipped stream entry ${id}: it is not an event nuxt-orpc wrote.`, error)
@@ -299,7 +312,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     const ready = new Promise<void>((resolve) => {
       setReady = resolve
     })
-    const channel: RedisChannel = { key, cursor: undefined, ready, setReady, subscribers: new Set(), decoded: new Map() }
+    const channel: RedisChannel = { key, cursor: undefined, ready, setReady, subscribers: new Set(), decoded: new Map(), publishReading: false }
     channels.set(key, channel)
     // Notified first, then the cursor set at the newest entry: a subscriber gets what is published from now on,
     // and nothing published after the cursor goes unnoticed.
@@ -335,7 +348,9 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     }
   }
 
-  return {
+  const publisher: RpcPublisher & { [redisCommandClientOf]: () => Promise<Redis> } = {
+    [redisCommandClientOf]: readyCommandClient,
+
     async publish(name, payload) {
       assertChannelName(name, config.maxChannelNameLength)
       assertPayload(payload)
@@ -349,10 +364,15 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       // The instances following the channel read it now.
       transaction.publish(key, '')
       // This one, when it follows the channel, reads it in the same transaction: its subscribers get the event
-      // with the publish's answer instead of one notification and one read later, in the stream's order.
+      // with the publish's answer, in the stream's order, without waiting for the notification's read. One such
+      // read per channel at a time: publishes in a burst all carry the same cursor, and would each read what
+      // the others read. (The notification's read still follows, and finds what is left.)
       const followed = channels.get(key)
-      const readFrom = followed?.cursor
-      if (readFrom !== undefined) transaction.xread('COUNT', pageSize, 'STREAMS', key, readFrom)
+      const readFrom = followed && !followed.publishReading ? followed.cursor : undefined
+      if (readFrom !== undefined) {
+        transaction.xread('COUNT', pageSize, 'STREAMS', key, readFrom)
+        followed!.publishReading = true
+      }
       let results: Array<[error: Error | null, result: unknown]> | null
       try {
         results = await transaction.exec()
@@ -361,6 +381,9 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         if (client.status === 'ready') reportPublishError(error)
         else reportDown(error)
         throw publisherUnavailable()
+      }
+      finally {
+        if (readFrom !== undefined) followed!.publishReading = false
       }
       const [error, id] = results?.[0] ?? [new Error('the transaction was aborted'), undefined]
       if (error || typeof id !== 'string') {
@@ -407,4 +430,5 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       await client?.quit().catch(() => client.disconnect())
     },
   }
+  return publisher
 }
