@@ -89,6 +89,7 @@ export default defineNuxtModule<ModuleOptions>({
       { name: 'useRpc', from: resolver.resolve('./runtime/app/composables') },
       { name: 'useRpcStatus', from: resolver.resolve('./runtime/app/composables') },
       { name: 'useRpcSubscription', from: resolver.resolve('./runtime/app/subscription') },
+      { name: 'useRpcPresence', from: resolver.resolve('./runtime/app/subscription') },
       { name: 'refreshRpcConnection', from: resolver.resolve('./runtime/app/composables') },
     ])
     // Query libraries, when the app has them: TanStack Query through oRPC's utilities, and Pinia Colada.

@@ -1,6 +1,6 @@
 import { createServer } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { os } from '@orpc/server'
+import { os, withEventMeta } from '@orpc/server'
 import { experimental_RPCHandler as RPCHandler } from '@orpc/server/crossws'
 import wsAdapter from 'crossws/adapters/node'
 import { getRandomPort } from 'get-port-please'
@@ -24,6 +24,10 @@ async function startStockServer() {
     hang: os.handler(() => new Promise(() => {})),
     numbers: os.handler(async function* () {
       for (let n = 0; n < 3; n++) yield n
+    }),
+    resumableStream: os.handler(async function* ({ signal, lastEventId }) {
+      yield withEventMeta({ after: lastEventId ?? null }, { id: String(Number(lastEventId ?? 0) + 1) })
+      await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)))
     }),
     hangingStream: os.handler(async function* ({ signal }) {
       yield 0
@@ -289,6 +293,29 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
 })
 
 describe('closing races', () => {
+  it('close() ends a stream whose events carry ids, which a dropped socket would resume: no new socket, no new call', async () => {
+    const server = await stockServer()
+    const { client: rpc, connection } = client(server.url)
+    const requests = () => server.frames.filter(frame => frame.t === undefined).length
+
+    // A drop: the stream is called again after its last id, on a new socket.
+    const dropped = await rpc.resumableStream()
+    expect((await dropped.next()).value).toEqual({ after: null })
+    server.dropAll()
+    expect((await dropped.next()).value).toEqual({ after: '1' })
+    expect(requests()).toBe(2)
+
+    // close(): the stream ends with CONNECTION_CLOSED, and the socket stays closed.
+    const closing = dropped.next()
+    connection.close()
+    expect(await rejectionOf(closing)).toMatchObject({ code: 'CONNECTION_CLOSED' })
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(connection.status.state).toBe('closed')
+    expect(requests()).toBe(2)
+    // The next call opens it again.
+    expect(await rpc.ping()).toBe('pong')
+  })
+
   it('aborts a running stream and closes the socket right away without an unhandled rejection', async () => {
     const server = await stockServer()
     const { client: rpc, connection } = client(server.url)

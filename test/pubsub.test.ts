@@ -579,6 +579,19 @@ describe.skipIf(skipRedis || skipBrowser)('in Chromium, two pages on two instanc
     expect(html).toContain('<span id="status">idle</span>')
   })
 
+  it('each page lists who is in the room, on both instances (useRpcPresence); a closed page leaves the others\' list', async () => {
+    const room = freshRoom()
+    const alice = await openChat(left, room, 'alice')
+    const bob = await openChat(right, room, 'bob')
+    const membersAre = (page: Page, text: string) => page.waitForFunction(expected => document.querySelector('#members')?.textContent?.trim() === expected, text, { timeout: 10_000 })
+    await membersAre(alice.page, 'alice@left, bob@right')
+    await membersAre(bob.page, 'alice@left, bob@right')
+    await bob.page.close()
+    await membersAre(alice.page, 'alice@left')
+    expect(alice.errors).toEqual([])
+    await alice.page.close()
+  })
+
   it('a chat message typed in one page appears in the other, also after a restart and a room change', { timeout: 60_000 }, async () => {
     const room = freshRoom()
     const alice = await openChat(left, room, 'alice')

@@ -16,6 +16,7 @@ import { heartbeatFrame, refusalFrame, refusalOf } from '../src/runtime/shared/p
 import { isValidCloseCode, toCloseReason } from '../src/runtime/server/registry'
 import type { NodeWebSocket } from '../src/runtime/server/transports/node'
 import { nodeTransport, probeNodeShapes } from '../src/runtime/server/transports/node'
+import { applyPresenceEvent } from '../src/runtime/shared/presence'
 
 // The pure pieces that the e2e suites cover only from the outside, each with the smallest fake it needs.
 
@@ -730,5 +731,23 @@ describe('Pinia Colada utilities (createRpcColadaUtils)', () => {
     expect(String(utils.planet)).toBe('[object Object]')
     expect(utils.planet.__v_raw).toBeUndefined()
     expect(await utils.planet).toBe(utils.planet)
+  })
+})
+
+describe('applyPresenceEvent', () => {
+  const ada = { key: 'ada', data: { name: 'Ada' }, connections: 1 }
+  const bob = { key: 'bob', data: { name: 'Bob' }, connections: 1 }
+
+  it('replaces the members on sync, updates in place, adds at the end, removes on leave, and never changes its input', () => {
+    const start = Object.freeze([ada])
+    expect(applyPresenceEvent(start, { type: 'sync', members: [bob, ada] })).toEqual([bob, ada])
+    const joined = applyPresenceEvent(start, { type: 'join', member: bob })
+    expect(joined).toEqual([ada, bob])
+    const renamed = applyPresenceEvent(joined, { type: 'update', member: { key: 'ada', data: { name: 'Ada L.' }, connections: 2 } })
+    expect(renamed.map(member => `${member.key}:${member.data.name}/${member.connections}`)).toEqual(['ada:Ada L./2', 'bob:Bob/1'])
+    expect(applyPresenceEvent(renamed, { type: 'leave', member: { ...ada, connections: 0 } })).toEqual([bob])
+    // A leave of someone not listed (a stream that resumed after they joined) changes nothing.
+    expect(applyPresenceEvent([bob], { type: 'leave', member: ada })).toEqual([bob])
+    expect(start).toEqual([ada])
   })
 })

@@ -64,6 +64,17 @@ export const router = {
       .input(z.object({ room: z.string().min(1).max(40) }))
       // Returned, not yielded from a generator: the socket writes each message itself (see the README).
       .handler(({ input, signal, lastEventId }) => usePublisher().subscribe(`chat:${input.room}`, { signal, lastEventId, history: true })),
+    /**
+     * Who is in the room: the caller is in it while this stream is open (a signed-in user once, however many
+     * tabs), and gets the room's members as they join and leave, on every instance.
+     */
+    presence: rpc
+      .input(z.object({ room: z.string().min(1).max(40), name: z.string().trim().min(1).max(40) }))
+      .handler(async function* ({ input, context, signal, lastEventId }) {
+        const name = context.user?.name ?? input.name
+        await usePresence().join(`chat:${input.room}`, { name, via: `pid ${process.pid}` }, { signal, key: context.user ? `user:${context.user.name}` : undefined })
+        yield* usePresence().subscribe(`chat:${input.room}`, { signal, lastEventId })
+      }),
     instance: rpc.handler(() => `pid ${process.pid}`),
   },
 }

@@ -7,8 +7,18 @@ export interface ChatMessage {
   sentAt: Date
 }
 
+/** Who is in a chat room: `usePresence()`'s member data. */
+export interface ChatMember {
+  name: string
+  /** Which server instance the member is connected to. */
+  via: string
+}
+
 declare module '#nuxt-orpc' {
   interface RpcChannels {
     [room: `chat:${string}`]: ChatMessage
+  }
+  interface RpcPresenceChannels {
+    [room: `chat:${string}`]: ChatMember
   }
 }

@@ -5,6 +5,8 @@ import { getCurrentInstance, getCurrentScope, onScopeDispose, onServerPrefetch, 
 import type { Ref } from 'vue'
 import { useNuxtApp, useRuntimeConfig, useState } from '#imports'
 import type { RpcRouter } from '../types'
+import type { RpcPresenceEvent, RpcPresenceMember } from '../shared/presence'
+import { applyPresenceEvent } from '../shared/presence'
 import { createRpcClient } from '../client/client'
 import type { RpcConnection } from '../client/connection'
 import type { ResumableSubscription, RpcSubscriptionCallOptions, RpcSubscriptionStatus } from '../client/resumable'
@@ -12,6 +14,7 @@ import { startResumableSubscription } from '../client/resumable'
 import { useRpc, useRpcConnection } from './composables'
 
 export type { RpcSubscriptionStatus } from '../client/resumable'
+export type { RpcPresenceEvent, RpcPresenceMember } from '../shared/presence'
 
 /**
  * The stream call a subscription makes, through the client it is given: `rpc => rpc.chat.messages({ room })`.
@@ -271,4 +274,32 @@ export function useRpcSubscription<T>(start: RpcSubscriptionStart<T>, givenOptio
   }
   if (getCurrentScope()) onScopeDispose(result.stop)
   return result
+}
+
+type PresenceDataOf<S> = EventOf<S> extends RpcPresenceEvent<infer T> ? T : never
+
+export interface RpcPresenceState<T> extends Omit<RpcSubscription<unknown>, 'data'> {
+  /** The members present, in the order they joined; empty until the stream's first `sync`. */
+  members: Readonly<Ref<RpcPresenceMember<T>[]>>
+}
+
+/**
+ * Follows a presence stream (a procedure that yields `usePresence().subscribe(...)`) as the list of members
+ * present, kept up to date from its `sync`, `join`, `update` and `leave` events:
+ *
+ * ```ts
+ * const { members } = useRpcPresence(rpc => rpc.chat.presence({ room: room.value }))
+ * ```
+ *
+ * A `useRpcSubscription` underneath: browser only, resumed after a reconnect, restarted (with a new `sync`)
+ * when a reactive value the source reads changes.
+ */
+export function useRpcPresence<S extends RpcSubscriptionStart<RpcPresenceEvent<unknown>>>(start: S): RpcPresenceState<PresenceDataOf<S>> {
+  const members = shallowRef<RpcPresenceMember<PresenceDataOf<S>>[]>([])
+  const { data: _data, ...subscription } = useRpcSubscription(start as RpcSubscriptionStart<RpcPresenceEvent<PresenceDataOf<S>>>, {
+    onEvent: (event) => {
+      members.value = applyPresenceEvent(members.value, event)
+    },
+  })
+  return { ...subscription, members: shallowReadonly(members) as Readonly<Ref<RpcPresenceMember<PresenceDataOf<S>>[]>> }
 }

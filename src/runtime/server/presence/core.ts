@@ -1,32 +1,16 @@
 import { getEventMeta, ORPCError, withEventMeta } from '@orpc/server'
+import type { RpcPresenceEvent, RpcPresenceMember } from '../../shared/presence'
 import type { RpcPublisher, RpcPublisherConfig } from '../publisher/core'
-import { assertChannelName, assertPayload, publisherUnavailable } from '../publisher/core'
+import { assertChannelName, assertPayload, publisherUnavailable, subscriptionLive } from '../publisher/core'
 
-/** A member of a presence channel: one key, however many connections it is present with. */
-export interface RpcPresenceMember<T = object> {
-  /** What identifies the member: the `key` it joined with (a user id), or one of its own per join. */
-  key: string
-  /** The member's data, as last joined with or updated to. */
-  data: T
-  /** How many joins (connections, tabs) hold the member present now; 0 in a `leave` event. */
-  connections: number
-}
-
-/**
- * What a presence stream yields: first `sync` with every member present (unless it resumes with
- * `lastEventId`), then each change. `join`: a key's first connection; `update`: its data or its number of
- * connections changed; `leave`: its last connection left, or its instance stopped refreshing it.
- */
-export type RpcPresenceEvent<T = object>
-  = | { type: 'sync', members: RpcPresenceMember<T>[] }
-    | { type: 'join' | 'update' | 'leave', member: RpcPresenceMember<T> }
+export type { RpcPresenceEvent, RpcPresenceMember }
 
 export interface RpcPresenceJoinOptions {
   /**
    * The member leaves when it aborts: pass the procedure's `signal`. A streaming procedure's signal aborts
    * when the client stops the stream or its connection closes, so a member is present while its stream is open.
    */
-  signal: AbortSignal
+  signal: AbortSignal | undefined
   /**
    * What identifies the member, such as a user id: joins with the same key (two tabs, two devices) are one
    * member with several connections. Without it each join is a member of its own.
@@ -176,7 +160,11 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
       assertChannelName(channel, config.maxChannelNameLength)
       assertPayload(data)
       if (closed) throw new ORPCError('SERVICE_UNAVAILABLE', { message: 'Presence is closed (the server is shutting down).' })
-      if (!(signal instanceof AbortSignal)) throw new TypeError('[nuxt-orpc] usePresence().join needs the procedure\'s signal: the member leaves when it aborts.')
+      if (!(signal instanceof AbortSignal)) {
+        // oRPC types a procedure's signal as optional: an in-process call (SSR, createRouterClient) has none
+        // unless its caller passes one, and a member without one would never leave.
+        throw new TypeError('[nuxt-orpc] usePresence().join needs the procedure\'s signal (the member leaves when it aborts); this call has none.')
+      }
       if (key !== undefined && (typeof key !== 'string' || key.length > config.maxChannelNameLength)) {
         throw new TypeError(`[nuxt-orpc] A presence key is a string of at most ${config.maxChannelNameLength} characters.`)
       }
@@ -247,6 +235,8 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
           /** The newest version given per member key: instances publish in parallel, so a change may arrive late. */
           const seen = new Map<string, number>()
           if (!lastEventId) {
+            // Read once the stream gets every change from now on: a change made before is in the snapshot.
+            await subscriptionLive(changes)
             const snapshot = await storeCall(() => store.list(channel))
             await publish(channel, snapshot.expired)
             floor = snapshot.version

@@ -1,3 +1,4 @@
+import { onDurableObjectWake } from '../transports/cloudflare'
 import type { RpcPresenceMember, PresenceChange, PresenceStore } from './core'
 import { createVersionClock } from './core'
 
@@ -21,6 +22,9 @@ interface MemoryChannel {
 export function createMemoryPresenceStore(): PresenceStore {
   const channels = new Map<string, MemoryChannel>()
   const nextVersion = createVersionClock()
+  // A Durable Object that woke from hibernation forgets the members it had (as the publisher forgets its
+  // subscribers): their streams resume on the woken object, and join again.
+  onDurableObjectWake(() => channels.clear())
 
   const change = (channel: MemoryChannel, type: PresenceChange['type'], key: string, member: MemoryMember): PresenceChange => {
     channel.version = nextVersion()

@@ -179,6 +179,21 @@ export interface DirectWriter {
 }
 
 const subscriberKey = Symbol('nuxt-orpc subscriber')
+const liveKey = Symbol('nuxt-orpc subscription live')
+
+/** Marks `iterator` as live (it gets every event published from now on) once `live` resolves. */
+export function setLiveWhen<T extends object>(iterator: T, live: Promise<void>): T {
+  return Object.defineProperty(iterator, liveKey, { value: live })
+}
+
+/**
+ * Resolves once a subscription `subscribe` returned gets every event published from then on. At once with the
+ * memory driver; with Redis, once its instance follows the channel (a first subscriber there waits for its
+ * read of where the stream is). What is published before may or may not reach it.
+ */
+export function subscriptionLive(iterator: object): Promise<void> {
+  return (iterator as { [liveKey]?: Promise<void> })[liveKey] ?? Promise.resolve()
+}
 
 /**
  * The subscription behind a procedure's output, when the procedure returned `subscribe(...)` itself. The

@@ -5,7 +5,7 @@
 import type { Redis, RedisOptions } from 'ioredis'
 import { StandardRPCJsonSerializer } from '@orpc/client/standard'
 import type { CatchUpReader, PublishedEvent, RpcPublisher, RpcPublisherConfig } from './core'
-import { afterPendingIo, assertChannelName, assertPayload, compareEventIds, publisherClosed, publisherUnavailable, resumeIdOf, Subscriber } from './core'
+import { afterPendingIo, assertChannelName, assertPayload, compareEventIds, publisherClosed, publisherUnavailable, resumeIdOf, setLiveWhen, Subscriber } from './core'
 
 /** How long a publish waits for a Redis connection that is (re)connecting before it rejects. */
 const publishWaitMs = 1000
@@ -265,13 +265,9 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       const channel = channels.get(key)
       if (channel) markDirty(channel)
     })
-    let connectedBefore = false
     client.on('ready', () => {
       reportUp()
-      if (!connectedBefore) {
-        connectedBefore = true
-        return
-      }
+      if (!channels.size) return
       // ioredis subscribes again on 'ready' without waiting for Redis's answer: the PONG comes after it, and
       // only then does reading every channel once cover what was published while the connection was down.
       client.ping().then(() => {
@@ -317,7 +313,12 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     // Notified first, then the cursor set at the newest entry: a subscriber gets what is published from now on,
     // and nothing published after the cursor goes unnoticed.
     void retrying(() => !closed && channels.get(key) === channel, async () => {
-      await (await notifications).subscribe(key)
+      const notifier = await notifications
+      // Only once it is ready: ioredis 5 writes a SUBSCRIBE while the connection is still being set up, and its
+      // own ready check (INFO) then fails in subscriber mode and drops the connection (redis/ioredis#2037, fixed
+      // in ioredis 6). Seen here: a presence stream opened right after boot missed the changes of that window.
+      if (notifier.status !== 'ready') await new Promise(resolve => notifier.once('ready', resolve))
+      await notifier.subscribe(key)
       const client = await readyCommandClient()
       const [newest] = await client.xrevrange(key, '+', '-', 'COUNT', 1)
       if (channels.get(key) !== channel) return
@@ -414,7 +415,9 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
         }
       })
       if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber), resumeAfter)
-      return subscriber.iterator(options.signal)
+      // Live once the channel is followed, or settled when the subscription ends first (nothing waits forever).
+      const iterator = subscriber.iterator(options.signal)
+      return setLiveWhen(iterator, Promise.race([channel.ready, new Promise<void>(resolve => subscriber.onEnd(resolve))]))
     },
 
     async close() {
