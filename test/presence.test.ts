@@ -1,9 +1,10 @@
 import { getEventMeta, ORPCError } from '@orpc/server'
+import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { RpcPresence, RpcPresenceEvent } from '../src/runtime/server/presence/core'
 import { presenceEventsChannel } from '../src/runtime/server/presence/core'
 import { createPresenceFor } from '../src/runtime/server/presence/create'
-import type { RpcPublisher, RpcPublisherConfig } from '../src/runtime/server/publisher/core'
+import type { RpcPublisherConfig } from '../src/runtime/server/publisher/core'
 import { createPublisher } from '../src/runtime/server/publisher/create'
 import { waitFor } from './helpers'
 import { redisAnswers } from './pubsub'
@@ -110,7 +111,7 @@ for (const driver of drivers) {
       expect(watcher.errors).toEqual([])
     })
 
-    it('starts a stream with a sync of who is there, updates data, and resumes after lastEventId without a new sync', async () => {
+    it('starts every stream with a sync of who is there (a resumed one too: what it missed is in it), then changes', async () => {
       const { presence } = instance(driver.config)
       const channel = freshChannel()
       const ada = join(presence, channel, 'Ada', 'ada')
@@ -132,11 +133,11 @@ for (const driver of drivers) {
       await waitFor(async () => (await presence.list(channel)).length === 1)
 
       const resumed = watch(presence, channel, resumeAfter)
-      await waitFor(() => resumed.events.length === 2)
-      expect(resumed.events.map(event => event.type)).toEqual(['join', 'leave'])
-      expect(resumed.changes()).toEqual(['join bob:Bob/1', 'leave ada:Ada L./0'])
+      await waitFor(() => resumed.events.length === 1)
+      expect(resumed.events[0]).toEqual({ type: 'sync', members: [{ key: 'bob', data: { name: 'Bob' }, connections: 1 }] })
       bob.controller.abort()
-      await waitFor(() => resumed.events.length === 3)
+      await waitFor(() => resumed.events.length === 2)
+      expect(resumed.changes()).toEqual(['leave bob:Bob/0'])
 
       // Leaving is final: the join cannot be updated any more.
       await expect(joined.update({ name: 'again' })).rejects.toMatchObject({ code: 'BAD_REQUEST' })
@@ -147,18 +148,24 @@ for (const driver of drivers) {
       const channel = freshChannel()
       const watcher = watch(presence, channel)
       await waitFor(() => watcher.events.length === 1)
+      // The versions changes carry, as the publisher channel has them.
+      const raw = publisher.subscribe(presenceEventsChannel(channel)) as AsyncIterator<{ type: string, version: number }>
+      cleanups.push(() => raw.return?.())
       const ada = join(presence, channel, 'Ada', 'ada')
       await ada.joined
+      const adaJoin = (await raw.next()).value
+      expect(adaJoin.type).toBe('join')
       await waitFor(() => watcher.changes().length === 1)
-      // A leave made before the join, published after it (as another instance's publish could be).
-      const rawPublisher = publisher as unknown as RpcPublisher
-      await rawPublisher.publish(presenceEventsChannel(channel), { type: 'leave', member: { key: 'ada', data: { name: 'Ada' }, connections: 0 }, version: 1 })
-      // And one made before the stream's sync, of another member.
-      await rawPublisher.publish(presenceEventsChannel(channel), { type: 'join', member: { key: 'ghost', data: { name: 'Ghost' }, connections: 1 }, version: 2 })
-      await join(presence, channel, 'Bob', 'bob').joined
-      await waitFor(() => watcher.changes().length >= 2)
-      expect(watcher.changes()).toEqual(['join ada:Ada/1', 'join bob:Bob/1'])
-      expect((await presence.list(channel)).map(member => member.key)).toEqual(['ada', 'bob'])
+      // A leave of Ada made before her join (after the stream's sync), published after it, as another instance's
+      // publish could be: skipped for her. A change of Bob of the same age is new to the stream: given.
+      const late = adaJoin.version - 0.5
+      await publisher.publish(presenceEventsChannel(channel), { type: 'leave', member: { key: 'ada', data: { name: 'Ada' }, connections: 0 }, version: late })
+      await publisher.publish(presenceEventsChannel(channel), { type: 'join', member: { key: 'bob', data: { name: 'Bob' }, connections: 1 }, version: late })
+      // And one from before the stream's sync: in the sync already.
+      await publisher.publish(presenceEventsChannel(channel), { type: 'join', member: { key: 'ghost', data: { name: 'Ghost' }, connections: 1 }, version: 2 })
+      await join(presence, channel, 'Cy', 'cy').joined
+      await waitFor(() => watcher.changes().length >= 3)
+      expect(watcher.changes()).toEqual(['join ada:Ada/1', 'join bob:Bob/1', 'join cy:Cy/1'])
     })
 
     it('refuses bad input with clear errors and stores nothing', async () => {
@@ -166,6 +173,10 @@ for (const driver of drivers) {
       const channel = freshChannel()
       const signal = new AbortController().signal
       await expect(presence.join('x'.repeat(300), { name: 'long' }, { signal })).rejects.toMatchObject({ code: 'BAD_REQUEST' })
+      // The publisher channel of its changes (`~presence:<name>`) must fit the publisher's limit (256) too.
+      const tooLong = `room:${'y'.repeat(250)}`
+      await expect(presence.join(tooLong, { name: 'long' }, { signal })).rejects.toMatchObject({ code: 'BAD_REQUEST' })
+      expect(() => presence.subscribe(tooLong)).toThrow(ORPCError)
       await expect(presence.join(channel, 'text' as never, { signal })).rejects.toThrow(/must be an object/)
       await expect(presence.join(channel, { name: 'no signal' }, {} as never)).rejects.toThrow(/needs the procedure's signal/)
       await expect(presence.join(channel, { name: 'key' }, { signal, key: 42 as never })).rejects.toThrow(/presence key is a string/)
@@ -214,5 +225,24 @@ describe.skipIf(skipRedis)('presence, redis driver, two instances in one process
     // Time to live (1 s) plus a refresh interval (a third of it), and some slack for the machine.
     expect(after).toBeLessThan(1000 + 334 + 1000)
     expect(await survivor.presence.list(channel)).toEqual([])
+  })
+
+  it('a join Redis lost (its keys gone, as after a restart without persistence) is made again by its instance\'s refresh', async () => {
+    const { presence } = instance({ driver: 'redis', presenceTtl: 1 })
+    const channel = freshChannel()
+    const watcher = watch(presence, channel)
+    await waitFor(() => watcher.events.length === 1)
+    await join(presence, channel, 'Ada', 'ada').joined
+    await waitFor(() => watcher.changes().length === 1)
+    const redis = new Redis('redis://127.0.0.1:6379')
+    cleanups.push(() => redis.quit())
+    const keys = await redis.keys(`${prefix}presence:{${channel}}:*`)
+    expect(keys.length).toBe(6)
+    await redis.del(...keys)
+    expect(await presence.list(channel)).toEqual([])
+    await waitFor(async () => (await presence.list(channel)).length === 1, { timeout: 3000 })
+    expect(await presence.list(channel)).toEqual([{ key: 'ada', data: { name: 'Ada' }, connections: 1 }])
+    await waitFor(() => watcher.changes().length === 2)
+    expect(watcher.changes()).toEqual(['join ada:Ada/1', 'join ada:Ada/1'])
   })
 })

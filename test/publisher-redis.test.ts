@@ -5,7 +5,7 @@ import { ORPCError } from '@orpc/server'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import type { RpcPublisher } from '../src/runtime/server/publisher/core'
-import { publisherDefaults, Subscriber } from '../src/runtime/server/publisher/core'
+import { publisherDefaults, Subscriber, subscriptionLive } from '../src/runtime/server/publisher/core'
 import { catchUpPageSize, createRedisPublisher } from '../src/runtime/server/publisher/redis'
 import { rejectionOf, take } from './helpers'
 import { redisAnswers } from './pubsub'
@@ -136,7 +136,7 @@ describe.skipIf(skipRedis)('redis publisher (real Redis)', () => {
     // Every channel is followed once it has had an event (its cursor read, its notifications subscribed).
     const firsts = subscriptions.map(subscription => take(subscription, 1))
     const busyFirst = take(busy, 1)
-    await new Promise(resolve => setTimeout(resolve, 500))
+    await Promise.all([...subscriptions, busy].map(subscriptionLive))
     await Promise.all([...quiet, 'busy'].map(channel => publisher.publish(channel, { first: true })))
     await Promise.all([...firsts, busyFirst])
     // Then only `busy` gets events.

@@ -30,7 +30,10 @@ export interface RpcPresenceJoin<T = object> {
 export interface RpcPresenceSubscribeOptions {
   /** Ends the stream when aborted: pass the procedure's `signal`. */
   signal?: AbortSignal
-  /** Resume after this event (the procedure's `lastEventId`): the changes since, without a new `sync`. */
+  /**
+   * Accepted for symmetry with `usePublisher().subscribe`, and ignored: every presence stream starts with a
+   * `sync` of who is there now, a resumed one too (what changed while it was away is in it).
+   */
   lastEventId?: string
 }
 
@@ -43,10 +46,17 @@ export interface RpcPresence<Channels extends object = Record<string, object>> {
   join: <K extends keyof Channels & string>(channel: K, data: Channels[K], options: RpcPresenceJoinOptions) => Promise<RpcPresenceJoin<Channels[K]>>
   /** The members present now, in the order they joined. */
   list: <K extends keyof Channels & string>(channel: K) => Promise<RpcPresenceMember<Channels[K]>[]>
-  /** A `sync` of the members present, then every join, update and leave; resumable with `lastEventId`. */
+  /** A `sync` of the members present, then every join, update and leave; a resumed stream syncs again. */
   subscribe: <K extends keyof Channels & string>(channel: K, options?: RpcPresenceSubscribeOptions) => AsyncGenerator<RpcPresenceEvent<Channels[K]>, void, unknown>
   /** Leaves every join of this instance and stops refreshing. */
   close: () => Promise<void>
+}
+
+/** A join of this instance, as it refreshes it: made again if the store lost it (a Redis outage, a restart). */
+export interface OwnJoin {
+  entry: string
+  key: string
+  data: object
 }
 
 /** A change of a channel's members, as a store makes it; `version` increases per channel with every change. */
@@ -79,12 +89,20 @@ export interface PresenceStore {
    * instances that stopped doing so; returns the changes that removal made. Undefined: the store has no
    * time to live (one process: its joins end with it).
    */
-  refresh?: (channel: string, entries: string[]) => Promise<PresenceChange[]>
+  refresh?: (channel: string, joins: OwnJoin[]) => Promise<PresenceChange[]>
   close: () => Promise<void>
 }
 
+const eventsPrefix = '~presence:'
+
 /** The publisher channel a presence channel's changes go through: a name `publish` would not be asked for. */
-export const presenceEventsChannel = (channel: string) => `~presence:${channel}`
+export const presenceEventsChannel = (channel: string) => eventsPrefix + channel
+
+/**
+ * How long (µs of versions) a change may arrive after a newer one of another member; a stream forgets what it
+ * gave of members older than that (its skip list stays bounded by the members that changed in that time).
+ */
+const lateChangeWindow = 60_000_000
 
 /** The payload of a change on the publisher channel. */
 interface PublishedChange {
@@ -104,10 +122,12 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
   let joins = 0
   let closed = false
   /** This instance's joins, per channel: what it refreshes, and leaves on close. */
-  const ownJoins = new Map<string, Map<string, () => Promise<void>>>()
+  const ownJoins = new Map<string, Map<string, OwnJoin & { leave: () => Promise<void> }>>()
   /** Channels this instance streams the changes of, with how many streams: it removes their expired joins. */
   const watched = new Map<string, number>()
   let timer: ReturnType<typeof setInterval> | undefined
+  // Its changes go through the publisher channel `~presence:<name>`, which must fit the publisher's limit too.
+  const maxNameLength = config.maxChannelNameLength - eventsPrefix.length
 
   const publish = async (channel: string, changes: PresenceChange[]) => {
     for (const change of changes) {
@@ -121,7 +141,7 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
     const channels = new Set([...ownJoins.keys(), ...watched.keys()])
     await Promise.all([...channels].map(async (channel) => {
       try {
-        await publish(channel, await refresh(channel, [...ownJoins.get(channel)?.keys() ?? []]))
+        await publish(channel, await refresh(channel, [...ownJoins.get(channel)?.values() ?? []]))
       }
       catch {
         // Redis is down: the publisher already logs it. The joins outlive a short outage (their time to live
@@ -157,7 +177,7 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
 
   return {
     async join(channel, data, { signal, key }) {
-      assertChannelName(channel, config.maxChannelNameLength)
+      assertChannelName(channel, maxNameLength)
       assertPayload(data)
       if (closed) throw new ORPCError('SERVICE_UNAVAILABLE', { message: 'Presence is closed (the server is shutting down).' })
       if (!(signal instanceof AbortSignal)) {
@@ -171,7 +191,6 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
       signal.throwIfAborted()
       const entry = `${instance}:${++joins}`
       const memberKey = key ?? entry
-      await publish(channel, await storeCall(() => store.join(channel, entry, memberKey, data)))
 
       let left: Promise<void> | undefined
       const leave = () => {
@@ -189,10 +208,20 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
         // Nobody waits on a leave made by the signal: a failure leaves the join to its time to live.
         leave().catch(() => {})
       }
+      // Registered before the store has it: a close() meanwhile makes it leave too.
       let channelJoins = ownJoins.get(channel)
       if (!channelJoins) ownJoins.set(channel, channelJoins = new Map())
-      channelJoins.set(entry, leave)
+      const own = { entry, key: memberKey, data: data as object, leave }
+      channelJoins.set(entry, own)
       updateTimer()
+      try {
+        await publish(channel, await storeCall(() => store.join(channel, entry, memberKey, data)))
+      }
+      catch (error) {
+        // Not joined, or joined without the others hearing of it: taken out again (or left to its time to live).
+        leave().catch(() => {})
+        throw error
+      }
       signal.addEventListener('abort', onAbort, { once: true })
       // Aborted while joining: leave at once.
       if (signal.aborted) onAbort()
@@ -202,6 +231,7 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
         async update(next) {
           assertPayload(next)
           if (left) throw new ORPCError('BAD_REQUEST', { message: 'This presence join has left; join again.' })
+          own.data = next
           await publish(channel, await storeCall(() => store.update(channel, entry, next)))
         },
         leave,
@@ -209,50 +239,52 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
     },
 
     async list(channel) {
-      assertChannelName(channel, config.maxChannelNameLength)
+      assertChannelName(channel, maxNameLength)
       const snapshot = await storeCall(() => store.list(channel))
       await publish(channel, snapshot.expired)
       return snapshot.members as never
     },
 
-    subscribe(channel, { signal, lastEventId } = {}) {
-      assertChannelName(channel, config.maxChannelNameLength)
-      // Subscribed before the snapshot is read, so no change falls between the two; changes the snapshot
-      // already holds (an older version) are skipped.
-      const changes = publisher.subscribe(presenceEventsChannel(channel), { signal, lastEventId })
-      watched.set(channel, (watched.get(channel) ?? 0) + 1)
-      updateTimer()
-      const unwatch = () => {
-        const count = (watched.get(channel) ?? 1) - 1
-        if (count > 0) watched.set(channel, count)
-        else watched.delete(channel)
-        updateTimer()
-      }
+    subscribe(channel, { signal } = {}) {
+      assertChannelName(channel, maxNameLength)
+      // Presence is state: every stream, a resumed one too, starts with a sync of who is there now, then the
+      // changes. (Replaying changes after a `lastEventId` would miss what no change recorded: joins that expired
+      // during a Redis outage, members a restarted process or a woken Durable Object forgot.) Subscribed
+      // before the snapshot is read, so no change falls between the two; changes the snapshot already holds
+      // (an older version) are skipped.
+      const changes = publisher.subscribe(presenceEventsChannel(channel), { signal })
       return (async function* () {
+        watched.set(channel, (watched.get(channel) ?? 0) + 1)
+        updateTimer()
         try {
           /** Changes at or below it are in what the stream has already given. */
           let floor = 0
           /** The newest version given per member key: instances publish in parallel, so a change may arrive late. */
           const seen = new Map<string, number>()
-          if (!lastEventId) {
-            // Read once the stream gets every change from now on: a change made before is in the snapshot.
-            await subscriptionLive(changes)
-            const snapshot = await storeCall(() => store.list(channel))
-            await publish(channel, snapshot.expired)
-            floor = snapshot.version
-            yield { type: 'sync' as const, members: snapshot.members }
-          }
+          // Read once the stream gets every change from now on: a change made before is in the snapshot.
+          await subscriptionLive(changes)
+          const snapshot = await storeCall(() => store.list(channel))
+          await publish(channel, snapshot.expired)
+          floor = snapshot.version
+          yield { type: 'sync' as const, members: snapshot.members }
           for await (const published of changes) {
             const change = published as unknown as PublishedChange
             if (change.version <= floor || change.version <= (seen.get(change.member.key) ?? 0)) continue
             seen.set(change.member.key, change.version)
+            if (change.version - lateChangeWindow > floor) {
+              floor = change.version - lateChangeWindow
+              for (const [key, version] of seen) if (version <= floor) seen.delete(key)
+            }
             const id = getEventMeta(published)?.id
             const event = { type: change.type, member: change.member }
             yield (id ? withEventMeta(event, { id }) : event)
           }
         }
         finally {
-          unwatch()
+          const count = (watched.get(channel) ?? 1) - 1
+          if (count > 0) watched.set(channel, count)
+          else watched.delete(channel)
+          updateTimer()
           await changes.return?.()
         }
       })() as never
@@ -262,7 +294,7 @@ export function createPresence(publisher: RpcPublisher, store: PresenceStore, co
       closed = true
       updateTimer()
       const leaves = [...ownJoins.values()].flatMap(channelJoins => [...channelJoins.values()])
-      await Promise.allSettled(leaves.map(leave => leave()))
+      await Promise.allSettled(leaves.map(own => own.leave()))
       await store.close()
     },
   } satisfies RpcPresence as RpcPresence

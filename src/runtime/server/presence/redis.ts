@@ -11,7 +11,7 @@ import { decodePayload, encodePayload } from '../publisher/redis'
  * restarted). Every key lives `keep` ms past the last change or refresh.
  *
  * ARGV: the operation, the time to live of a join (ms), `keep`, then the operation's own: join (entry, member
- * key, data), update (entry, data), leave (entry), list, refresh (entries...). Times are Redis's clock, so
+ * key, data), update (entry, data), leave (entry), list, refresh ((entry, member key, data)...). Times are Redis's clock, so
  * instances whose clocks differ agree on what expired. Every operation first removes the joins that expired
  * (their instance stopped refreshing them), and answers with the changes made, each { type, key, data,
  * connections, version }, then for `list` the version and the members as { key, data, connections }.
@@ -53,9 +53,7 @@ end
 
 for _, entry in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', now)) do leave(entry) end
 
-if op == 'join' then
-  local entry, key, data = ARGV[4], ARGV[5], ARGV[6]
-  leave(entry)
+local function add(entry, key, data)
   redis.call('HSET', E, entry, key)
   redis.call('ZADD', X, now + ttl, entry)
   local connections = redis.call('HINCRBY', C, key, 1)
@@ -66,6 +64,11 @@ if op == 'join' then
   else
     change('update', key, data, connections)
   end
+end
+
+if op == 'join' then
+  leave(ARGV[4])
+  add(ARGV[4], ARGV[5], ARGV[6])
 elseif op == 'update' then
   local key = redis.call('HGET', E, ARGV[4])
   if key then
@@ -75,9 +78,15 @@ elseif op == 'update' then
 elseif op == 'leave' then
   leave(ARGV[4])
 elseif op == 'refresh' then
-  for i = 4, #ARGV do redis.call('ZADD', X, 'XX', now + ttl, ARGV[i]) end
+  -- A join the store lost (expired during an outage longer than its time to live, or Redis restarted empty)
+  -- is made again: its connection is still there.
+  for i = 4, #ARGV, 3 do
+    if redis.call('HGET', E, ARGV[i]) then redis.call('ZADD', X, now + ttl, ARGV[i]) else add(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+  end
 end
 
+-- Before the keys get their lifetime: SET (in version()) would clear it.
+local listed = op == 'list' and version() or nil
 for _, key in ipairs({ E, X, M, C, O, V }) do redis.call('PEXPIRE', key, keep) end
 
 if op ~= 'list' then return { changes } end
@@ -86,7 +95,7 @@ for _, key in ipairs(redis.call('ZRANGE', O, 0, -1)) do
   members[#members + 1] = { key, redis.call('HGET', M, key) or '{"json":{}}', tonumber(redis.call('HGET', C, key) or '0') }
 end
 -- A version of its own, above every change made so far (also of a channel that has no keys left).
-return { changes, version(), members }
+return { changes, listed, members }
 `
 
 type Reply = [changes: Array<[type: PresenceChange['type'], key: string, data: string, connections: number, version: string]>, version?: string, members?: Array<[key: string, data: string, connections: number]>]
@@ -140,8 +149,8 @@ export function createRedisPresenceStore(client: () => Promise<Redis>, prefix: s
       const members: RpcPresenceMember[] = (reply[2] ?? []).map(([key, data, connections]) => ({ key, data: decodePayload(data), connections: Number(connections) }))
       return { members, version: Number(reply[1]), expired: changesOf(reply) }
     },
-    async refresh(channel, entries) {
-      return changesOf(await run(channel, 'refresh', ...entries))
+    async refresh(channel, joins) {
+      return changesOf(await run(channel, 'refresh', ...joins.flatMap(join => [join.entry, join.key, encodePayload(join.data)])))
     },
     async close() {},
   }

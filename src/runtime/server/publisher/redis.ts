@@ -300,6 +300,18 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
   })
   notifications.catch(() => {})
 
+  /** The notification connection once it is ready (one wait shared by every channel followed meanwhile). */
+  let notificationsReady: Promise<Redis> | undefined
+  async function readyNotifications(): Promise<Redis> {
+    const notifier = await notifications
+    if (notifier.status === 'ready') return notifier
+    notificationsReady ??= new Promise<Redis>(resolve => notifier.once('ready', () => {
+      notificationsReady = undefined
+      resolve(notifier)
+    }))
+    return notificationsReady
+  }
+
   function channelOf(name: string): RedisChannel {
     const key = config.prefix + name
     const existing = channels.get(key)
@@ -313,11 +325,11 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     // Notified first, then the cursor set at the newest entry: a subscriber gets what is published from now on,
     // and nothing published after the cursor goes unnoticed.
     void retrying(() => !closed && channels.get(key) === channel, async () => {
-      const notifier = await notifications
       // Only once it is ready: ioredis 5 writes a SUBSCRIBE while the connection is still being set up, and its
       // own ready check (INFO) then fails in subscriber mode and drops the connection (redis/ioredis#2037, fixed
       // in ioredis 6). Seen here: a presence stream opened right after boot missed the changes of that window.
-      if (notifier.status !== 'ready') await new Promise(resolve => notifier.once('ready', resolve))
+      const notifier = await readyNotifications()
+      if (channels.get(key) !== channel) return
       await notifier.subscribe(key)
       const client = await readyCommandClient()
       const [newest] = await client.xrevrange(key, '+', '-', 'COUNT', 1)
