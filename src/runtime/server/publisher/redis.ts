@@ -428,7 +428,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
       })
       if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber), resumeAfter)
       // Live once the channel is followed, or settled when the subscription ends first (nothing waits forever).
-      const iterator = subscriber.iterator(options.signal)
+      const iterator = subscriber.iterator<object>(options.signal)
       return setLiveWhen(iterator, Promise.race([channel.ready, new Promise<void>(resolve => subscriber.onEnd(resolve))]))
     },
 
