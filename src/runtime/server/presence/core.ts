@@ -113,9 +113,9 @@ interface PublishedChange {
 }
 
 /**
- * The store-independent half: joins tied to signals, changes published through the publisher (so presence
- * streams resume, and cross instances, as the publisher's do), and the refresh loop where the store has a time
- * to live.
+ * The store-independent half: joins tied to signals, changes published through the publisher (so they cross
+ * instances as its events do, with event ids), streams that start with a sync, and the refresh loop where the
+ * store has a time to live.
  */
 export function createPresence(publisher: RpcPublisher, store: PresenceStore, config: Pick<RpcPublisherConfig, 'presenceTtl' | 'maxChannelNameLength'>): RpcPresence {
   const instance = randomId()
