@@ -224,6 +224,20 @@ export async function describeContract(runtime: Runtime) {
       await waitFor(async () => (await rpc.streamState({ id })) === 'aborted')
     })
 
+    it('keeps who is in a room (usePresence): a member is listed while its stream is open and leaves when its connection closes', async () => {
+      const watcher = client()
+      const member = createClient({ url: () => wsUrl(), connectTimeout: 5000 })
+      cleanups.push(() => member.connection.close())
+      const name = `${runtime.preset}-member`
+      const stream = await member.client.lobby({ name })
+      const first = await stream.next()
+      expect(first.value.type).toBe('sync')
+      expect(first.value.members.map((present: { key: string }) => present.key)).toContain(name)
+      expect(await watcher.client.lobbyMembers()).toContain(`${name}/1`)
+      member.connection.close()
+      await waitFor(async () => !(await watcher.client.lobbyMembers()).includes(`${name}/1`), { timeout: 5000, interval: 50 })
+    })
+
     it('builds the context from the upgrade with cookies and h3 helpers (nuxt-auth-utils), and renders SSR in-process', async () => {
       const login = await fetch(`${server!.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'ada' }) })
       const cookie = login.headers.getSetCookie().map(value => value.split(';')[0]).join('; ')
