@@ -293,6 +293,16 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
 })
 
 describe('closing races', () => {
+  it('a stream\'s return() ends a read that waits on it', async () => {
+    const server = await stockServer()
+    const { client: rpc } = client(server.url)
+    const stream = await rpc.hangingStream()
+    expect((await stream.next()).value).toBe(0)
+    const waiting = stream.next()
+    await stream.return()
+    expect(await Promise.race([waiting, new Promise(resolve => setTimeout(() => resolve('still waiting'), 1000))])).toEqual({ done: true, value: undefined })
+  })
+
   it('close() ends a stream whose events carry ids, which a dropped socket would resume: no new socket, no new call', async () => {
     const server = await stockServer()
     const { client: rpc, connection } = client(server.url)

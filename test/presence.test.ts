@@ -139,6 +139,10 @@ for (const driver of drivers) {
       await waitFor(() => resumed.events.length === 2)
       expect(resumed.changes()).toEqual(['leave bob:Bob/0'])
 
+      // Data that is not an object is refused, and the member keeps what it had.
+      const bobJoin = await join(presence, channel, 'Bo', 'bo').joined
+      await expect(bobJoin.update('text' as never)).rejects.toThrow(/must be an object/)
+      expect((await presence.list(channel)).find(member => member.key === 'bo')?.data).toEqual({ name: 'Bo' })
       // Leaving is final: the join cannot be updated any more.
       await expect(joined.update({ name: 'again' })).rejects.toMatchObject({ code: 'BAD_REQUEST' })
     })
@@ -180,6 +184,7 @@ for (const driver of drivers) {
       await expect(presence.join(channel, 'text' as never, { signal })).rejects.toThrow(/must be an object/)
       await expect(presence.join(channel, { name: 'no signal' }, {} as never)).rejects.toThrow(/needs the procedure's signal/)
       await expect(presence.join(channel, { name: 'key' }, { signal, key: 42 as never })).rejects.toThrow(/presence key is a string/)
+      await expect(presence.join(channel, { name: 'key' }, { signal, key: 'k'.repeat(300) })).rejects.toThrow(/presence key is a string/)
       await expect(presence.join(channel, { name: 'aborted' }, { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' })
       await expect(presence.list('y'.repeat(300))).rejects.toBeInstanceOf(ORPCError)
       expect(() => presence.subscribe('z'.repeat(300))).toThrow(ORPCError)

@@ -26,6 +26,14 @@ export function createMemoryPresenceStore(): PresenceStore {
   // subscribers): their streams resume on the woken object, and join again.
   onDurableObjectWake(() => channels.clear())
 
+  /** The channel, member key and member of a join entry, if it is there. */
+  const joinOf = (name: string, entry: string) => {
+    const channel = channels.get(name)
+    const key = channel?.entries.get(entry)
+    const member = key === undefined ? undefined : channel!.members.get(key)
+    return member && { channel: channel!, key: key!, member }
+  }
+
   const change = (channel: MemoryChannel, type: PresenceChange['type'], key: string, member: MemoryMember): PresenceChange => {
     channel.version = nextVersion()
     return { type, key, data: member.data, connections: member.entries.size, version: channel.version }
@@ -45,25 +53,22 @@ export function createMemoryPresenceStore(): PresenceStore {
     },
 
     async update(name, entry, data) {
-      const channel = channels.get(name)
-      const key = channel?.entries.get(entry)
-      const member = key === undefined ? undefined : channel!.members.get(key)
-      if (!member) return []
-      member.data = data
-      return [change(channel!, 'update', key!, member)]
+      const joined = joinOf(name, entry)
+      if (!joined) return []
+      joined.member.data = data
+      return [change(joined.channel, 'update', joined.key, joined.member)]
     },
 
     async leave(name, entry) {
-      const channel = channels.get(name)
-      const key = channel?.entries.get(entry)
-      const member = key === undefined ? undefined : channel!.members.get(key)
-      if (!member) return []
-      channel!.entries.delete(entry)
+      const joined = joinOf(name, entry)
+      if (!joined) return []
+      const { channel, key, member } = joined
+      channel.entries.delete(entry)
       member.entries.delete(entry)
-      if (member.entries.size) return [change(channel!, 'update', key!, member)]
-      channel!.members.delete(key!)
-      if (!channel!.members.size) channels.delete(name)
-      return [change(channel!, 'leave', key!, member)]
+      if (member.entries.size) return [change(channel, 'update', key, member)]
+      channel.members.delete(key)
+      if (!channel.members.size) channels.delete(name)
+      return [change(channel, 'leave', key, member)]
     },
 
     async list(name) {

@@ -67,7 +67,6 @@ local function add(entry, key, data)
 end
 
 if op == 'join' then
-  leave(ARGV[4])
   add(ARGV[4], ARGV[5], ARGV[6])
 elseif op == 'update' then
   local key = redis.call('HGET', E, ARGV[4])

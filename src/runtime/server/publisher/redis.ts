@@ -342,14 +342,14 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
   }
 
   /**
-   * Reads what a resuming subscriber missed, a page at a time as it pulls. Reading starts once the shared
-   * reader's cursor is set, so nothing falls between the catch-up and live delivery.
+   * Reads what a resuming subscriber missed, a page at a time as it pulls. Reading starts once `followed` (the
+   * shared reader's cursor is set, or the subscriber ended), so nothing falls between the catch-up and live
+   * delivery.
    */
-  function catchUpReader(channel: RedisChannel, subscriber: Subscriber): CatchUpReader {
+  function catchUpReader(channel: RedisChannel, subscriber: Subscriber, followed: Promise<void>): CatchUpReader {
     const alive = () => !closed && !subscriber.isEnded
-    const ended = new Promise<void>(resolve => subscriber.onEnd(resolve))
     return async (after) => {
-      await Promise.race([channel.ready, ended])
+      await followed
       const entries = await retrying(alive, async () => (await readyCommandClient()).xrange(channel.key, `(${after}`, '+', 'COUNT', catchUpPageSize))
       if (!entries || !alive()) return undefined
       const events: PublishedEvent[] = []
@@ -426,10 +426,10 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
           if (!closed) void notifications.then(client => client.unsubscribe(channel.key)).catch(() => {})
         }
       })
-      if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber), resumeAfter)
-      // Live once the channel is followed, or settled when the subscription ends first (nothing waits forever).
-      const iterator = subscriber.iterator<object>(options.signal)
-      return setLiveWhen(iterator, Promise.race([channel.ready, new Promise<void>(resolve => subscriber.onEnd(resolve))]))
+      // The channel is followed (its cursor set), or the subscription ended first: nothing waits forever on it.
+      const followed = Promise.race([channel.ready, new Promise<void>(resolve => subscriber.onEnd(resolve))])
+      if (resumeAfter !== undefined) subscriber.startPagedCatchUp(catchUpReader(channel, subscriber, followed), resumeAfter)
+      return setLiveWhen(subscriber.iterator<object>(options.signal), followed)
     },
 
     async close() {
