@@ -7,10 +7,12 @@ import {
   hasNuxtModule,
   tryResolveModule,
 } from '@nuxt/kit'
+import { addCustomTab } from '@nuxt/devtools-kit'
 import { defu } from 'defu'
 import { relative, resolve } from 'pathe'
+import { joinURL } from 'ufo'
 import type { NuxtOrpcServerOptions } from './nitro'
-import { resolveServerFiles, serverDefaults, setupNitro } from './nitro'
+import { devtoolsRoute, resolveServerFiles, serverDefaults, setupNitro } from './nitro'
 import type { RpcClientTimers } from './runtime/shared/options'
 import { clientTimerDefaults } from './runtime/shared/options'
 
@@ -72,6 +74,16 @@ export default defineNuxtModule<ModuleOptions>({
     nuxt.options.nitro.orpc = serverOptions
     nuxt.options.nitro.modules ||= []
     nuxt.options.nitro.modules.push(nitro => void setupNitro(nitro))
+
+    // A Nuxt DevTools tab (development only): connections, calls, streams, channels and limits of the server.
+    if (nuxt.options.dev) {
+      addCustomTab({
+        name: 'nuxt-orpc',
+        title: 'oRPC',
+        icon: 'carbon:network-3',
+        view: { type: 'iframe', src: joinURL(nuxt.options.app.baseURL, devtoolsRoute) },
+      }, nuxt)
+    }
 
     // Runtime config the browser client reads.
     nuxt.options.runtimeConfig.public.orpc = defu(nuxt.options.runtimeConfig.public.orpc, {

@@ -131,6 +131,9 @@ declare module 'nitropack' {
   }
 }
 
+/** Where the DevTools tab's page and data are served, in development only (see src/runtime/server/devtools). */
+export const devtoolsRoute = '/__nuxt_orpc__/devtools'
+
 /** What an empty `allowedHosts` means in development. */
 export const devAllowedHosts = ['localhost', '127.0.0.1', '[::1]'] as const
 
@@ -252,6 +255,11 @@ export function setupNitro(nitro: Nitro) {
   // The same router over HTTP, for clients that cannot open the socket.
   nitro.options.handlers.push({ route: joinURL(options.route, '**'), handler: join(runtimeDir, 'server/http-route') })
   nitro.options.plugins.push(join(runtimeDir, 'server/plugin'), join(runtimeDir, 'server/publisher/plugin'))
+  // The DevTools tab's page and data. Development only: a production build has no route and no inspector.
+  if (nitro.options.dev) {
+    const handler = join(runtimeDir, 'server/devtools/route')
+    nitro.options.handlers.push({ route: devtoolsRoute, handler }, { route: `${devtoolsRoute}/**`, handler })
+  }
 
   if (nitro.options.imports) {
     nitro.options.imports.presets ||= []

@@ -1,12 +1,14 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createORPCClient } from '@orpc/client'
 import { RPCLink as HTTPLink } from '@orpc/client/fetch'
-import { $fetch, getServerLogs, setup, startServer, stopServer, url } from '@nuxt/test-utils/e2e'
+import { $fetch, getServerLogs, setup, startServer, stopServer, url, useTestContext } from '@nuxt/test-utils/e2e'
 import { getRandomPort } from 'get-port-please'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { RpcConnection } from '../src/runtime/client/connection'
 import type { TestClient } from './helpers'
-import { createClient, RawSocket, rejectionOf, waitFor } from './helpers'
+import { createClient, devtoolsMarkers, RawSocket, rejectionOf, waitFor } from './helpers'
 import { startUpgradeRefusingProxy } from './proxy'
 
 const port = await getRandomPort('127.0.0.1')
@@ -449,5 +451,19 @@ describe('runtime config', () => {
     expect((await later.request(1, 'ping')).p.b?.json).toBe('pong')
     const formerlyAllowed = socket('', { origin: 'http://allowed.example' })
     expect((await formerlyAllowed.closed).code).toBe(1008)
+  })
+})
+
+describe('the DevTools tab in a production build', () => {
+  it('is not there: no inspector, page or route in the built server, and the route answers as any procedure path', async () => {
+    const output = join(useTestContext().nuxt!.options.nitro.output!.dir!, 'server')
+    const files = (await readdir(output, { recursive: true, withFileTypes: true })).filter(entry => entry.isFile() && /\.[cm]?js$/.test(entry.name))
+    const code = (await Promise.all(files.map(entry => readFile(join(entry.parentPath, entry.name), 'utf8')))).join('\n')
+    // The files read are the server's: the socket's own messages are in them.
+    expect(code).toContain('Malformed frame: not JSON')
+    for (const marker of devtoolsMarkers) expect(code).not.toContain(marker)
+    const response = await fetch(url('/__nuxt_orpc__/devtools/state'))
+    expect(response.status).toBe(404)
+    expect(await response.text()).not.toContain('connections')
   })
 })

@@ -1,7 +1,10 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { get as httpGet } from 'node:http'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { $fetch, getServerLogs, setup, url } from '@nuxt/test-utils/e2e'
+import { $fetch, getServerLogs, setup, url, useTestContext } from '@nuxt/test-utils/e2e'
 import { describe, expect, it } from 'vitest'
-import { createClient, RawSocket, rejectionOf } from './helpers'
+import { createClient, devtoolsMarkers, RawSocket, rejectionOf, waitFor } from './helpers'
 
 await setup({
   rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
@@ -55,3 +58,100 @@ describe('nuxt dev', () => {
     }
   })
 })
+
+describe('the DevTools tab\'s data (development only)', () => {
+  const devtools = (path = '') => url(`/__nuxt_orpc__/devtools${path}`)
+  interface State {
+    connections: Array<{ id: string, origin?: string, remoteAddress: string, bytesIn: number, bytesOut: number, callsInFlight: number, closedAt?: number, closeCode?: number }>
+    calls: Array<{ seq: number, connection: string, procedure: string, state: string, code?: string, duration?: number, inputBytes: number, outputBytes: number, events: number }>
+    channels: Array<{ name: string, subscribers: number, published: number }>
+    limits: Array<Record<string, unknown>>
+  }
+  const state = async () => await (await fetch(devtools('/state'))).json() as State
+
+  it('lists a connection\'s calls, its open stream and channel, and what each call sent and got', async () => {
+    const { client, connection } = createClient({ url: wsUrl() })
+    try {
+      expect(await client.greet({ name: 'inspector' })).toMatchObject({ message: 'Hello inspector' })
+      expect((await rejectionOf(client.fail())).code).toBe('CONFLICT')
+      const feed = await client.feed()
+      const next = feed.next()
+      await waitFor(async () => (await state()).channels.find(channel => channel.name === 'feed')?.subscribers === 1)
+      await client.post({ n: 7 })
+      expect((await next).value).toEqual({ n: 7 })
+
+      const seen = await state()
+      const greet = seen.calls.find(call => call.procedure === 'greet')!
+      const conn = seen.connections.find(entry => entry.id === greet.connection)!
+      expect(conn.closedAt).toBeUndefined()
+      expect(conn.callsInFlight).toBe(1)
+      expect(conn.bytesIn).toBeGreaterThan(0)
+      expect(conn.bytesOut).toBeGreaterThan(conn.bytesIn / 10)
+      expect(greet).toMatchObject({ state: 'done' })
+      expect(greet.code).toBeUndefined()
+      expect(greet.duration).toBeGreaterThan(0)
+      expect(greet.inputBytes).toBeGreaterThan(10)
+      expect(greet.outputBytes).toBeGreaterThan(10)
+      expect(seen.calls.find(call => call.procedure === 'fail')).toMatchObject({ state: 'error', code: 'CONFLICT' })
+      expect(seen.calls.find(call => call.procedure === 'feed')).toMatchObject({ state: 'streaming', events: 1 })
+      expect(seen.calls.find(call => call.procedure === 'post')).toMatchObject({ state: 'done' })
+      expect(seen.channels.find(channel => channel.name === 'feed')).toMatchObject({ subscribers: 1, published: 1 })
+      expect(seen.limits[0]).toMatchObject({ maxCallsInFlight: 128, maxMessageBytes: 65_536, allowedHosts: ['localhost', '127.0.0.1', '[::1]'] })
+
+      // The payload, on demand: the frames as sent.
+      const payload = await (await fetch(devtools(`/calls/${greet.seq}`))).json() as { input: string, output: string }
+      expect(JSON.parse(payload.input)).toMatchObject({ p: { u: '/greet', b: { json: { name: 'inspector' } } } })
+      expect(JSON.parse(payload.output)).toMatchObject({ p: { b: { json: { message: 'Hello inspector' } } } })
+      expect((await fetch(devtools('/calls/99999999'))).status).toBe(404)
+
+      await feed.return()
+      await waitFor(async () => (await state()).channels.find(channel => channel.name === 'feed')?.subscribers === 0)
+      expect((await state()).calls.find(call => call.procedure === 'feed')).toMatchObject({ state: 'aborted', events: 1 })
+    }
+    finally {
+      connection.close()
+    }
+  })
+
+  it('keeps a closed connection with its close code', async () => {
+    const raw = new RawSocket(wsUrl())
+    await raw.opened
+    expect((await raw.request(1, 'ping')).p.b?.json).toBe('pong')
+    const before = await state()
+    const id = before.calls.find(call => call.procedure === 'ping')!.connection
+    raw.socket.send('not json')
+    expect((await raw.closed).code).toBe(1007)
+    const closed = await waitFor(async () => (await state()).connections.find(entry => entry.id === id && entry.closedAt))
+    expect(closed).toMatchObject({ closeCode: 1007, callsInFlight: 0 })
+  })
+
+  it('is in the development build (the markers a production build must not hold)', async () => {
+    const dir = join(useTestContext().nuxt!.options.buildDir, 'dev')
+    const files = (await readdir(dir, { recursive: true, withFileTypes: true })).filter(entry => entry.isFile() && /\.[cm]?js$/.test(entry.name))
+    const code = (await Promise.all(files.map(entry => readFile(join(entry.parentPath, entry.name), 'utf8')))).join('\n')
+    for (const marker of devtoolsMarkers) expect(code).toContain(marker)
+  })
+
+  it('serves the tab\'s page, and nothing under a host name that is not allowed (DNS rebinding)', async () => {
+    const page = await fetch(devtools())
+    expect(page.headers.get('content-type')).toContain('text/html')
+    expect(await page.text()).toContain('<title>nuxt-orpc DevTools</title>')
+    const port = new URL(url('/')).port
+    const rebound = await rawGet(`http://127.0.0.1:${port}/__nuxt_orpc__/devtools/state`, `rebind.attacker.example:${port}`)
+    expect(rebound.status).toBe(403)
+    expect(rebound.body).not.toContain('connections')
+  })
+})
+
+/** A GET with a Host header of the test's choosing (fetch does not let a caller set it). */
+function rawGet(target: string, host: string): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpGet(target, { headers: { host } }, (response) => {
+      let body = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => body += chunk)
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }))
+    })
+    request.on('error', reject)
+  })
+}

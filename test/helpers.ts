@@ -111,3 +111,9 @@ export async function take(iterator: AsyncIterator<object>, count: number) {
   }
   return events
 }
+
+/**
+ * Strings only the DevTools tab's code holds (its inspector's class, its page's title, its route): a production
+ * build must contain none of them (basic.test.ts), a development build has them all (dev.test.ts).
+ */
+export const devtoolsMarkers = ['RpcInspector', 'nuxt-orpc DevTools', '__nuxt_orpc__'] as const

@@ -34,7 +34,8 @@ export function isOriginAllowed(
   }
 }
 
-function isHostAllowed(hostname: string, allowedHosts: readonly string[]): boolean {
+/** Whether `hostname` is one of `allowedHosts` (`.example.com` also matches its subdomains). */
+export function isHostAllowed(hostname: string, allowedHosts: readonly string[]): boolean {
   const host = hostname.toLowerCase()
   return allowedHosts.some(allowed => allowed.startsWith('.')
     ? host === allowed.slice(1) || host.endsWith(allowed)

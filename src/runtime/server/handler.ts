@@ -19,6 +19,7 @@ import { RpcSocket } from './socket'
 import type { RpcConnectionRecord, RpcTransport } from './transports/types'
 import { transportOf, webTransport } from './transports'
 import { cloudflareTransport, isCloudflareWorker } from './transports/cloudflare'
+import { inspector } from './devtools/inspector'
 import { upgradeContextOf } from './transports/node'
 
 export { heartbeatFrame, isOriginAllowed, RpcCloseCode, rpcSubprotocols }
@@ -207,6 +208,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   const allowedOrigins = normalizeOrigins(options.allowedOrigins ?? [])
   const allowedHosts = normalizeHosts(options.allowedHosts ?? [])
   const createContext = options.createContext
+  if (import.meta.dev) inspector.route({ ...limits, maxMessageBytes, allowedOrigins: [...allowedOrigins], allowedHosts })
   const admission = new Admission(limits)
   const sockets = new Set<RpcSocket>()
   let heartbeat: ReturnType<typeof setInterval> | undefined
@@ -336,6 +338,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     ;(peer.context as PeerContext)[connectionStateKey] = socket
     // Registered first: if anything below throws, the close hook still finds and releases it.
     sockets.add(socket)
+    if (import.meta.dev) inspector.opened(peer.id, peer.request?.headers.get('origin') ?? undefined, address)
     // Bound rather than a closure: no scope object kept per connection.
     route.transport.adopt(peer, socket.websocket, socket.receive.bind(socket), sharedUrl)
     if (route.transport.serverHeartbeat) {
@@ -388,7 +391,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   }
 
   /** The peer's socket closed. */
-  function forget(peer: Peer) {
+  function forget(peer: Peer, code?: number, reason?: string) {
+    if (import.meta.dev) inspector.closed(peer.id, code, reason)
     store?.drop(peer)
     const socket = stateOf(peer)
     if (socket instanceof RpcSocket) {
@@ -467,8 +471,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       // A socket that outlived the server's memory of it (a Durable Object woke from hibernation with it).
       else if (socket === undefined) restore(peer, data)
     },
-    close(peer) {
-      forget(peer)
+    close(peer, details) {
+      forget(peer, details.code, details.reason)
     },
     error(peer) {
       forget(peer)

@@ -3,6 +3,7 @@ import type { Peer } from 'crossws'
 import { RpcCloseCode } from '../shared/protocol'
 import type { RpcRoute } from './socket'
 import type { RpcTransport } from './transports'
+import { inspector } from './devtools/inspector'
 
 /**
  * What a connection sends and how it keeps the send buffer bounded: a tick's replies corked into one write,
@@ -81,6 +82,7 @@ export abstract class ConnectionOutput {
    */
   send(encoded: EncodedMessage, alone = false) {
     if (this.closed) return
+    if (import.meta.dev) inspector.sent(this.connection.id, encoded)
     const transport = this.transport
     if (!this.corked && !alone) {
       const uncork = transport.cork(this.websocket)

@@ -20,6 +20,7 @@ import type { PlainCallFrame, PlainCallHandler } from './plain-call'
 import { asPlainCall, isPlainBody } from './plain-call'
 import type { PublishedEvent } from './publisher/core'
 import { StockCalls } from './stock-calls'
+import { inspector } from './devtools/inspector'
 
 export { RpcCloseCode }
 
@@ -116,6 +117,7 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
    * call, would reach the peer before the call is open there and be dropped.
    */
   receive(data: string | Uint8Array): void {
+    if (import.meta.dev) inspector.received(this.connection.id, data)
     // The client's ping (it has heard nothing for a while): answered at once, ahead of any decoding.
     if (isHeartbeat(data)) {
       if (!this.closed) this.connection.send(heartbeatFrame)

@@ -2,6 +2,7 @@ import { useRuntimeConfig } from 'nitropack/runtime'
 import type { RpcChannelMap } from '../../types'
 import type { RpcPublisher, RpcPublisherConfig } from './core'
 import { createPublisher } from './create'
+import { inspectPublisher } from '../devtools/inspector'
 
 let publisher: RpcPublisher | undefined
 
@@ -17,7 +18,10 @@ let publisher: RpcPublisher | undefined
  * ```
  */
 export function usePublisher(): RpcPublisher<RpcChannelMap> {
-  publisher ??= createPublisher(useRuntimeConfig().orpc?.publisher as Partial<RpcPublisherConfig> | undefined)
+  if (!publisher) {
+    publisher = createPublisher(useRuntimeConfig().orpc?.publisher as Partial<RpcPublisherConfig> | undefined)
+    if (import.meta.dev) publisher = inspectPublisher(publisher)
+  }
   return publisher as unknown as RpcPublisher<RpcChannelMap>
 }
 
