@@ -3,13 +3,19 @@ import { get as httpGet } from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { $fetch, getServerLogs, setup, url, useTestContext } from '@nuxt/test-utils/e2e'
+import { chromium } from 'playwright-core'
 import { describe, expect, it } from 'vitest'
+import { chromiumArgs, chromiumPath, hydrated, skipBrowser, watchPage } from './chromium'
 import { createClient, devtoolsMarkers, RawSocket, rejectionOf, waitFor } from './helpers'
 
 await setup({
   rootDir: fileURLToPath(new URL('./fixtures/basic', import.meta.url)),
   dev: true,
   server: true,
+  // Nuxt DevTools on, for its oRPC tab (the fixture keeps it off for its other runs). `nuxi dev` reads the
+  // fixture's config itself: the switch goes through the environment. DevTools stays off where VITEST or
+  // TEST is set, which the dev server would inherit from vitest: as for a developer, they are not.
+  env: { NUXT_ORPC_TEST_DEVTOOLS: 'true', VITEST: '', TEST: '' },
 })
 
 const wsUrl = (query = '') => url(`/_orpc${query}`).replace(/^http/, 'ws')
@@ -155,3 +161,56 @@ function rawGet(target: string, host: string): Promise<{ status: number, body: s
     request.on('error', reject)
   })
 }
+
+describe.skipIf(skipBrowser)('the DevTools tab in Chromium', () => {
+  it('opens from Nuxt DevTools and lists the calls the page made', async () => {
+    const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs })
+    try {
+      const { page, pageErrors } = await watchPage(browser)
+      await page.setViewportSize({ width: 1280, height: 800 })
+      // Vite may reload the first page it serves, once it has optimized the dependencies it found there (the
+      // module import in flight then fails): the test starts on a page loaded after that.
+      await page.goto(url('/'))
+      await hydrated(page)
+      await page.reload()
+      await hydrated(page)
+      pageErrors.length = 0
+      await page.click('#call')
+      await page.waitForSelector('#clicked:has-text("Hello browser")')
+      await page.click('#stream')
+      await page.waitForSelector('#ticks:has-text("0,1,2,3,4")')
+      // Nuxt DevTools' own API opens its panel; past its first-run welcome, on the oRPC tab.
+      type DevtoolsHost = { devtools: { navigate: (path: string) => Promise<void> } }
+      const openTab = () => page.evaluate(() => (window as unknown as { __NUXT_DEVTOOLS_HOST__: DevtoolsHost }).__NUXT_DEVTOOLS_HOST__.devtools.navigate('/modules/custom-nuxt-orpc'))
+      await page.waitForFunction(() => 'devtools' in ((window as { __NUXT_DEVTOOLS_HOST__?: object }).__NUXT_DEVTOOLS_HOST__ ?? {}))
+      await openTab()
+      const panel = await waitFor(() => page.frames().find(frame => frame.url().includes('/__nuxt_devtools__/client/')), { timeout: 20_000 })
+      const welcome = panel.getByText('Get Started')
+      await welcome.waitFor({ timeout: 20_000 }).then(() => welcome.click(), () => {})
+      await openTab()
+      const tab = await waitFor(() => page.frames().find(frame => frame.url().includes('/__nuxt_orpc__/devtools')), { timeout: 20_000 })
+      // The calls the page made, as the tab lists them: the call, and the stream the page stopped after 5 events.
+      // (Newest first: earlier tests' calls are listed below them.)
+      const greet = tab.locator('#calls tr[data-procedure="greet"]').first()
+      await greet.waitFor()
+      expect(await greet.locator('td').nth(1).textContent()).toBe('done')
+      const connection = await greet.getAttribute('data-connection')
+      const ticks = tab.locator(`#calls tr[data-procedure="ticks"][data-connection="${connection}"]`)
+      expect(await ticks.locator('td').nth(1).textContent()).toBe('aborted')
+      expect(await ticks.locator('td').nth(5).textContent()).toBe('5')
+      const connectionRow = tab.locator(`#connections tr[data-id="${connection}"]`)
+      expect(await connectionRow.locator('td').nth(1).textContent()).toBe(new URL(url('/')).origin)
+      expect(await connectionRow.locator('td').last().textContent()).toBe('open')
+      // Its payload, on demand.
+      await greet.click()
+      await tab.waitForSelector('#input:has-text("browser")')
+      expect(JSON.parse(await tab.locator('#output').textContent() ?? '')).toMatchObject({ p: { b: { json: { message: 'Hello browser', transport: 'websocket' } } } })
+      // Nuxt DevTools' own client fetches its icons from esm.sh, which this machine cannot reach: those errors are
+      // its own. None may come from the page or the tab.
+      expect(pageErrors.filter(error => !error.stack?.includes('/__nuxt_devtools__/client/'))).toEqual([])
+    }
+    finally {
+      await browser.close()
+    }
+  }, 60_000)
+})

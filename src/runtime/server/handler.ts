@@ -338,7 +338,11 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     ;(peer.context as PeerContext)[connectionStateKey] = socket
     // Registered first: if anything below throws, the close hook still finds and releases it.
     sockets.add(socket)
-    if (import.meta.dev) inspector.opened(peer.id, peer.request?.headers.get('origin') ?? undefined, address)
+    if (import.meta.dev) {
+      // In development the socket comes through the dev server's proxy, which says whose it is.
+      const headers = peer.request?.headers
+      inspector.opened(peer.id, headers?.get('origin') ?? undefined, address ?? headers?.get('x-forwarded-for') ?? undefined)
+    }
     // Bound rather than a closure: no scope object kept per connection.
     route.transport.adopt(peer, socket.websocket, socket.receive.bind(socket), sharedUrl)
     if (route.transport.serverHeartbeat) {

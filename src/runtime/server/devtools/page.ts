@@ -55,7 +55,7 @@ function render() {
   const filter = $('filter').value.trim().toLowerCase()
   const calls = state.calls.filter(c => !filter || c.procedure.toLowerCase().includes(filter))
   table('calls', ['Procedure', 'Result', '#Duration', '#Input', '#Output', '#Events', 'Connection', 'Started'], calls.map(c =>
-    '<tr data-seq="' + c.seq + '" data-procedure="' + esc(c.procedure) + '"' + (c.seq === selected ? ' class="selected"' : '') + '><td><code>' + esc(c.procedure) + '</code></td><td class="state-' + c.state + '">' + esc(c.code ?? c.state)
+    '<tr data-seq="' + c.seq + '" data-procedure="' + esc(c.procedure) + '" data-connection="' + esc(c.connection) + '"' + (c.seq === selected ? ' class="selected"' : '') + '><td><code>' + esc(c.procedure) + '</code></td><td class="state-' + c.state + '">' + esc(c.code ?? c.state)
     + '</td><td class="num">' + ms(c.duration) + '</td><td class="num">' + bytes(c.inputBytes) + '</td><td class="num">' + bytes(c.outputBytes) + '</td><td class="num">' + (c.state === 'streaming' || c.events ? c.events : '')
     + '</td><td><code>' + short(c.connection) + '</code></td><td>' + ago(c.startedAt) + '</td></tr>'), filter ? 'No recent call matches.' : 'No call yet.')
   table('streams', ['Procedure', '#Events sent', '#Bytes out', 'Connection', 'Open since'], streams.map(c =>
