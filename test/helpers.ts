@@ -64,13 +64,13 @@ export function createClient(options: RpcConnectionOptions) {
   return { connection, client: createRpcClient(connection) as unknown as TestClient }
 }
 
-export async function waitFor<T>(check: () => T | Promise<T>, { timeout = 5000, interval = 20 } = {}): Promise<T> {
+export async function waitFor<T>(check: () => T | Promise<T>, { timeout = 5000, interval = 20 } = {}): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeout
   let lastError: unknown
   while (Date.now() < deadline) {
     try {
       const result = await check()
-      if (result) return result
+      if (result) return result as NonNullable<T>
     }
     catch (error) {
       lastError = error

@@ -1,3 +1,4 @@
+import type { EncodedMessage } from '@orpc/standard-server-peer'
 import type { RpcServerLimits } from '../../shared/options'
 import { binaryDelimiter } from '../../shared/protocol'
 import type { RpcPublisher } from '../publisher/core'
@@ -208,9 +209,10 @@ export class RpcInspector {
   }
 
   /** A frame to the client. */
-  sent(id: string, data: string | Uint8Array) {
+  sent(id: string, encoded: EncodedMessage) {
     const connection = this.connections.get(id)
     if (!connection) return
+    const data = typeof encoded === 'string' || encoded instanceof Uint8Array ? encoded : new Uint8Array(encoded)
     const bytes = byteLength(data)
     connection.bytesOut += bytes
     const parsed = parseFrame(data)

@@ -34,7 +34,7 @@ code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; }
 const script = `
 const base = location.pathname.replace(/\\/$/, '')
 const $ = id => document.getElementById(id)
-let state, selected, paused = false
+let state, selected, paused = false, showClosed = false
 const esc = value => String(value ?? '').replace(/[&<>"]/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c])
 const bytes = n => n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' KB' : (n / 1048576).toFixed(1) + ' MB'
 const ms = n => n === undefined || n === null ? '' : n < 10 ? n.toFixed(2) + ' ms' : n < 1000 ? n.toFixed(0) + ' ms' : (n / 1000).toFixed(2) + ' s'
@@ -48,10 +48,15 @@ function render() {
   const open = state.connections.filter(c => c.closedAt === undefined || c.closedAt === null)
   const streams = state.calls.filter(c => c.state === 'streaming')
   $('figures').innerHTML = '<span><b>' + open.length + '</b> connections</span><span><b>' + state.calls.filter(c => c.state === 'running').length + '</b> calls running</span><span><b>' + streams.length + '</b> streams</span><span><b>' + state.channels.filter(c => c.subscribers > 0).length + '</b> channels</span>'
-  table('connections', ['Id', 'Origin', 'Address', 'Opened', '#Calls in flight', '#In', '#Out', 'Closed'], state.connections.map(c =>
+  // Closed connections (kept for their close code) would crowd out the open ones: the last few, unless asked.
+  const closed = state.connections.filter(c => c.closedAt)
+  const hidden = showClosed ? 0 : Math.max(0, closed.length - 3)
+  const listed = [...open, ...closed.slice(0, closed.length - hidden)]
+  table('connections', ['Id', 'Origin', 'Address', 'Opened', '#Calls in flight', '#In', '#Out', 'Closed'], listed.map(c =>
     '<tr data-id="' + esc(c.id) + '"' + (c.closedAt ? ' class="closed"' : '') + '><td><code>' + short(c.id) + '</code></td><td>' + esc(c.origin ?? '(none)') + '</td><td>' + esc(c.remoteAddress) + '</td><td>' + ago(c.openedAt)
     + '</td><td class="num">' + c.callsInFlight + '</td><td class="num">' + bytes(c.bytesIn) + '</td><td class="num">' + bytes(c.bytesOut) + '</td><td>'
     + (c.closedAt ? esc(c.closeCode ?? '') + ' ' + esc(c.closeReason ?? '') + ' (' + ago(c.closedAt) + ')' : 'open') + '</td></tr>'), 'No connection yet: open a page that calls useRpc().')
+  if (hidden) $('connections').querySelector('tbody').insertAdjacentHTML('beforeend', '<tr><td colspan="8" class="empty"><a href="#" id="more-closed">' + hidden + ' more closed</a></td></tr>')
   const filter = $('filter').value.trim().toLowerCase()
   const calls = state.calls.filter(c => !filter || c.procedure.toLowerCase().includes(filter))
   table('calls', ['Procedure', 'Result', '#Duration', '#Input', '#Output', '#Events', 'Connection', 'Started'], calls.map(c =>
@@ -78,6 +83,12 @@ $('calls').addEventListener('click', async (event) => {
   $('payload').classList.add('open')
 })
 $('filter').addEventListener('input', () => state && render())
+$('connections').addEventListener('click', (event) => {
+  if (event.target.id !== 'more-closed') return
+  event.preventDefault()
+  showClosed = true
+  render()
+})
 $('pause').addEventListener('change', event => { paused = event.target.checked })
 async function refresh() {
   try {
