@@ -11,8 +11,9 @@ import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
 import { closeCodeForStatus, errorFromRefusal, refusalFromError } from '../src/runtime/server/context'
 import { createRpcWebSocketHooks, selectSubprotocol } from '../src/runtime/server/handler'
+import { RpcInspector } from '../src/runtime/server/devtools/inspector'
 import { BucketsByClient, TokenBucket } from '../src/runtime/server/limits'
-import { heartbeatFrame, refusalFrame, refusalOf } from '../src/runtime/shared/protocol'
+import { binaryDelimiter, heartbeatFrame, refusalFrame, refusalOf } from '../src/runtime/shared/protocol'
 import { isValidCloseCode, toCloseReason } from '../src/runtime/server/registry'
 import type { NodeWebSocket } from '../src/runtime/server/transports/node'
 import { nodeTransport, probeNodeShapes } from '../src/runtime/server/transports/node'
@@ -749,5 +750,103 @@ describe('applyPresenceEvent', () => {
     // A leave of someone not listed (a stream that resumed after they joined) changes nothing.
     expect(applyPresenceEvent([bob], { type: 'leave', member: ada })).toEqual([bob])
     expect(start).toEqual([ada])
+  })
+})
+
+describe('the DevTools inspector', () => {
+  const request = (id: string, path: string, input: unknown = {}) => JSON.stringify({ i: id, p: { u: path, b: { json: input } } })
+  const call = (inspector: RpcInspector, procedure: string) => inspector.state().calls.find(entry => entry.procedure === procedure)!
+
+  it('follows a call from its request to its answer, typed errors and streams included', () => {
+    const inspector = new RpcInspector()
+    inspector.opened('c1', 'http://app.example', '10.0.0.1')
+    inspector.received('c1', request('1', '/chat/send', { text: 'hi' }))
+    inspector.received('c1', request('2', 'orpc://localhost/fail'))
+    inspector.received('c1', request('3', '/chat/messages'))
+    expect(inspector.state().connections[0]).toMatchObject({ id: 'c1', origin: 'http://app.example', remoteAddress: '10.0.0.1', callsInFlight: 3 })
+
+    inspector.sent('c1', JSON.stringify({ i: '1', p: { b: { json: { ok: true } } } }))
+    inspector.sent('c1', JSON.stringify({ i: '2', p: { s: 409, b: { json: { defined: false, code: 'CONFLICT', status: 409, message: 'No' } } } }))
+    inspector.sent('c1', JSON.stringify({ i: '3', p: { h: { 'content-type': 'text/event-stream' } } }))
+    for (let index = 0; index < 3; index++) inspector.sent('c1', JSON.stringify({ i: '3', t: 3, p: { e: 'message', d: { json: index } } }))
+    expect(call(inspector, 'chat.send')).toMatchObject({ state: 'done', status: 200 })
+    expect(call(inspector, 'fail')).toMatchObject({ state: 'error', status: 409, code: 'CONFLICT' })
+    expect(call(inspector, 'chat.messages')).toMatchObject({ state: 'streaming', events: 3 })
+    expect(inspector.state().connections[0]!.callsInFlight).toBe(1)
+
+    inspector.sent('c1', JSON.stringify({ i: '3', t: 3, p: { e: 'error', d: { json: { code: 'SUBSCRIBER_OVERFLOW' } } } }))
+    expect(call(inspector, 'chat.messages')).toMatchObject({ state: 'error', code: 'SUBSCRIBER_OVERFLOW', events: 3 })
+    expect(inspector.state().connections[0]!.callsInFlight).toBe(0)
+    const seq = call(inspector, 'chat.send').seq
+    expect(JSON.parse(inspector.payload(seq)!.input)).toMatchObject({ p: { b: { json: { text: 'hi' } } } })
+    expect(JSON.parse(inspector.payload(seq)!.output)).toMatchObject({ p: { b: { json: { ok: true } } } })
+  })
+
+  it('ends a call the client aborts, and every call of a connection that closes', () => {
+    const inspector = new RpcInspector()
+    inspector.opened('c1', undefined, undefined)
+    inspector.received('c1', request('1', '/ticks'))
+    inspector.received('c1', request('2', '/slow'))
+    inspector.received('c1', JSON.stringify({ i: '1', t: 4 }))
+    inspector.closed('c1', 1006, '')
+    const [connection] = inspector.state().connections
+    expect(connection).toMatchObject({ closeCode: 1006, callsInFlight: 0 })
+    expect(connection!.closeReason).toBeUndefined()
+    expect(call(inspector, 'ticks').state).toBe('aborted')
+    expect(call(inspector, 'slow').state).toBe('closed')
+    expect(call(inspector, 'slow').duration).toBeGreaterThanOrEqual(0)
+  })
+
+  it('counts what it cannot read as bytes only: heartbeats, garbage, frames of unknown calls and connections', () => {
+    const inspector = new RpcInspector()
+    inspector.opened('c1', undefined, undefined)
+    inspector.received('c1', heartbeatFrame)
+    inspector.received('c1', 'not json')
+    inspector.received('c1', '[1,2]')
+    inspector.received('c1', JSON.stringify({ i: 'x', t: 3, p: { e: 'message' } }))
+    inspector.sent('c1', JSON.stringify({ i: 'nobody', p: { b: {} } }))
+    inspector.received('gone', request('1', '/ping'))
+    const state = inspector.state()
+    expect(state.calls).toEqual([])
+    expect(state.connections).toHaveLength(1)
+    expect(state.connections[0]!.bytesIn).toBeGreaterThan(0)
+    expect(state.connections[0]!.bytesOut).toBeGreaterThan(0)
+  })
+
+  it('reads the JSON head of a binary frame (a file) and counts all of its bytes', () => {
+    const inspector = new RpcInspector()
+    inspector.opened('c1', undefined, undefined)
+    const head = new TextEncoder().encode(request('1', '/upload'))
+    const frame = new Uint8Array([...head, binaryDelimiter, 1, 2, 3, 4])
+    inspector.received('c1', frame)
+    expect(call(inspector, 'upload')).toMatchObject({ state: 'running', inputBytes: frame.byteLength })
+    inspector.sent('c1', frame.buffer)
+    expect(inspector.state().connections[0]!.bytesOut).toBe(frame.byteLength)
+  })
+
+  it('stays bounded: recent calls, closed connections, idle channels, payloads', () => {
+    const inspector = new RpcInspector()
+    for (let index = 0; index < 60; index++) {
+      inspector.opened(`c${index}`, undefined, undefined)
+      inspector.closed(`c${index}`, 1000, 'bye')
+    }
+    inspector.opened('open', undefined, undefined)
+    for (let index = 0; index < 250; index++) {
+      inspector.received('open', request(String(index), '/ping', 'x'.repeat(index === 249 ? 40_000 : 1)))
+      inspector.sent('open', JSON.stringify({ i: String(index), p: { b: { json: 'pong' } } }))
+    }
+    const state = inspector.state()
+    expect(state.connections).toHaveLength(51)
+    expect(state.calls).toHaveLength(200)
+    expect(inspector.payload(1)).toBeUndefined()
+    const last = inspector.payload(state.calls[0]!.seq)!
+    expect(last.input.length).toBeLessThan(33_000)
+    expect(last.input).toMatch(/more characters\)$/)
+
+    inspector.subscribed('busy')
+    for (let index = 0; index < 600; index++) inspector.published(`idle:${index}`)
+    const channels = inspector.state().channels
+    expect(channels.length).toBeLessThanOrEqual(500)
+    expect(channels.find(channel => channel.name === 'busy')).toMatchObject({ subscribers: 1 })
   })
 })
