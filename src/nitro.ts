@@ -7,7 +7,9 @@ import { dirname, join, relative, resolve } from 'pathe'
 import { joinURL } from 'ufo'
 import { publisherDefaults } from './runtime/server/publisher/defaults'
 import type { RpcServerLimits } from './runtime/shared/options'
-import { defaultMaxMessageBytes, serverLimitDefaults } from './runtime/shared/options'
+import { defaultMaxMessageBytes, devAllowedHosts, serverLimitDefaults } from './runtime/shared/options'
+
+export { devAllowedHosts }
 
 /**
  * Options of the server half, under `orpc` in nitro.config (or in nuxt.config, which passes them on). The
@@ -133,9 +135,6 @@ declare module 'nitropack' {
 
 /** Where the DevTools tab's page and data are served, in development only (see src/runtime/server/devtools). */
 export const devtoolsRoute = '/__nuxt_orpc__/devtools'
-
-/** What an empty `allowedHosts` means in development. */
-export const devAllowedHosts = ['localhost', '127.0.0.1', '[::1]'] as const
 
 const runtimeDir = fileURLToPath(new URL('./runtime', import.meta.url))
 const moduleExtensions = ['.ts', '.mts', '.js', '.mjs']

@@ -91,8 +91,11 @@ describe('the DevTools tab\'s data (development only)', () => {
       const conn = seen.connections.find(entry => entry.id === greet.connection)!
       expect(conn.closedAt).toBeUndefined()
       expect(conn.callsInFlight).toBe(1)
-      expect(conn.bytesIn).toBeGreaterThan(0)
-      expect(conn.bytesOut).toBeGreaterThan(conn.bytesIn / 10)
+      // The connection's bytes hold at least its calls' frames.
+      const ofConnection = seen.calls.filter(call => call.connection === conn.id)
+      expect(ofConnection.map(call => call.procedure).sort()).toEqual(['fail', 'feed', 'greet', 'post'])
+      expect(conn.bytesIn).toBeGreaterThanOrEqual(ofConnection.reduce((sum, call) => sum + call.inputBytes, 0))
+      expect(conn.bytesOut).toBeGreaterThanOrEqual(ofConnection.reduce((sum, call) => sum + call.outputBytes, 0))
       expect(greet).toMatchObject({ state: 'done' })
       expect(greet.code).toBeUndefined()
       expect(greet.duration).toBeGreaterThan(0)
@@ -128,7 +131,7 @@ describe('the DevTools tab\'s data (development only)', () => {
     raw.socket.send('not json')
     expect((await raw.closed).code).toBe(1007)
     const closed = await waitFor(async () => (await state()).connections.find(entry => entry.id === id && entry.closedAt))
-    expect(closed).toMatchObject({ closeCode: 1007, callsInFlight: 0 })
+    expect(closed.closeCode).toBe(1007)
   })
 
   it('is in the development build (the markers a production build must not hold)', async () => {
@@ -136,6 +139,22 @@ describe('the DevTools tab\'s data (development only)', () => {
     const files = (await readdir(dir, { recursive: true, withFileTypes: true })).filter(entry => entry.isFile() && /\.[cm]?js$/.test(entry.name))
     const code = (await Promise.all(files.map(entry => readFile(join(entry.parentPath, entry.name), 'utf8')))).join('\n')
     for (const marker of devtoolsMarkers) expect(code).toContain(marker)
+  })
+
+  it('reads any URL a client sends without changing how the server answers it', async () => {
+    const raw = new RawSocket(wsUrl())
+    try {
+      await raw.opened
+      // An escape that does not decode: the server answers it as it would without the tab, and the tab lists it
+      // with that answer.
+      const answer = await raw.request(7, '%E0%A4%A/x')
+      expect(answer.p.s).toBeGreaterThanOrEqual(400)
+      expect((await raw.request(8, 'ping')).p.b?.json).toBe('pong')
+      expect((await state()).calls.find(call => call.procedure === '%E0%A4%A.x')).toMatchObject({ state: 'error', status: answer.p.s })
+    }
+    finally {
+      raw.close()
+    }
   })
 
   it('serves the tab\'s page, and nothing under a host name that is not allowed (DNS rebinding)', async () => {
@@ -146,6 +165,10 @@ describe('the DevTools tab\'s data (development only)', () => {
     const rebound = await rawGet(`http://127.0.0.1:${port}/__nuxt_orpc__/devtools/state`, `rebind.attacker.example:${port}`)
     expect(rebound.status).toBe(403)
     expect(rebound.body).not.toContain('connections')
+    // Another site's page (the browser says so) gets nothing either.
+    const crossSite = await fetch(devtools('/state'), { headers: { 'sec-fetch-site': 'cross-site' } })
+    expect(crossSite.status).toBe(403)
+    expect((await fetch(devtools('/state'), { headers: { 'sec-fetch-site': 'same-origin' } })).status).toBe(200)
   })
 })
 
@@ -179,6 +202,12 @@ describe.skipIf(skipBrowser)('the DevTools tab in Chromium', () => {
       await page.waitForSelector('#clicked:has-text("Hello browser")')
       await page.click('#stream')
       await page.waitForSelector('#ticks:has-text("0,1,2,3,4")')
+      // A client's procedure name is data, never markup in the tab.
+      const markup = '<img src=x onerror="window.__injected=1">'
+      const hostile = new RawSocket(wsUrl())
+      await hostile.opened
+      await hostile.request(1, encodeURIComponent(markup))
+      hostile.close()
       // Nuxt DevTools' own API opens its panel; past its first-run welcome, on the oRPC tab.
       type DevtoolsHost = { devtools: { navigate: (path: string) => Promise<void> } }
       const openTab = () => page.evaluate(() => (window as unknown as { __NUXT_DEVTOOLS_HOST__: DevtoolsHost }).__NUXT_DEVTOOLS_HOST__.devtools.navigate('/modules/custom-nuxt-orpc'))
@@ -201,6 +230,10 @@ describe.skipIf(skipBrowser)('the DevTools tab in Chromium', () => {
       const connectionRow = tab.locator(`#connections tr[data-id="${connection}"]`)
       expect(await connectionRow.locator('td').nth(1).textContent()).toBe(new URL(url('/')).origin)
       expect(await connectionRow.locator('td').last().textContent()).toBe('open')
+      const injected = tab.locator('#calls tr').filter({ hasText: markup })
+      expect(await injected.locator('code').first().textContent()).toBe(markup)
+      expect(await tab.locator('#calls img').count()).toBe(0)
+      expect(await tab.evaluate(() => (window as { __injected?: number }).__injected)).toBeUndefined()
       // Its payload, on demand.
       await greet.click()
       await tab.waitForSelector('#input:has-text("browser")')

@@ -831,14 +831,19 @@ describe('the DevTools inspector', () => {
       inspector.closed(`c${index}`, 1000, 'bye')
     }
     inspector.opened('open', undefined, undefined)
+    inspector.received('open', request('feed', '/feed'))
+    inspector.sent('open', JSON.stringify({ i: 'feed', p: { h: { 'content-type': 'text/event-stream' } } }))
     for (let index = 0; index < 250; index++) {
       inspector.received('open', request(String(index), '/ping', 'x'.repeat(index === 249 ? 40_000 : 1)))
       inspector.sent('open', JSON.stringify({ i: String(index), p: { b: { json: 'pong' } } }))
     }
+    inspector.sent('open', JSON.stringify({ i: 'feed', t: 3, p: { e: 'message', d: { json: 1 } } }))
     const state = inspector.state()
     expect(state.connections).toHaveLength(51)
-    expect(state.calls).toHaveLength(200)
-    expect(inspector.payload(1)).toBeUndefined()
+    // The recent 200, and the stream opened before them: still open, still counted, its frames no longer kept.
+    expect(state.calls).toHaveLength(201)
+    expect(state.calls.at(-1)).toMatchObject({ procedure: 'feed', state: 'streaming', events: 1 })
+    expect(inspector.payload(state.calls.at(-1)!.seq)).toBeUndefined()
     const last = inspector.payload(state.calls[0]!.seq)!
     expect(last.input.length).toBeLessThan(33_000)
     expect(last.input).toMatch(/more characters\)$/)

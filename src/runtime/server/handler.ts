@@ -19,8 +19,8 @@ import { RpcSocket } from './socket'
 import type { RpcConnectionRecord, RpcTransport } from './transports/types'
 import { transportOf, webTransport } from './transports'
 import { cloudflareTransport, isCloudflareWorker } from './transports/cloudflare'
-import { inspector } from './devtools/inspector'
 import { upgradeContextOf } from './transports/node'
+import { inspector } from './devtools/inspector'
 
 export { heartbeatFrame, isOriginAllowed, RpcCloseCode, rpcSubprotocols }
 
@@ -339,7 +339,8 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
     // Registered first: if anything below throws, the close hook still finds and releases it.
     sockets.add(socket)
     if (import.meta.dev) {
-      // In development the socket comes through the dev server's proxy, which says whose it is.
+      // In development the socket comes through the dev server's proxy: where the socket does not know the
+      // client's address, the proxy's header says it.
       const headers = peer.request?.headers
       inspector.opened(peer.id, headers?.get('origin') ?? undefined, address ?? headers?.get('x-forwarded-for') ?? undefined)
     }
@@ -395,8 +396,7 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
   }
 
   /** The peer's socket closed. */
-  function forget(peer: Peer, code?: number, reason?: string) {
-    if (import.meta.dev) inspector.closed(peer.id, code, reason)
+  function forget(peer: Peer) {
     store?.drop(peer)
     const socket = stateOf(peer)
     if (socket instanceof RpcSocket) {
@@ -476,7 +476,9 @@ export function createRpcWebSocketHooks(options: RpcWebSocketHandlerOptions): Pa
       else if (socket === undefined) restore(peer, data)
     },
     close(peer, details) {
-      forget(peer, details.code, details.reason)
+      // Here, not from `error`: a socket's close follows its error, with the code.
+      if (import.meta.dev) inspector.closed(peer.id, details.code, details.reason)
+      forget(peer)
     },
     error(peer) {
       forget(peer)

@@ -117,12 +117,12 @@ export class RpcSocket extends ConnectionOutput implements RegisteredConnection 
    * call, would reach the peer before the call is open there and be dropped.
    */
   receive(data: string | Uint8Array): void {
-    if (import.meta.dev) inspector.received(this.connection.id, data)
     // The client's ping (it has heard nothing for a while): answered at once, ahead of any decoding.
     if (isHeartbeat(data)) {
       if (!this.closed) this.connection.send(heartbeatFrame)
       return
     }
+    if (import.meta.dev) inspector.received(this.connection.id, data)
     const before = this.decoding
     const taken = before ? before.then(() => this.take(data)) : this.take(data)
     if (!taken) return

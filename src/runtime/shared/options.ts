@@ -71,6 +71,9 @@ export const serverLimitDefaults: RpcServerLimits = {
   maxBufferedInputBytes: 4 * 1024 * 1024,
 }
 
+/** What an empty `allowedHosts` means in development. */
+export const devAllowedHosts = ['localhost', '127.0.0.1', '[::1]'] as const
+
 /** The largest message the server reads, when nothing says otherwise (1 MiB). */
 export const defaultMaxMessageBytes = 1024 * 1024
 

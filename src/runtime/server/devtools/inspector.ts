@@ -72,6 +72,8 @@ export interface InspectorState {
 
 interface CallRecord extends InspectedCall {
   started: number
+  /** Whether it is among the recent calls, whose frames are kept. */
+  kept: boolean
   input: string
   output: string
 }
@@ -114,7 +116,17 @@ function parseFrame(data: string | Uint8Array): { text: string, frame: WireFrame
 function procedureOf(url: unknown): string {
   if (typeof url !== 'string') return '?'
   const path = url.replace(/^[a-z][\w+.-]*:(?:\/\/[^/]*)?/i, '').split(/[?#]/)[0] ?? ''
-  return path.split('/').filter(Boolean).map(segment => decodeURIComponent(segment)).join('.') || '?'
+  return path.split('/').filter(Boolean).map(decodeSegment).join('.') || '?'
+}
+
+/** A client may send any URL: an escape that does not decode is shown as sent. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  }
+  catch {
+    return segment
+  }
 }
 
 /** The code of an error as oRPC's RPC serializer writes it (`{ json: { code, ... } }`). */
@@ -123,6 +135,7 @@ function errorCodeOf(body: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined
 }
 
+/** A frame's JSON, cut at `payloadLimit` characters (a file's bytes after it are not kept). */
 const clip = (text: string) => text.length > payloadLimit ? `${text.slice(0, payloadLimit)}… (${text.length - payloadLimit} more characters)` : text
 
 export class RpcInspector {
@@ -165,8 +178,18 @@ export class RpcInspector {
     if (this.closedConnections.length > closedConnectionLimit) this.closedConnections.shift()
   }
 
-  /** A frame from the client. */
+  /** A frame from the client (the client's pings are not counted). */
   received(id: string, data: string | Uint8Array) {
+    // Whatever a client sends, reading it here must not change what the server does with it.
+    try {
+      this.read(id, data)
+    }
+    catch (error) {
+      console.warn('[nuxt-orpc] The DevTools inspector could not read a frame:', error)
+    }
+  }
+
+  private read(id: string, data: string | Uint8Array) {
     const connection = this.connections.get(id)
     if (!connection) return
     const bytes = byteLength(data)
@@ -192,12 +215,18 @@ export class RpcInspector {
         inputBytes: bytes,
         outputBytes: 0,
         events: 0,
+        kept: true,
         input: clip(text),
         output: '',
       }
       connection.calls.set(callId, record)
       this.recentCalls.push(record)
-      if (this.recentCalls.length > recentCallLimit) this.recentCalls.shift()
+      const dropped = this.recentCalls.length > recentCallLimit ? this.recentCalls.shift() : undefined
+      // A stream still open stays listed (see `state`); its payload, no longer asked for, goes.
+      if (dropped) {
+        dropped.kept = false
+        dropped.input = dropped.output = ''
+      }
     }
     else if (call && frame.t === 3) {
       call.inputBytes += bytes
@@ -208,8 +237,17 @@ export class RpcInspector {
     }
   }
 
-  /** A frame to the client. */
+  /** A frame to the client (the server's heartbeat frames are not counted). */
   sent(id: string, encoded: EncodedMessage) {
+    try {
+      this.write(id, encoded)
+    }
+    catch (error) {
+      console.warn('[nuxt-orpc] The DevTools inspector could not read a frame:', error)
+    }
+  }
+
+  private write(id: string, encoded: EncodedMessage) {
     const connection = this.connections.get(id)
     if (!connection) return
     const data = typeof encoded === 'string' || encoded instanceof Uint8Array ? encoded : new Uint8Array(encoded)
@@ -223,7 +261,7 @@ export class RpcInspector {
     if (frame.t === undefined || frame.t === 2) {
       const status = typeof frame.p?.s === 'number' ? frame.p.s : 200
       call.status = status
-      call.output = clip(text)
+      if (call.kept) call.output = clip(text)
       call.duration = performance.now() - call.started
       if (String(frame.p?.h?.['content-type'] ?? '').startsWith('text/event-stream')) {
         call.state = 'streaming'
@@ -234,7 +272,7 @@ export class RpcInspector {
     }
     else if (frame.t === 3) {
       const event = frame.p?.e
-      call.output = clip(text)
+      if (call.kept) call.output = clip(text)
       if (event === 'message') {
         call.events++
         return
@@ -291,10 +329,19 @@ export class RpcInspector {
     return {
       now: Date.now(),
       connections: connections.map(({ calls, ...connection }) => ({ ...connection, callsInFlight: calls.size })),
-      calls: [...this.recentCalls].reverse().map(({ started: _started, input: _input, output: _output, ...call }) => ({ ...call })),
+      calls: this.listedCalls().map(({ started: _started, kept: _kept, input: _input, output: _output, ...call }) => ({ ...call })),
       channels: [...this.channels.values()].map(channel => ({ ...channel })),
       limits: this.routes,
     }
+  }
+
+  /** The recent calls and every call still in flight (a long stream outlives the recent list), newest first. */
+  private listedCalls(): CallRecord[] {
+    const listed = new Set(this.recentCalls)
+    for (const connection of this.connections.values()) {
+      for (const call of connection.calls.values()) listed.add(call)
+    }
+    return [...listed].sort((a, b) => b.seq - a.seq)
   }
 
   /** What a recent call sent and got (its first frame, its last one), cut at `payloadLimit` characters. */

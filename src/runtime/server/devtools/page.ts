@@ -74,10 +74,12 @@ const pretty = text => { try { return JSON.stringify(JSON.parse(text), null, 2) 
 $('calls').addEventListener('click', async (event) => {
   const row = event.target.closest('tr[data-seq]')
   if (!row) return
-  selected = Number(row.dataset.seq)
+  const seq = selected = Number(row.dataset.seq)
   render()
-  const response = await fetch(base + '/calls/' + selected)
+  const response = await fetch(base + '/calls/' + seq)
   const payload = response.ok ? await response.json() : { input: 'No longer kept.', output: '' }
+  // Another call was clicked meanwhile: its answer shows, not this one's.
+  if (seq !== selected) return
   $('input').textContent = pretty(payload.input)
   $('output').textContent = payload.output ? pretty(payload.output) : '(no answer yet)'
   $('payload').classList.add('open')
