@@ -1,11 +1,14 @@
 import type { IncomingMessage } from 'node:http'
+import { types } from 'node:util'
 import { ORPCError } from '@orpc/server'
 import type { Peer } from 'crossws'
 import { createError } from 'h3'
+import { getEventMeta } from '@orpc/standard-server'
 import type { MockInstance } from 'vitest'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createRpcColadaUtils } from '../src/runtime/app/query/colada-utils'
 import { createRpcClient, errorForClose, isRefusalCloseCode } from '../src/runtime/client/connection'
+import { eventMetaKey, eventValue } from '../src/runtime/client/plain-calls'
 import type { AdmissionLimits, AdmissionSlot } from '../src/runtime/server/admission'
 import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
@@ -853,5 +856,31 @@ describe('the DevTools inspector', () => {
     const channels = inspector.state().channels
     expect(channels.length).toBeLessThanOrEqual(500)
     expect(channels.find(channel => channel.name === 'busy')).toMatchObject({ subscribers: 1 })
+  })
+})
+
+describe('stream event values on the client', () => {
+  it('learns the key oRPC\'s getEventMeta reads (this fails when oRPC changes how it reads an event\'s meta)', () => {
+    expect(typeof eventMetaKey).toBe('symbol')
+  })
+
+  it('puts the event\'s meta on the value itself: getEventMeta finds it, nothing else sees it, no Proxy', () => {
+    const meta = { id: '1765000000000-3', retry: 500 }
+    const value = eventValue({ event: 'message', data: { json: { seq: 3, nested: { a: 1 } } }, meta }) as object
+    expect(types.isProxy(value)).toBe(false)
+    expect(getEventMeta(value)).toEqual(meta)
+    expect(JSON.stringify(value)).toBe('{"seq":3,"nested":{"a":1}}')
+    expect(Object.keys(value)).toEqual(['seq', 'nested'])
+    expect(getEventMeta({ ...value })).toBeUndefined()
+    expect(structuredClone(value)).toEqual({ seq: 3, nested: { a: 1 } })
+  })
+
+  it('leaves a value without meta, and a primitive, as they are', () => {
+    expect(getEventMeta(eventValue({ event: 'message', data: { json: { a: 1 } } }))).toBeUndefined()
+    expect(eventValue({ event: 'message', data: { json: 5 }, meta: { id: '1' } })).toBe(5)
+    // Dates and other types oRPC's serializer carries come back as such, with their meta.
+    const dated = eventValue({ event: 'message', data: { json: { at: '2026-12-07T00:00:00.000Z' }, meta: [[1, 'at']] }, meta: { id: '2' } }) as { at: Date }
+    expect(dated.at).toBeInstanceOf(Date)
+    expect(getEventMeta(dated)?.id).toBe('2')
   })
 })

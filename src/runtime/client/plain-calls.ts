@@ -33,10 +33,35 @@ function httpPathOf(path: readonly string[]): string {
   return httpPath
 }
 
-/** What oRPC's client makes of a stream event's serialized data: the value, with the event's id and retry on it. */
-function eventValue(payload: EventIteratorPayload): unknown {
+/**
+ * The key under which oRPC's `getEventMeta` reads an event's meta (its id, its retry). oRPC keeps that symbol to
+ * itself: its `withEventMeta` wraps each value in a Proxy that answers it, and every later read of the value's
+ * properties (the app's, Vue's) then goes through the Proxy's trap. The key is learned once, from
+ * `getEventMeta` itself; undefined if oRPC reads the meta some other way, and `withEventMeta` is used then.
+ * (test/units.test.ts fails when that happens.)
+ */
+export const eventMetaKey: PropertyKey | undefined = (() => {
+  let key: PropertyKey | undefined
+  getEventMeta(new Proxy({}, {
+    get(_target, property) {
+      key = property
+    },
+  }))
+  return typeof key === 'symbol' ? key : undefined
+})()
+
+/**
+ * What oRPC's client makes of a stream event's serialized data: the value, with the event's id and retry on it
+ * where `getEventMeta` finds them. The value is the frame's own (just parsed), so the meta is put on it, not
+ * around it: one property that is not enumerable, hence not copied, listed or serialized, as with the Proxy.
+ */
+export function eventValue(payload: EventIteratorPayload): unknown {
   const value = serializer.deserialize(payload.data as Parameters<StandardRPCSerializer['deserialize']>[0])
-  return payload.meta && isTypescriptObject(value) ? withEventMeta(value, payload.meta) : value
+  const meta = payload.meta
+  if (!meta || !isTypescriptObject(value) || (meta.id === undefined && meta.retry === undefined && !meta.comments?.length)) return value
+  if (eventMetaKey === undefined || !Object.isExtensible(value)) return withEventMeta(value, meta)
+  Object.defineProperty(value, eventMetaKey, { value: meta })
+  return value
 }
 
 /** What oRPC's client throws for a stream's error event: the typed error it carries, or an ErrorEvent. */
