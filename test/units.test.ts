@@ -3,6 +3,7 @@ import { types } from 'node:util'
 import { ORPCError } from '@orpc/server'
 import type { Peer } from 'crossws'
 import { createError } from 'h3'
+import { reactive, readonly } from 'vue'
 import { getEventMeta } from '@orpc/standard-server'
 import type { MockInstance } from 'vitest'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
@@ -873,6 +874,9 @@ describe('stream event values on the client', () => {
     expect(Object.keys(value)).toEqual(['seq', 'nested'])
     expect(getEventMeta({ ...value })).toBeUndefined()
     expect(structuredClone(value)).toEqual({ seq: 3, nested: { a: 1 } })
+    // Held in Vue state (TanStack Vue Query makes its data reactive, then readonly): the meta is still found.
+    expect(getEventMeta(reactive(value))).toEqual(meta)
+    expect(getEventMeta(readonly(reactive(value)))).toEqual(meta)
   })
 
   it('leaves a value without meta, and a primitive, as they are', () => {
@@ -882,5 +886,9 @@ describe('stream event values on the client', () => {
     const dated = eventValue({ event: 'message', data: { json: { at: '2026-12-07T00:00:00.000Z' }, meta: [[1, 'at']] }, meta: { id: '2' } }) as { at: Date }
     expect(dated.at).toBeInstanceOf(Date)
     expect(getEventMeta(dated)?.id).toBe('2')
+    // A Date as the whole value keeps its methods (oRPC's Proxy made them throw: "this is not a Date object").
+    const date = eventValue({ event: 'message', data: { json: '2026-12-07T00:00:00.000Z', meta: [[1]] }, meta: { id: '3' } }) as Date
+    expect(date.getTime()).toBe(Date.parse('2026-12-07T00:00:00.000Z'))
+    expect(getEventMeta(date)?.id).toBe('3')
   })
 })

@@ -60,7 +60,10 @@ export function eventValue(payload: EventIteratorPayload): unknown {
   const meta = payload.meta
   if (!meta || !isTypescriptObject(value) || (meta.id === undefined && meta.retry === undefined && !meta.comments?.length)) return value
   if (eventMetaKey === undefined || !Object.isExtensible(value)) return withEventMeta(value, meta)
-  Object.defineProperty(value, eventMetaKey, { value: meta })
+  // Configurable: a Proxy over the value (Vue's `reactive` and `readonly`, which TanStack Vue Query applies to
+  // its data) may then answer the key with a wrapped copy; for a non-configurable, read-only property it must
+  // not, and `getEventMeta` through it would throw.
+  Object.defineProperty(value, eventMetaKey, { value: meta, configurable: true })
   return value
 }
 
