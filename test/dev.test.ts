@@ -165,6 +165,9 @@ describe('the DevTools tab\'s data (development only)', () => {
     const rebound = await rawGet(`http://127.0.0.1:${port}/__nuxt_orpc__/devtools/state`, `rebind.attacker.example:${port}`)
     expect(rebound.status).toBe(403)
     expect(rebound.body).not.toContain('connections')
+    // A Host that is not a host name at all, and a path under the route that is not one of its own.
+    expect((await rawGet(`http://127.0.0.1:${port}/__nuxt_orpc__/devtools/state`, 'not a host')).status).toBe(403)
+    expect((await fetch(devtools('/elsewhere'))).status).toBe(404)
     // Another site's page (the browser says so) gets nothing either.
     const crossSite = await fetch(devtools('/state'), { headers: { 'sec-fetch-site': 'cross-site' } })
     expect(crossSite.status).toBe(403)

@@ -9,8 +9,8 @@ export interface RpcPresenceMember<T = object> {
 }
 
 /**
- * What a presence stream yields: first `sync` with every member present (unless it resumes with
- * `lastEventId`), then each change. `join`: a key's first connection; `update`: its data or its number of
+ * What a presence stream yields: first `sync` with every member present (a resumed stream too), then each
+ * change. `join`: a key's first connection; `update`: its data or its number of
  * connections changed; `leave`: its last connection left, or its instance stopped refreshing it.
  */
 export type RpcPresenceEvent<T = object>
@@ -24,8 +24,7 @@ export type RpcPresenceEvent<T = object>
 export function applyPresenceEvent<T>(members: readonly RpcPresenceMember<T>[], event: RpcPresenceEvent<T>): RpcPresenceMember<T>[] {
   if (event.type === 'sync') return [...event.members]
   const { member } = event
-  const others = members.filter(present => present.key !== member.key)
-  if (event.type === 'leave') return others
+  if (event.type === 'leave') return members.filter(present => present.key !== member.key)
   const index = members.findIndex(present => present.key === member.key)
   if (index === -1) return [...members, member]
   const next = [...members]

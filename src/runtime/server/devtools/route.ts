@@ -33,7 +33,9 @@ function refusalOf(event: H3Event): string | undefined {
 export default defineEventHandler((event) => {
   const refusal = refusalOf(event)
   if (refusal) throw createError({ statusCode: 403, statusMessage: refusal })
-  const [, section, seq] = /\/devtools(?:\/(state|calls\/(\d+)))?\/?(?:\?|$)/.exec(event.path) ?? []
+  const match = /\/devtools(?:\/(state|calls\/(\d+)))?\/?(?:\?|$)/.exec(event.path)
+  if (!match) throw createError({ statusCode: 404, statusMessage: 'Not found' })
+  const [, section, seq] = match
   setResponseHeader(event, 'cache-control', 'no-store')
   if (section === 'state') return inspector.state()
   if (seq) {
@@ -41,9 +43,6 @@ export default defineEventHandler((event) => {
     if (!payload) throw createError({ statusCode: 404, statusMessage: 'No such call among the recent ones' })
     return payload
   }
-  if (section === undefined && /\/devtools\/?(?:\?|$)/.test(event.path)) {
-    setResponseHeader(event, 'content-type', 'text/html; charset=utf-8')
-    return devtoolsPage
-  }
-  throw createError({ statusCode: 404, statusMessage: 'Not found' })
+  setResponseHeader(event, 'content-type', 'text/html; charset=utf-8')
+  return devtoolsPage
 })
