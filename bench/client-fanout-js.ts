@@ -52,11 +52,14 @@ for (let index = 0; index < streams; index++) {
 await new Promise(resolve => setTimeout(resolve, 500))
 
 let seq = 0
-/** One event to every stream (the frame nuxt-orpc's server writes), then waits until each was read. */
+/**
+ * One event to every stream (the frame nuxt-orpc's server writes), each in a task of its own as frames of
+ * different sockets arrive (microtasks run between them), then waits until each was read.
+ */
 async function publish() {
   const target = received + streams
   const n = seq++
-  for (const socket of sockets) socket.deliver(`{"i":${JSON.stringify(socket.streamId)},"t":3,"p":{"e":"message","d":{"json":{"seq":${n},"sentAt":1765000000000.5}},"m":{"id":"1765000000000-${n}"}}}`)
+  for (const socket of sockets) setImmediate(() => socket.deliver(`{"i":${JSON.stringify(socket.streamId)},"t":3,"p":{"e":"message","d":{"json":{"seq":${n},"sentAt":1765000000000.5}},"m":{"id":"1765000000000-${n}"}}}`))
   while (received < target) await new Promise(resolve => setImmediate(resolve))
 }
 

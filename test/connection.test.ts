@@ -293,6 +293,20 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
 })
 
 describe('closing races', () => {
+  it('gives reads made at once the events in order, each once, then the end', async () => {
+    const server = await stockServer()
+    const { client: rpc } = client(server.url)
+    const stream = await rpc.numbers()
+    const reads = await Promise.all([stream.next(), stream.next(), stream.next(), stream.next(), stream.next()])
+    expect(reads).toEqual([
+      { done: false, value: 0 },
+      { done: false, value: 1 },
+      { done: false, value: 2 },
+      { done: true, value: undefined },
+      { done: true, value: undefined },
+    ])
+  })
+
   it('a stream\'s return() ends a read that waits on it', async () => {
     const server = await stockServer()
     const { client: rpc } = client(server.url)

@@ -867,7 +867,7 @@ describe('stream event values on the client', () => {
 
   it('puts the event\'s meta on the value itself: getEventMeta finds it, nothing else sees it, no Proxy', () => {
     const meta = { id: '1765000000000-3', retry: 500 }
-    const value = eventValue({ event: 'message', data: { json: { seq: 3, nested: { a: 1 } } }, meta }) as object
+    const value = eventValue({ json: { seq: 3, nested: { a: 1 } } }, meta) as object
     expect(types.isProxy(value)).toBe(false)
     expect(getEventMeta(value)).toEqual(meta)
     expect(JSON.stringify(value)).toBe('{"seq":3,"nested":{"a":1}}')
@@ -880,14 +880,14 @@ describe('stream event values on the client', () => {
   })
 
   it('leaves a value without meta, and a primitive, as they are', () => {
-    expect(getEventMeta(eventValue({ event: 'message', data: { json: { a: 1 } } }))).toBeUndefined()
-    expect(eventValue({ event: 'message', data: { json: 5 }, meta: { id: '1' } })).toBe(5)
+    expect(getEventMeta(eventValue({ json: { a: 1 } }, undefined))).toBeUndefined()
+    expect(eventValue({ json: 5 }, { id: '1' })).toBe(5)
     // Dates and other types oRPC's serializer carries come back as such, with their meta.
-    const dated = eventValue({ event: 'message', data: { json: { at: '2026-12-07T00:00:00.000Z' }, meta: [[1, 'at']] }, meta: { id: '2' } }) as { at: Date }
+    const dated = eventValue({ json: { at: '2026-12-07T00:00:00.000Z' }, meta: [[1, 'at']] }, { id: '2' }) as { at: Date }
     expect(dated.at).toBeInstanceOf(Date)
     expect(getEventMeta(dated)?.id).toBe('2')
     // A Date as the whole value keeps its methods (oRPC's Proxy made them throw: "this is not a Date object").
-    const date = eventValue({ event: 'message', data: { json: '2026-12-07T00:00:00.000Z', meta: [[1]] }, meta: { id: '3' } }) as Date
+    const date = eventValue({ json: '2026-12-07T00:00:00.000Z', meta: [[1]] }, { id: '3' }) as Date
     expect(date.getTime()).toBe(Date.parse('2026-12-07T00:00:00.000Z'))
     expect(getEventMeta(date)?.id).toBe('3')
   })

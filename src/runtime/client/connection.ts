@@ -9,7 +9,7 @@ import type { RpcClientTimers } from '../shared/options'
 import { clientTimerDefaults } from '../shared/options'
 import { heartbeatFrame, httpProbeHeader, httpProbePath, readySubprotocol, refusalOf, restartFrame, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
 import type { StreamWrapper } from './plain-calls'
-import { PlainCallClient } from './plain-calls'
+import { PlainCallClient, PlainStream } from './plain-calls'
 
 /** Where the browser's socket is in its life. */
 export type RpcConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
@@ -132,7 +132,8 @@ type LinkInterceptors = NonNullable<RpcConnectionOptions['clientInterceptors']>
  * handshake, and the link would wait forever.
  */
 class Session {
-  readonly link: RPCLink<ClientContext>
+  private rpcLink: RPCLink<ClientContext> | undefined
+  private readonly makeLink: () => RPCLink<ClientContext>
   /** nuxt-orpc's hot path for calls with plain input; the link takes the rest on the same socket. */
   readonly plainCalls: PlainCallClient
   closed: { code: number, reason: string } | undefined
@@ -166,7 +167,9 @@ class Session {
       },
       addEventListener: (type: string, listener: SocketListener) => {
         if (type === 'close') {
-          closeListeners.add(listener)
+          // A link made after the session ended hears of it at once.
+          if (this.closed) queueMicrotask(() => listener(new Event('close')))
+          else closeListeners.add(listener)
         }
         else if (type === 'message') {
           messageListeners.add(listener)
@@ -181,7 +184,15 @@ class Session {
         else socket.removeEventListener(type, listener)
       },
     }
-    this.link = new RPCLink({ websocket: facade as unknown as LinkSocket, clientInterceptors })
+    this.makeLink = () => new RPCLink({ websocket: facade as unknown as LinkSocket, clientInterceptors })
+  }
+
+  /**
+   * oRPC's link on this socket, made for the first call the plain path does not take (files, streamed input):
+   * most sockets never need one, and each holds several KB of queues and plugins.
+   */
+  get link(): RPCLink<ClientContext> {
+    return this.rpcLink ??= this.makeLink()
   }
 
   /** Whether a call on it still waits for its answer. */
@@ -235,10 +246,12 @@ const asyncDispose: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose 
  * The iterator `RpcConnection.resumableStream` returns. It reads the call's stream and notes event ids; when
  * the stream fails, `resume` either gives a new stream that goes on after the last id (the socket dropped)
  * or throws the error the caller gets. Written out instead of built on oRPC's `AsyncIteratorClass`: around a
- * bare generator, that took 0.48 us per event and this takes 0.18 (Node 22), and the client spends about
- * 4 us per event in all.
- * Like it, the iterator takes `next` calls one at a time (one never reads a stream another is replacing), and
- * it is done once its stream ends, fails or is returned.
+ * bare generator, that took 0.48 us per event and this takes 0.18 (Node 22).
+ * A stream of the socket's plain calls (`PlainStream`, nearly all of them) is read without a layer: the read
+ * is the caller's, the stream notes the ids itself, and hands a failure to `failed` (the signal's abort
+ * included). Any other stream (HTTP) is read through `onResult` and `onError`.
+ * Like oRPC's iterators, it takes `next` calls one at a time (one never reads a stream another is replacing),
+ * and it is done once its stream ends, fails or is returned.
  */
 class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> {
   private done = false
@@ -251,14 +264,24 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
     private readonly resume: (error: unknown, lastEventId: string | undefined) => Promise<AsyncIterator<unknown>>,
     /** The call's signal: once it aborts, reading rejects with its reason, even an event that had arrived. */
     private readonly signal: AbortSignal | undefined,
-  ) {}
+  ) {
+    this.follow(iterator)
+  }
 
   next(): Promise<IteratorResult<unknown>> {
     if (this.done) return Promise.resolve({ done: true, value: undefined })
     if (this.reading) return this.reading.then(() => this.next(), () => this.next())
-    const reading = this.iterator.next().then(this.onResult, this.onError)
+    const iterator = this.iterator
+    if (iterator instanceof PlainStream) return iterator.next()
+    const reading = iterator.next().then(this.onResult, this.onError)
     this.reading = reading
     return reading
+  }
+
+  /** Starts reading `iterator`: a plain stream tells this one of its failure instead of throwing it. */
+  private follow(iterator: AsyncIterator<unknown>) {
+    this.iterator = iterator
+    if (iterator instanceof PlainStream) iterator.onFailure = this.failed
   }
 
   private readonly onResult = (result: IteratorResult<unknown>) => {
@@ -284,7 +307,7 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
       throw error
     }
     return this.resume(error, this.lastEventId).then((next) => {
-      this.iterator = next
+      this.follow(next)
       this.reading = undefined
       if (!this.done) return this.next()
       // Returned while the new call was on its way: stop that one too.
@@ -295,6 +318,17 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
       this.reading = undefined
       throw typed
     })
+  }
+
+  /** A plain stream failed under a read: the read gets what resuming gives (or its typed error). */
+  private readonly failed = (error: unknown): Promise<IteratorResult<unknown>> => {
+    this.lastEventId = (this.iterator as PlainStream).lastEventId
+    if (this.done) return Promise.reject(error)
+    if (this.signal?.aborted) {
+      this.done = true
+      return Promise.reject(this.signal.reason)
+    }
+    return this.reading = this.onError(error)
   }
 
   async return(value?: unknown): Promise<IteratorResult<unknown>> {

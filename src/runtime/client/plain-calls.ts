@@ -55,9 +55,8 @@ export const eventMetaKey: PropertyKey | undefined = (() => {
  * where `getEventMeta` finds them. The value is the frame's own (just parsed), so the meta is put on it, not
  * around it: one property that is not enumerable, hence not copied, listed or serialized, as with the Proxy.
  */
-export function eventValue(payload: EventIteratorPayload): unknown {
-  const value = serializer.deserialize(payload.data as Parameters<StandardRPCSerializer['deserialize']>[0])
-  const meta = payload.meta
+export function eventValue(data: unknown, meta: EventIteratorPayload['meta']): unknown {
+  const value = deserialize(data)
   if (!meta || !isTypescriptObject(value) || (meta.id === undefined && meta.retry === undefined && !meta.comments?.length)) return value
   if (eventMetaKey === undefined || !Object.isExtensible(value)) return withEventMeta(value, meta)
   // Configurable: a Proxy over the value (Vue's `reactive` and `readonly`, which TanStack Vue Query applies to
@@ -67,43 +66,80 @@ export function eventValue(payload: EventIteratorPayload): unknown {
   return value
 }
 
+/**
+ * oRPC's serializer on a frame's data. Data without `meta` (plain JSON: no Date, Map, BigInt, ...) is its
+ * `json` as it is, which is what the serializer gives for it too, without the objects it makes on the way.
+ */
+function deserialize(data: unknown): unknown {
+  if (typeof data === 'object' && data !== null && (data as { meta?: unknown }).meta === undefined) return (data as { json?: unknown }).json
+  return serializer.deserialize(data as Parameters<StandardRPCSerializer['deserialize']>[0])
+}
+
 /** What oRPC's client throws for a stream's error event: the typed error it carries, or an ErrorEvent. */
-function eventError(payload: EventIteratorPayload): unknown {
-  let received: unknown = new ErrorEvent({ data: payload.data })
-  if (payload.meta) received = withEventMeta(received as ErrorEvent, payload.meta)
-  const data = serializer.deserialize(payload.data as Parameters<StandardRPCSerializer['deserialize']>[0])
-  let error: unknown = isORPCErrorJson(data) ? createORPCErrorFromJson(data, { cause: received }) : new ErrorEvent({ data, cause: received })
-  const meta = getEventMeta(received)
-  if (meta && isTypescriptObject(error)) error = withEventMeta(error, meta)
+function eventError(data: unknown, meta: EventIteratorPayload['meta']): unknown {
+  let received: unknown = new ErrorEvent({ data })
+  if (meta) received = withEventMeta(received as ErrorEvent, meta)
+  const deserialized = deserialize(data)
+  let error: unknown = isORPCErrorJson(deserialized) ? createORPCErrorFromJson(deserialized, { cause: received }) : new ErrorEvent({ data: deserialized, cause: received })
+  const receivedMeta = getEventMeta(received)
+  if (receivedMeta && isTypescriptObject(error)) error = withEventMeta(error, receivedMeta)
   return error
 }
+
+/** An event-stream frame's payload as it is on the wire (`p` of `{ i, t: 3, p }`); oRPC's reader names it `{ event, data, meta }`. */
+interface WireEvent {
+  e: EventIteratorPayload['event']
+  d?: unknown
+  m?: EventIteratorPayload['meta']
+}
+
+const doneResult: IteratorResult<unknown> = Object.freeze({ done: true, value: undefined })
+
+type ResolveRead = (result: IteratorResult<unknown> | PromiseLike<IteratorResult<unknown>>) => void
 
 /**
  * The event stream a plain call returns: its events as oRPC's client gives them (what `toEventIterator` and the
  * serializer's `mapEventIterator` make of the frames: values with their event meta, the return value, typed
  * errors), read one at a time. Written out because those are two iterator layers with a queue, a lock and
  * several promises each per event: with 10,000 streams getting one event each (a fan-out), the client's
- * JavaScript took 16 to 21 us per event through them and takes 5.5 to 6 through this (bench/client-fanout-js.ts). An
- * event that arrives while a `next` waits settles it at once.
+ * JavaScript took 16 to 21 us per event through them (bench/client-fanout-js.ts). An event that arrives while
+ * a `next` waits settles it at once: one promise per event, from the frame to the reader.
+ *
+ * The connection's resumable stream reads it without a layer of its own: it is told of a failure through
+ * `onFailure` and answers the waiting read with the resumed stream's next result.
  */
-class PlainStream implements AsyncIterator<unknown> {
-  private readonly queued: EventIteratorPayload[] = []
-  private waiting: { resolve: (result: IteratorResult<unknown>) => void, reject: (error: unknown) => void } | undefined
+export class PlainStream implements AsyncIterator<unknown> {
+  private readonly queued: WireEvent[] = []
+  /** The read waiting for an event, and its promise (a `next` meanwhile waits for it). */
+  private resolveRead: ResolveRead | undefined
+  private rejectRead: ((error: unknown) => void) | undefined
+  private read: Promise<IteratorResult<unknown>> | undefined
   /** Why it was closed from here (the call aborted, the socket closed), while that is not yet thrown. */
   private closedWith: { reason: unknown } | undefined
   private done = false
+  /** The id of the last event read (starting with the call's `lastEventId`). */
+  lastEventId: string | undefined
+  /**
+   * Takes over a failure the reader would get (an error event, the socket closed): the reader gets what the
+   * returned promise gives instead (the connection resumes the stream there, or throws the typed error).
+   */
+  onFailure: ((error: unknown) => Promise<IteratorResult<unknown>>) | undefined
 
-  constructor(private readonly cleanup: (reason: 'next' | 'return') => void) {}
+  constructor(private readonly cleanup: (reason: 'next' | 'return') => void, lastEventId: string | undefined) {
+    this.lastEventId = lastEventId
+  }
 
-  push(payload: EventIteratorPayload) {
+  push(event: WireEvent) {
     if (this.done) return
-    const waiting = this.waiting
-    if (!waiting) {
-      this.queued.push(payload)
+    const resolve = this.resolveRead
+    // Behind events a read is about to take (see `drain`), in order.
+    if (!resolve || this.queued.length > 0) {
+      this.queued.push(event)
       return
     }
-    this.waiting = undefined
-    this.settle(payload, waiting.resolve, waiting.reject)
+    const reject = this.rejectRead!
+    this.resolveRead = this.rejectRead = this.read = undefined
+    this.settle(event, resolve, reject)
   }
 
   /**
@@ -114,19 +150,37 @@ class PlainStream implements AsyncIterator<unknown> {
     if (this.done || this.closedWith) return
     this.closedWith = { reason }
     if (dropQueued) this.queued.length = 0
-    const waiting = this.waiting
-    this.waiting = undefined
-    if (waiting) this.fail(reason, waiting.reject)
+    const resolve = this.resolveRead
+    // A read about to take a queued event gets it; the next one gets `reason`.
+    if (!resolve || this.queued.length > 0) return
+    const reject = this.rejectRead!
+    this.resolveRead = this.rejectRead = this.read = undefined
+    this.fail(reason, resolve, reject)
   }
 
   next(): Promise<IteratorResult<unknown>> {
-    if (this.done) return Promise.resolve({ done: true, value: undefined })
-    return new Promise((resolve, reject) => {
-      const payload = this.queued.shift()
-      if (payload) this.settle(payload, resolve, reject)
-      else if (this.closedWith) this.fail(this.closedWith.reason, reject)
-      else this.waiting = { resolve, reject }
+    if (this.done) return Promise.resolve(doneResult)
+    // One read at a time: a second one waits for the first.
+    if (this.read) return this.read.then(() => this.next(), () => this.next())
+    const read = this.read = new Promise<IteratorResult<unknown>>((resolve, reject) => {
+      this.resolveRead = resolve
+      this.rejectRead = reject
     })
+    // What is here already is read a microtask later, not now: the call's signal, aborted right after `next`,
+    // still wins over an event that had arrived (the abort drops the queue and fails the read).
+    if (this.queued.length > 0 || this.closedWith) queueMicrotask(this.drain)
+    return read
+  }
+
+  private readonly drain = () => {
+    const resolve = this.resolveRead
+    if (!resolve) return
+    const reject = this.rejectRead!
+    const event = this.queued.shift()
+    if (!event && !this.closedWith) return
+    this.resolveRead = this.rejectRead = this.read = undefined
+    if (event) this.settle(event, resolve, reject)
+    else this.fail(this.closedWith!.reason, resolve, reject)
   }
 
   async return(value?: unknown): Promise<IteratorResult<unknown>> {
@@ -134,9 +188,9 @@ class PlainStream implements AsyncIterator<unknown> {
       this.done = true
       this.queued.length = 0
       // A read waiting meanwhile ends too, instead of waiting for ever.
-      const waiting = this.waiting
-      this.waiting = undefined
-      waiting?.resolve({ done: true, value: undefined })
+      const resolve = this.resolveRead
+      this.resolveRead = this.rejectRead = this.read = undefined
+      resolve?.(doneResult)
       this.cleanup('return')
     }
     return { done: true, value }
@@ -146,26 +200,35 @@ class PlainStream implements AsyncIterator<unknown> {
     return this
   }
 
-  private settle(payload: EventIteratorPayload, resolve: (result: IteratorResult<unknown>) => void, reject: (error: unknown) => void) {
+  private settle(event: WireEvent, resolve: ResolveRead, reject: (error: unknown) => void) {
+    let failure: unknown
     try {
-      if (payload.event === 'message') {
-        resolve({ done: false, value: eventValue(payload) })
+      if (event.e === 'message') {
+        const meta = event.m
+        const value = eventValue(event.d, meta)
+        if (meta?.id !== undefined) this.lastEventId = meta.id
+        resolve({ done: false, value })
         return
       }
       this.finish()
-      if (payload.event === 'done') resolve({ done: true, value: eventValue(payload) })
-      else reject(eventError(payload))
+      if (event.e === 'done') {
+        resolve({ done: true, value: eventValue(event.d, event.m) })
+        return
+      }
+      failure = eventError(event.d, event.m)
     }
     catch (error) {
-      // Data the serializer cannot read: the stream fails with it, as oRPC's reader does.
+      // Data the serializer cannot read (or no event at all): the stream fails with it, as oRPC's reader does.
       this.finish()
-      reject(error)
+      failure = error
     }
+    this.fail(failure, resolve, reject)
   }
 
-  private fail(reason: unknown, reject: (error: unknown) => void) {
+  private fail(reason: unknown, resolve: ResolveRead, reject: (error: unknown) => void) {
     this.finish()
-    reject(reason)
+    if (this.onFailure) resolve(this.onFailure(reason))
+    else reject(reason)
   }
 
   private finish() {
@@ -257,8 +320,12 @@ export class PlainCallClient {
       catch {
         return false
       }
-      if (typeof message?.i !== 'string' || !message.i.startsWith(idPrefix)) return false
-      this.take(deserializeResponseMessage(message as Parameters<typeof deserializeResponseMessage>[0]))
+      const id = message?.i
+      if (typeof id !== 'string' || !id.startsWith(idPrefix)) return false
+      // An event of a stream, the frame a fan-out sends most: read as oRPC's `deserializeResponseMessage` reads
+      // it, without the tuple and object it makes.
+      if (message.t === MessageType.EVENT_ITERATOR) this.streams.get(id)?.push((message as { p: WireEvent }).p)
+      else this.take(deserializeResponseMessage(message as Parameters<typeof deserializeResponseMessage>[0]))
       return true
     }
     if (!(data instanceof ArrayBuffer)) return false
@@ -298,14 +365,15 @@ export class PlainCallClient {
   cutStreams(makeError: () => ORPCError<string, unknown>) {
     for (const id of this.streamIds) {
       // oRPC's reader throws an error event's data as the error (see `decode`), after the queued events.
-      this.streams.get(id)?.push({ event: 'error', data: { json: makeError().toJSON() } } as EventIteratorPayload)
+      this.streams.get(id)?.push({ e: 'error', d: { json: makeError().toJSON() } })
     }
     this.streamIds.clear()
   }
 
   private take([id, type, payload]: ReturnType<typeof deserializeResponseMessage>) {
     if (type === MessageType.EVENT_ITERATOR) {
-      this.streams.get(id)?.push(payload as EventIteratorPayload)
+      const event = payload as EventIteratorPayload
+      this.streams.get(id)?.push({ e: event.event, d: event.data, m: event.meta })
       return
     }
     // An abort from the server only concerns streamed input, which never takes this path.
@@ -341,7 +409,7 @@ export class PlainCallClient {
       if (call.onAbort) signal?.removeEventListener('abort', call.onAbort)
       if (reason !== 'next' && this.streams.get(id) === stream) this.sendAbort(id)
       this.forgetStream(id, stream)
-    })
+    }, call.options.lastEventId)
     this.streams.set(id, stream)
     this.streamIds.add(id)
     call.resolve(call.wrap ? this.wrapStream(stream, call.path, call.input, call.options) : stream)
@@ -375,7 +443,7 @@ export class PlainCallClient {
   private decode(status: number, body: unknown): unknown {
     let deserialized: unknown
     try {
-      deserialized = serializer.deserialize(body as Parameters<StandardRPCSerializer['deserialize']>[0])
+      deserialized = deserialize(body)
     }
     catch (error) {
       throw new Error('Invalid RPC response format.', { cause: error })
