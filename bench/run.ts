@@ -11,6 +11,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { getRandomPort } from 'get-port-please'
+import { prepareTypes } from '../scripts/prepare-types.mjs'
 import { defaultRedisUrl, redisProblem, runFanout } from './fanout'
 import type { FromClient, Job, JobResult, Pattern, Target, ToClient } from './shared'
 import { definePatterns, isThroughputPattern, targets } from './shared'
@@ -168,6 +169,8 @@ async function buildFixture() {
   }
   log('fixture: building (nuxi build bench/fixture) ...')
   const started = Date.now()
+  // On a fresh clone the module's generated tsconfig is not there yet; Vite needs it to transform src/.
+  prepareTypes(rootDir)
   const nuxi = join(rootDir, 'node_modules/.bin/nuxi')
   const env = runtimeName === 'node' ? process.env : { ...process.env, NITRO_PRESET: runtime.preset, NUXT_ORPC_BENCH_OUTPUT: join(fixtureDir, runtime.output) }
   const child = track(spawn(process.execPath, [nuxi, 'build', fixtureDir], { cwd: rootDir, env, stdio: ['ignore', 2, 2] }))
