@@ -1,6 +1,9 @@
 // A fan-out load process, forked by bench/fanout.ts: the subscribers of one server instance, or the publisher.
 // It never starts servers or touches Redis; it opens connections with the target's client (nuxt-orpc's,
 // socket.io-client, or plain ws for the raw baseline) and subscribes or publishes.
+import { mkdir, writeFile } from 'node:fs/promises'
+import { Session as InspectorSession } from 'node:inspector/promises'
+import { join } from 'node:path'
 import { createORPCClient } from '@orpc/client'
 import type { RouterClient } from '@orpc/server'
 import type { Socket } from 'socket.io-client'
@@ -266,6 +269,25 @@ async function openPublisher(kind: FanoutClientKind, serverUrl: string): Promise
   }
 }
 
+const profileDir = process.env.FANOUT_CLIENT_PROF
+let profiler: InspectorSession | undefined
+
+/** Starts a V8 CPU profile, or stops the running one and writes it to `dir` (read it with bench/profile.ts). */
+async function toggleProfile(dir: string) {
+  if (!profiler) {
+    profiler = new InspectorSession()
+    profiler.connect()
+    await profiler.post('Profiler.enable')
+    await profiler.post('Profiler.start')
+    return
+  }
+  const { profile } = await profiler.post('Profiler.stop')
+  profiler.disconnect()
+  profiler = undefined
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, `fanout-subscribers-${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile))
+}
+
 let subscribers: Subscribers | undefined
 let publisher: Promise<Publisher> | undefined
 
@@ -289,6 +311,8 @@ async function handle(request: FanoutRequest): Promise<FanoutAnswer> {
     case 'clock':
       return { type: 'clock', now: now() }
     case 'cpu': {
+      // Read before and after the measured publishes: the profile, if asked for, covers just them.
+      if (profileDir && subscribers) await toggleProfile(profileDir)
       const { user, system } = process.cpuUsage()
       return { type: 'cpu', micros: user + system }
     }

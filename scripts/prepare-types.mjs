@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 
 /**
  * Generated types a build needs on a fresh clone: the root tsconfig extends the module's `.nuxt/tsconfig.json`,
@@ -22,3 +23,6 @@ export function prepareTypes(rootDir, fixtures = []) {
     }
   }
 }
+
+// `node scripts/prepare-types.mjs`: before the playground's dev server or build (npm run dev, dev:build).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) prepareTypes(process.cwd())
