@@ -139,6 +139,11 @@ class Session {
   closed: { code: number, reason: string } | undefined
   /** Calls on oRPC's link waiting for their answer. */
   linkCalls = 0
+  /**
+   * When the last frame arrived (ms), for the connection's watchdog. A field, not a closure's variable: V8
+   * stores a number field in place, a closure's variable gets a new heap number per frame.
+   */
+  lastFrameAt = Date.now()
   private readonly closeListeners = new Set<SocketListener>()
 
   /** `onFrame` hears of every frame that arrives, before it is handled; it may take the frame (true). */
@@ -151,6 +156,7 @@ class Session {
     // event for each listener. The link hears only the frames that are not answers to plain calls.
     const messageListeners = new Set<SocketListener>()
     socket.addEventListener('message', (event) => {
+      this.lastFrameAt = Date.now()
       if (onFrame(event.data) || plainCalls.receive(event.data)) return
       for (const listener of messageListeners) listener(event)
     })
@@ -633,8 +639,6 @@ export class RpcConnection implements ClientLink<ClientContext> {
     const socket = new this.options.WebSocket(url, [...rpcSubprotocols])
     // ArrayBuffers arrive in order; Blobs would be read asynchronously and could overtake each other.
     socket.binaryType = 'arraybuffer'
-    // A server that froze or vanished without closing sends nothing, not even heartbeats: replace the socket.
-    let lastMessageAt = Date.now()
     let ready = false
     const onReady = () => {
       if (ready || this.session !== session) return
@@ -644,7 +648,6 @@ export class RpcConnection implements ClientLink<ClientContext> {
       for (const waiter of [...this.waiters]) waiter.resolve(session)
     }
     const session: Session = new Session(socket, (data) => {
-      lastMessageAt = Date.now()
       if (data === restartFrame) {
         // The server woke up without the streams it ran for this socket: they resume (or end) now.
         session.plainCalls.cutStreams(() => errorForClose(RpcCloseCode.ServiceRestart, 'The server restarted the stream'))
@@ -665,6 +668,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
     // Over HTTP meanwhile, the socket's attempts do not change what the app sees.
     if (this.status.transport !== 'http') this.setStatus(this.attempt === 0 && this.status.state !== 'reconnecting' ? 'connecting' : 'reconnecting')
 
+    // A server that froze or vanished without closing sends nothing, not even heartbeats: replace the socket.
     // After two thirds of the timeout in silence the client pings (the heartbeat frame; nuxt-orpc's server
     // answers with the same): where the server beats on a timer its beat comes first, and where it cannot
     // (a Cloudflare Durable Object, which answers pings without waking) the ping's answer keeps the socket
@@ -674,8 +678,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
     let pings = 0
     const checkEvery = Math.max(100, this.options.heartbeatTimeout / 4)
     const watchdog = setInterval(() => {
-      const silence = Date.now() - lastMessageAt
-      if (pingedAt < lastMessageAt) pings = 0
+      const silence = Date.now() - session.lastFrameAt
+      if (pingedAt < session.lastFrameAt) pings = 0
       const canPing = ready && socket.protocol === readySubprotocol && socket.readyState === 1
       const ping = () => {
         pingedAt = Date.now()
@@ -706,7 +710,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
     let opened = false
     socket.addEventListener('open', () => {
       opened = true
-      lastMessageAt = Date.now()
+      session.lastFrameAt = Date.now()
       // Plain oRPC servers send nothing first; nuxt-orpc's sends its ready frame once it accepted us.
       if (socket.protocol !== readySubprotocol) onReady()
     })
