@@ -9,7 +9,7 @@ import type { MockInstance } from 'vitest'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createRpcColadaUtils } from '../src/runtime/app/query/colada-utils'
 import { createRpcClient, errorForClose, isRefusalCloseCode } from '../src/runtime/client/connection'
-import { eventMetaKey, eventValue } from '../src/runtime/client/plain-calls'
+import { eventMetaKey, eventValue, PlainCallClient } from '../src/runtime/client/plain-calls'
 import type { AdmissionLimits, AdmissionSlot } from '../src/runtime/server/admission'
 import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
@@ -890,5 +890,53 @@ describe('stream event values on the client', () => {
     const date = eventValue({ json: '2026-12-07T00:00:00.000Z', meta: [[1]] }, { id: '3' }) as Date
     expect(date.getTime()).toBe(Date.parse('2026-12-07T00:00:00.000Z'))
     expect(getEventMeta(date)?.id).toBe('3')
+  })
+})
+
+describe('the client\'s plain calls (PlainCallClient) on frames a server sends', () => {
+  /** A client whose frames go to `sent`, and a stream call on it answered with its response head. */
+  async function streamOn(client: PlainCallClient, sent: string[]) {
+    const output = client.call(Object.freeze(['feed']), {}, { context: {} })!
+    const id = (JSON.parse(sent.at(-1)!) as { i: string }).i
+    expect(client.receive(JSON.stringify({ i: id, p: { h: { 'content-type': 'text/event-stream' } } }))).toBe(true)
+    return { id, stream: await output as AsyncIterator<unknown> }
+  }
+
+  it('fails only the stream a malformed event frame names, with an error; the socket\'s other streams go on', async () => {
+    const sent: string[] = []
+    const client = new PlainCallClient(frame => sent.push(frame), stream => stream)
+    const broken = await streamOn(client, sent)
+    const queuedBroken = await streamOn(client, sent)
+    const healthy = await streamOn(client, sent)
+
+    // One read waits when the frame comes, the other finds it queued.
+    const waiting = broken.stream.next()
+    expect(client.receive(`{"i":"${broken.id}","t":3}`)).toBe(true)
+    expect(client.receive(`{"i":"${queuedBroken.id}","t":3,"p":null}`)).toBe(true)
+    await expect(waiting).rejects.toBeInstanceOf(TypeError)
+    await expect(queuedBroken.stream.next()).rejects.toBeInstanceOf(TypeError)
+    expect(await broken.stream.next()).toEqual({ done: true, value: undefined })
+
+    expect(client.receive(`{"i":"${healthy.id}","t":3,"p":{"e":"message","d":{"json":{"n":1}}}}`)).toBe(true)
+    expect(await healthy.stream.next()).toEqual({ done: false, value: { n: 1 } })
+  })
+
+  it('reads plain JSON data as oRPC\'s serializer does, and data with types through it', async () => {
+    const sent: string[] = []
+    const client = new PlainCallClient(frame => sent.push(frame), stream => stream)
+    const { id, stream } = await streamOn(client, sent)
+    const frames = [
+      { e: 'message', d: { json: { n: 1, list: [1, 'a', null] } } },
+      { e: 'message', d: { json: null } },
+      { e: 'message', d: { json: { at: '2026-12-07T00:00:00.000Z' }, meta: [[1, 'at']] } },
+      { e: 'message' },
+      { e: 'done', d: { json: 'bye' } },
+    ]
+    for (const p of frames) client.receive(JSON.stringify({ i: id, t: 3, p }))
+    expect(await stream.next()).toEqual({ done: false, value: { n: 1, list: [1, 'a', null] } })
+    expect(await stream.next()).toEqual({ done: false, value: null })
+    expect((await stream.next()).value).toEqual({ at: new Date('2026-12-07T00:00:00.000Z') })
+    expect(await stream.next()).toEqual({ done: false, value: undefined })
+    expect(await stream.next()).toEqual({ done: true, value: 'bye' })
   })
 })

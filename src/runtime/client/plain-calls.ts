@@ -176,10 +176,10 @@ export class PlainStream implements AsyncIterator<unknown> {
     const resolve = this.resolveRead
     if (!resolve) return
     const reject = this.rejectRead!
-    const event = this.queued.shift()
-    if (!event && !this.closedWith) return
+    const queued = this.queued.length > 0
+    if (!queued && !this.closedWith) return
     this.resolveRead = this.rejectRead = this.read = undefined
-    if (event) this.settle(event, resolve, reject)
+    if (queued) this.settle(this.queued.shift()!, resolve, reject)
     else this.fail(this.closedWith!.reason, resolve, reject)
   }
 
@@ -218,7 +218,8 @@ export class PlainStream implements AsyncIterator<unknown> {
       failure = eventError(event.d, event.m)
     }
     catch (error) {
-      // Data the serializer cannot read (or no event at all): the stream fails with it, as oRPC's reader does.
+      // Data the serializer cannot read, or a frame without an event (`p` missing): the stream fails with the
+      // error, as oRPC's reader does; the socket and its other calls go on.
       this.finish()
       failure = error
     }
