@@ -278,7 +278,12 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
     if (this.done) return Promise.resolve({ done: true, value: undefined })
     if (this.reading) return this.reading.then(() => this.next(), () => this.next())
     const iterator = this.iterator
-    if (iterator instanceof PlainStream) return iterator.next()
+    if (iterator instanceof PlainStream) {
+      // Another read waits on it: this one goes after it, here, for that read may fail and resume the stream
+      // on a new call.
+      const pending = iterator.pendingRead
+      return pending ? pending.then(() => this.next(), () => this.next()) : iterator.next()
+    }
     const reading = iterator.next().then(this.onResult, this.onError)
     this.reading = reading
     return reading

@@ -67,11 +67,12 @@ export function eventValue(data: unknown, meta: EventIteratorPayload['meta']): u
 }
 
 /**
- * oRPC's serializer on a frame's data. Data without `meta` (plain JSON: no Date, Map, BigInt, ...) is its
- * `json` as it is, which is what the serializer gives for it too, without the objects it makes on the way.
+ * oRPC's serializer on a frame's data. A JSON object without `meta` (plain JSON: no Date, Map, BigInt, ...) gives
+ * its `json` as it is, which is what the serializer gives for it too, without the objects it makes on the way.
+ * Anything else (a file, a form) goes through the serializer.
  */
 function deserialize(data: unknown): unknown {
-  if (typeof data === 'object' && data !== null && (data as { meta?: unknown }).meta === undefined) return (data as { json?: unknown }).json
+  if (typeof data === 'object' && data !== null && Object.getPrototypeOf(data) === Object.prototype && (data as { meta?: unknown }).meta === undefined) return (data as { json?: unknown }).json
   return serializer.deserialize(data as Parameters<StandardRPCSerializer['deserialize']>[0])
 }
 
@@ -127,6 +128,11 @@ export class PlainStream implements AsyncIterator<unknown> {
 
   constructor(private readonly cleanup: (reason: 'next' | 'return') => void, lastEventId: string | undefined) {
     this.lastEventId = lastEventId
+  }
+
+  /** The read under way, if one waits (its reader must wait for it before reading again). */
+  get pendingRead(): Promise<IteratorResult<unknown>> | undefined {
+    return this.read
   }
 
   push(event: WireEvent) {
