@@ -1,11 +1,17 @@
 // nuxt-orpc's browser client without I/O, in a fan-out's shape: N connections (in-process sockets), each with one
 // stream, get one event each per publish. What its JavaScript costs per event when every event is on a stream
 // of its own (bench/client-js.ts measures calls). 20 measured publishes after one warm-up.
-// Usage: jiti bench/client-fanout-js.ts [streams, default 10000]
+// Each stream is read with `for await` (`iterator`, the default) or as `useRpcSubscription` reads it
+// (`subscription`: startResumableSubscription, a callback per event).
+// Usage: jiti bench/client-fanout-js.ts [streams, default 10000] [iterator|subscription]
 import { createRpcClient, createRpcConnection } from '../src/runtime/client/connection'
 import type { RpcConnectionOptions } from '../src/runtime/client/connection'
+import type { RpcSubscriptionCallOptions } from '../src/runtime/client/resumable'
+import { startResumableSubscription } from '../src/runtime/client/resumable'
 
 const streams = Number(process.argv[2] ?? 10_000)
+const reader = process.argv[3] ?? 'iterator'
+if (reader !== 'iterator' && reader !== 'subscription') throw new Error(`reader: iterator or subscription, not ${reader}`)
 const publishes = 20
 const sockets: InProcessSocket[] = []
 
@@ -44,10 +50,15 @@ class InProcessSocket extends EventTarget {
 let received = 0
 for (let index = 0; index < streams; index++) {
   const connection = createRpcConnection({ url: 'ws://in-process', WebSocket: InProcessSocket as unknown as RpcConnectionOptions['WebSocket'] })
-  const client = createRpcClient(connection) as { subscribe: (input: object) => Promise<AsyncIterable<unknown>> }
-  void (async () => {
-    for await (const _event of await client.subscribe({})) received++
-  })()
+  const client = createRpcClient(connection) as { subscribe: (input: object, options?: RpcSubscriptionCallOptions) => Promise<AsyncIterable<unknown>> }
+  if (reader === 'subscription') {
+    startResumableSubscription(options => client.subscribe({}, options), { onEvent: () => received++ })
+  }
+  else {
+    void (async () => {
+      for await (const _event of await client.subscribe({})) received++
+    })()
+  }
 }
 await new Promise(resolve => setTimeout(resolve, 500))
 
@@ -67,5 +78,5 @@ await publish()
 const before = process.cpuUsage()
 for (let round = 0; round < publishes; round++) await publish()
 const used = process.cpuUsage(before)
-console.log(`${streams} streams, one event each x${publishes}: ${((used.user + used.system) / (streams * publishes)).toFixed(2)} us of client CPU per event`)
+console.log(`${streams} streams (${reader}), one event each x${publishes}: ${((used.user + used.system) / (streams * publishes)).toFixed(2)} us of client CPU per event`)
 process.exit(0)

@@ -11,6 +11,7 @@ import { io } from 'socket.io-client'
 import WebSocket from 'ws'
 import type { RpcConnection, RpcConnectionOptions } from '../src/runtime/client/connection'
 import { createRpcConnection } from '../src/runtime/client/connection'
+import { startResumableSubscription } from '../src/runtime/client/resumable'
 import type { router } from './fixture/server/rpc'
 import type { FanoutEvent } from './fixture/server/rpc/fanout'
 import type { FanoutAnswer, FanoutClientKind, FanoutRequest, FromFanoutClient, SubscriberReport, ToFanoutClient } from './shared'
@@ -130,11 +131,38 @@ class Subscribers {
     return opened
   }
 
-  private async openRpc(index: number, serverUrl: string, channel: string) {
+  /**
+   * Subscribes as a page's `useRpcSubscription` does: `startResumableSubscription` gives each event to a
+   * callback (as socket.io-client's listener gets it) and calls again after a drop. Resolves once the stream
+   * is open.
+   */
+  private openRpc(index: number, serverUrl: string, channel: string): Promise<void> {
     const { connection, client } = connect(serverUrl, () => this.reconnects++)
-    this.connections.push(connection)
-    const events = await client.fanout.subscribe({ channel }, { signal: this.abort.signal })
-    void this.follow(index, events)
+    return new Promise((resolve, reject) => {
+      let open = false
+      const subscription = startResumableSubscription(options => client.fanout.subscribe({ channel }, options), {
+        onEvent: event => this.receive(index, event),
+        onStatus: (status, error) => {
+          if (status === 'open' && !open) {
+            open = true
+            resolve()
+          }
+          else if (status === 'error') {
+            if (open) this.fail(`subscription: ${errorText(error)}`)
+            else reject(error)
+          }
+          else if (status === 'closed' && !this.abort.signal.aborted) {
+            this.fail('a subscription ended')
+          }
+        },
+      })
+      this.connections.push({
+        close: () => {
+          subscription.stop()
+          connection.close()
+        },
+      })
+    })
   }
 
   /** Joins the room (with its ack), and again after every reconnection, as an app would. */
@@ -168,16 +196,6 @@ class Subscribers {
     socket.on('close', () => {
       if (!this.abort.signal.aborted) this.fail('a socket closed')
     })
-  }
-
-  private async follow(index: number, events: AsyncIterable<unknown>) {
-    try {
-      for await (const event of events) this.receive(index, event)
-      if (!this.abort.signal.aborted) this.fail('a subscription ended')
-    }
-    catch (error) {
-      if (!this.abort.signal.aborted) this.fail(`subscription: ${errorText(error)}`)
-    }
   }
 
   private receive(index: number, event: unknown) {

@@ -9,6 +9,7 @@ import { z } from 'zod'
 import type { ClientContext, ClientLink } from '@orpc/client'
 import { createORPCClient } from '@orpc/client'
 import { createRpcClient, reconnectDelay } from '../src/runtime/client/connection'
+import { startResumableSubscription } from '../src/runtime/client/resumable'
 import { createClient, rejectionOf, waitFor } from './helpers'
 
 /** A real oRPC crossws server (oRPC's stock handler, no nuxt-orpc code) that records every frame it gets. */
@@ -28,6 +29,12 @@ async function startStockServer() {
     resumableStream: os.handler(async function* ({ signal, lastEventId }) {
       yield withEventMeta({ after: lastEventId ?? null }, { id: String(Number(lastEventId ?? 0) + 1) })
       await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)))
+    }),
+    counter: os.handler(async function* ({ signal, lastEventId }) {
+      for (let n = lastEventId === undefined ? 0 : Number(lastEventId) + 1; !signal?.aborted; n++) {
+        yield withEventMeta({ n }, { id: String(n) })
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
     }),
     hangingStream: os.handler(async function* ({ signal }) {
       yield 0
@@ -359,5 +366,55 @@ describe('closing races', () => {
     finally {
       process.off('unhandledRejection', onUnhandled)
     }
+  })
+})
+
+describe('startResumableSubscription on the connection\'s streams (a callback per event, as useRpcSubscription reads)', () => {
+  it('gives the events in order, resumes after a dropped socket from the last id, and stop() ends the server\'s stream', async () => {
+    const server = await stockServer()
+    const { client: rpc } = client(server.url)
+    const seen: number[] = []
+    const statuses: string[] = []
+    const subscription = startResumableSubscription<{ n: number }>(options => rpc.counter(undefined, options), {
+      onEvent: event => seen.push(event.n),
+      onStatus: status => statuses.push(status),
+    })
+    await waitFor(() => seen.length >= 5)
+    server.dropAll()
+    await waitFor(() => seen.length >= 15)
+    subscription.stop()
+    const stoppedAt = seen.length
+    expect(seen).toEqual(Array.from({ length: stoppedAt }, (_, n) => n))
+    expect(subscription.lastEventId).toBe(String(stoppedAt - 1))
+    // The connection resumed the stream by itself: the subscription never saw it drop.
+    expect(statuses).toEqual(['connecting', 'open', 'closed'])
+    const calls = server.frames.filter(frame => frame.t === undefined)
+    expect(calls).toHaveLength(2)
+    await waitFor(() => server.frames.some(frame => frame.t === 4 && frame.i === calls[1]!.i))
+    await new Promise(resolve => setTimeout(resolve, 100))
+    expect(seen).toHaveLength(stoppedAt)
+  })
+
+  it('stops the server\'s stream when onEvent throws, and ends with status error and that exception', async () => {
+    const server = await stockServer()
+    const { client: rpc } = client(server.url)
+    const seen: number[] = []
+    const thrown = new Error('the page failed on an event')
+    let failed: unknown
+    const subscription = startResumableSubscription<{ n: number }>(options => rpc.counter(undefined, options), {
+      onEvent: (event) => {
+        seen.push(event.n)
+        if (event.n === 2) throw thrown
+      },
+      onStatus: (status, error) => {
+        if (status === 'error') failed = error
+      },
+    })
+    await waitFor(() => subscription.status === 'error')
+    expect(failed).toBe(thrown)
+    const call = server.frames.find(frame => frame.t === undefined)!
+    await waitFor(() => server.frames.some(frame => frame.t === 4 && frame.i === call.i))
+    await new Promise(resolve => setTimeout(resolve, 100))
+    expect(seen).toEqual([0, 1, 2])
   })
 })

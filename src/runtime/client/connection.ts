@@ -8,8 +8,8 @@ import { intercept, isAsyncIteratorObject } from '@orpc/shared'
 import type { RpcClientTimers } from '../shared/options'
 import { clientTimerDefaults } from '../shared/options'
 import { heartbeatFrame, httpProbeHeader, httpProbePath, readySubprotocol, refusalOf, restartFrame, RpcCloseCode, rpcSubprotocols } from '../shared/protocol'
-import type { StreamWrapper } from './plain-calls'
-import { PlainCallClient, PlainStream } from './plain-calls'
+import type { StreamSink, StreamWrapper } from './plain-calls'
+import { listenToStream, PlainCallClient, PlainStream } from './plain-calls'
 
 /** Where the browser's socket is in its life. */
 export type RpcConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
@@ -340,6 +340,100 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
       return Promise.reject(this.signal.reason)
     }
     return this.reading = this.onError(error)
+  }
+
+  /**
+   * Gives the events to `sink` as they arrive instead of to reads: a plain stream calls it from the frame, with
+   * no promise per event (startResumableSubscription reads so). Resuming works as for reads. Any other stream,
+   * or one a read already waits on, is read here and given to it. An exception from `sink.event` stops the
+   * stream and fails it with that exception.
+   */
+  [listenToStream](sink: StreamSink): void {
+    // The sink hears of one ending, whichever comes first.
+    let open = true
+    this.listen({
+      event: (value, id) => {
+        if (open) sink.event(value, id)
+      },
+      end: (value) => {
+        if (!open) return
+        open = false
+        sink.end(value)
+      },
+      fail: (error) => {
+        if (!open) return
+        open = false
+        sink.fail(error)
+      },
+    })
+  }
+
+  private listen(sink: StreamSink): void {
+    if (this.done) {
+      sink.end(undefined)
+      return
+    }
+    const iterator = this.iterator
+    if (!(iterator instanceof PlainStream) || iterator.pendingRead || this.reading) {
+      void this.pump(sink)
+      return
+    }
+    iterator.listen({
+      event: (value, id) => {
+        try {
+          sink.event(value, id)
+        }
+        catch (error) {
+          sink.fail(error)
+          void this.return().catch(ignore)
+        }
+      },
+      end: (value) => {
+        this.done = true
+        sink.end(value)
+      },
+      fail: (error) => {
+        this.lastEventId = iterator.lastEventId
+        const aborted = this.signal?.aborted
+        if (this.done || aborted) {
+          this.done = true
+          sink.fail(aborted ? this.signal!.reason : error)
+          return
+        }
+        this.resume(error, this.lastEventId).then((next) => {
+          this.follow(next)
+          if (!this.done) return this.listen(sink)
+          // Returned while the new call was on its way: stop that one too.
+          void next.return?.()?.catch(ignore)
+          sink.end(undefined)
+        }, (typed: unknown) => {
+          this.done = true
+          sink.fail(typed)
+        })
+      },
+    })
+  }
+
+  /** `listenToStream` by reads. */
+  private async pump(sink: StreamSink) {
+    let result: IteratorResult<unknown>
+    try {
+      while (!(result = await this.next()).done) {
+        try {
+          sink.event(result.value, getEventMeta(result.value)?.id)
+        }
+        catch (error) {
+          sink.fail(error)
+          void this.return().catch(ignore)
+          return
+        }
+      }
+    }
+    catch (error) {
+      sink.fail(error)
+      return
+    }
+    sink.end(result.value)
   }
 
   async return(value?: unknown): Promise<IteratorResult<unknown>> {

@@ -98,6 +98,24 @@ const doneResult: IteratorResult<unknown> = Object.freeze({ done: true, value: u
 
 type ResolveRead = (result: IteratorResult<unknown> | PromiseLike<IteratorResult<unknown>>) => void
 
+const ignoreRead = () => {}
+
+/** Takes a stream's events as they arrive, instead of reads: no promise per event. */
+export interface StreamSink {
+  /** An event's value, and its id if it has one. */
+  event: (value: unknown, id: string | undefined) => void
+  /** The stream ended (its return value), or was returned. */
+  end: (value: unknown) => void
+  /** The stream failed; nothing follows. */
+  fail: (error: unknown) => void
+}
+
+/**
+ * The method by which nuxt-orpc's connection streams give their events to a `StreamSink`
+ * (`stream[listenToStream](sink)`); `startResumableSubscription` uses it where a stream has it.
+ */
+export const listenToStream: unique symbol = Symbol('nuxt-orpc.listenToStream')
+
 /**
  * The event stream a plain call returns: its events as oRPC's client gives them (what `toEventIterator` and the
  * serializer's `mapEventIterator` make of the frames: values with their event meta, the return value, typed
@@ -118,6 +136,8 @@ export class PlainStream implements AsyncIterator<unknown> {
   /** Why it was closed from here (the call aborted, the socket closed), while that is not yet thrown. */
   private closedWith: { reason: unknown } | undefined
   private done = false
+  /** Where events go instead of to reads, once `listen` was called. */
+  private listener: StreamSink | undefined
   /** The id of the last event read (starting with the call's `lastEventId`). */
   lastEventId: string | undefined
   /**
@@ -137,6 +157,10 @@ export class PlainStream implements AsyncIterator<unknown> {
 
   push(event: WireEvent) {
     if (this.done) return
+    if (this.listener) {
+      this.settle(event, ignoreRead, ignoreRead)
+      return
+    }
     const resolve = this.resolveRead
     // Behind events a read is about to take (see `drain`), in order.
     if (!resolve || this.queued.length > 0) {
@@ -156,12 +180,27 @@ export class PlainStream implements AsyncIterator<unknown> {
     if (this.done || this.closedWith) return
     this.closedWith = { reason }
     if (dropQueued) this.queued.length = 0
+    if (this.listener) {
+      this.fail(reason, ignoreRead, ignoreRead)
+      return
+    }
     const resolve = this.resolveRead
     // A read about to take a queued event gets it; the next one gets `reason`.
     if (!resolve || this.queued.length > 0) return
     const reject = this.rejectRead!
     this.resolveRead = this.rejectRead = this.read = undefined
     this.fail(reason, resolve, reject)
+  }
+
+  /**
+   * From now on its events go to `listener` as they arrive (the ones already here first, at once), and no
+   * longer to reads. Only while no read waits.
+   */
+  listen(listener: StreamSink) {
+    this.listener = listener
+    while (this.queued.length > 0 && !this.done) this.settle(this.queued.shift()!, ignoreRead, ignoreRead)
+    if (this.done) return
+    if (this.closedWith) this.fail(this.closedWith.reason, ignoreRead, ignoreRead)
   }
 
   next(): Promise<IteratorResult<unknown>> {
@@ -197,6 +236,7 @@ export class PlainStream implements AsyncIterator<unknown> {
       const resolve = this.resolveRead
       this.resolveRead = this.rejectRead = this.read = undefined
       resolve?.(doneResult)
+      this.listener?.end(undefined)
       this.cleanup('return')
     }
     return { done: true, value }
@@ -212,13 +252,17 @@ export class PlainStream implements AsyncIterator<unknown> {
       if (event.e === 'message') {
         const meta = event.m
         const value = eventValue(event.d, meta)
-        if (meta?.id !== undefined) this.lastEventId = meta.id
-        resolve({ done: false, value })
+        const id = meta?.id
+        if (id !== undefined) this.lastEventId = id
+        if (this.listener) this.listener.event(value, id)
+        else resolve({ done: false, value })
         return
       }
       this.finish()
       if (event.e === 'done') {
-        resolve({ done: true, value: eventValue(event.d, event.m) })
+        const value = eventValue(event.d, event.m)
+        if (this.listener) this.listener.end(value)
+        else resolve({ done: true, value })
         return
       }
       failure = eventError(event.d, event.m)
@@ -234,7 +278,8 @@ export class PlainStream implements AsyncIterator<unknown> {
 
   private fail(reason: unknown, resolve: ResolveRead, reject: (error: unknown) => void) {
     this.finish()
-    if (this.onFailure) resolve(this.onFailure(reason))
+    if (this.listener) this.listener.fail(reason)
+    else if (this.onFailure) resolve(this.onFailure(reason))
     else reject(reason)
   }
 

@@ -1,5 +1,7 @@
 import { getEventMeta, ORPCError } from '@orpc/client'
 import { reconnectDelay, RpcClientErrorCode } from './connection'
+import type { StreamSink } from './plain-calls'
+import { listenToStream } from './plain-calls'
 
 /**
  * Where a subscription is:
@@ -107,13 +109,22 @@ export function startResumableSubscription<T>(source: RpcSubscriptionSource<T>, 
         }
         currentIterator = iterator
         setStatus('open')
-        while (!stopped) {
-          const result = await iterator.next()
-          if (result.done) break
+        const onEvent = (value: T, id: string | undefined) => {
           attempt = 0
-          const id = getEventMeta(result.value)?.id
           if (id !== undefined) lastEventId = id
-          options.onEvent(result.value, id)
+          options.onEvent(value, id)
+        }
+        const listen = (iterator as { [listenToStream]?: (sink: StreamSink) => void })[listenToStream]
+        if (listen) {
+          // A stream of nuxt-orpc's connection calls this as each event arrives: no promise per event.
+          await new Promise<void>((resolve, reject) => listen.call(iterator, { event: onEvent as StreamSink['event'], end: () => resolve(), fail: reject }))
+        }
+        else {
+          while (!stopped) {
+            const result = await iterator.next()
+            if (result.done) break
+            onEvent(result.value, getEventMeta(result.value)?.id)
+          }
         }
         if (!stopped) setStatus('closed')
         return
