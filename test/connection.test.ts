@@ -30,10 +30,10 @@ async function startStockServer() {
       yield withEventMeta({ after: lastEventId ?? null }, { id: String(Number(lastEventId ?? 0) + 1) })
       await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)))
     }),
-    counter: os.handler(async function* ({ signal, lastEventId }) {
+    counter: os.input(z.object({ everyMs: z.number() }).optional()).handler(async function* ({ input, signal, lastEventId }) {
       for (let n = lastEventId === undefined ? 0 : Number(lastEventId) + 1; !signal?.aborted; n++) {
         yield withEventMeta({ n }, { id: String(n) })
-        await new Promise(resolve => setTimeout(resolve, 20))
+        await new Promise(resolve => setTimeout(resolve, input?.everyMs ?? 20))
       }
     }),
     hangingStream: os.handler(async function* ({ signal }) {
@@ -300,6 +300,43 @@ describe('nuxt-orpc client against oRPC\'s stock crossws handler', () => {
 })
 
 describe('closing races', () => {
+  it('answers reads made before and while a stream resumes in the order they were made', async () => {
+    let server = await stockServer()
+    let url = server.url
+    const { client: rpc, connection } = client(() => url, 5000)
+    const stream = await rpc.counter({ everyMs: 300 })
+    expect((await stream.next()).value).toEqual({ n: 0 })
+    const first = stream.next()
+    const second = stream.next()
+    await server.stop()
+    await waitFor(() => connection.status.state === 'reconnecting')
+    const third = stream.next()
+    server = await stockServer()
+    url = server.url
+    const values = (await Promise.all([first, second, third])).map(result => result.value.n)
+    expect(values).toEqual([1, 2, 3])
+    await stream.return()
+  })
+
+  it('makes no new call for a stream returned while it waits for a socket to resume on', async () => {
+    let server = await stockServer()
+    let url = server.url
+    const { client: rpc, connection } = client(() => url, 5000)
+    const stream = await rpc.counter({ everyMs: 10_000 })
+    expect((await stream.next()).value).toEqual({ n: 0 })
+    const reading = stream.next()
+    await server.stop()
+    await waitFor(() => connection.status.state === 'reconnecting')
+    await stream.return()
+    server = await stockServer()
+    url = server.url
+    expect(await reading).toEqual({ done: true, value: undefined })
+    expect(await rpc.ping()).toBe('pong')
+    await new Promise(resolve => setTimeout(resolve, 200))
+    // The new server got the ping only.
+    expect(server.frames.filter(frame => frame.t === undefined)).toHaveLength(1)
+  })
+
   it('gives reads made at once the events in order, each once, then the end', async () => {
     const server = await stockServer()
     const { client: rpc } = client(server.url)

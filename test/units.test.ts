@@ -9,6 +9,7 @@ import type { MockInstance } from 'vitest'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createRpcColadaUtils } from '../src/runtime/app/query/colada-utils'
 import { createRpcClient, errorForClose, isRefusalCloseCode } from '../src/runtime/client/connection'
+import type { PlainStream } from '../src/runtime/client/plain-calls'
 import { eventMetaKey, eventValue, PlainCallClient } from '../src/runtime/client/plain-calls'
 import type { AdmissionLimits, AdmissionSlot } from '../src/runtime/server/admission'
 import { Admission, isRefusal } from '../src/runtime/server/admission'
@@ -919,6 +920,26 @@ describe('the client\'s plain calls (PlainCallClient) on frames a server sends',
 
     expect(client.receive(`{"i":"${healthy.id}","t":3,"p":{"e":"message","d":{"json":{"n":1}}}}`)).toBe(true)
     expect(await healthy.stream.next()).toEqual({ done: false, value: { n: 1 } })
+  })
+
+  it('gives a listener the events already queued, then new ones, then the end; refuses reads meanwhile', async () => {
+    const sent: string[] = []
+    const client = new PlainCallClient(frame => sent.push(frame), stream => stream)
+    const { id, stream } = await streamOn(client, sent)
+    const plain = stream as PlainStream
+    client.receive(`{"i":"${id}","t":3,"p":{"e":"message","d":{"json":1},"m":{"id":"a"}}}`)
+    const heard: unknown[] = []
+    plain.listen({ event: (value, eventId) => heard.push([value, eventId]), end: value => heard.push(['end', value]), fail: error => heard.push(['fail', error]) })
+    expect(heard).toEqual([[1, 'a']])
+    client.receive(`{"i":"${id}","t":3,"p":{"e":"message","d":{"json":2}}}`)
+    await expect(plain.next()).rejects.toBeInstanceOf(TypeError)
+    client.receive(`{"i":"${id}","t":3,"p":{"e":"done","d":{"json":"bye"}}}`)
+    expect(heard).toEqual([[1, 'a'], [2, undefined], ['end', 'bye']])
+    expect(plain.lastEventId).toBe('a')
+    // A listener that comes after the end hears of it at once.
+    const late: unknown[] = []
+    plain.listen({ event: () => late.push('event'), end: () => late.push('end'), fail: () => late.push('fail') })
+    expect(late).toEqual(['end'])
   })
 
   it('reads plain JSON data as oRPC\'s serializer does, and data with types through it', async () => {

@@ -127,8 +127,8 @@ type CallInterceptors = NonNullable<RpcConnectionOptions['interceptors']>
 type LinkInterceptors = NonNullable<RpcConnectionOptions['clientInterceptors']>
 
 /**
- * One WebSocket and the oRPC link bound to it. The link sees the socket through a facade whose `close`
- * listeners this session fires itself: Node's WebSocket fires `error` but never `close` after a failed
+ * One WebSocket, and oRPC's link on it once a call needs one. The link sees the socket through a facade whose
+ * `close` listeners this session fires itself: Node's WebSocket fires `error` but never `close` after a failed
  * handshake, and the link would wait forever.
  */
 class Session {
@@ -173,9 +173,7 @@ class Session {
       },
       addEventListener: (type: string, listener: SocketListener) => {
         if (type === 'close') {
-          // A link made after the session ended hears of it at once.
-          if (this.closed) queueMicrotask(() => listener(new Event('close')))
-          else closeListeners.add(listener)
+          closeListeners.add(listener)
         }
         else if (type === 'message') {
           messageListeners.add(listener)
@@ -198,6 +196,7 @@ class Session {
    * most sockets never need one, and each holds several KB of queues and plugins.
    */
   get link(): RPCLink<ClientContext> {
+    if (!this.rpcLink && this.closed) throw errorForClose(this.closed.code, this.closed.reason)
     return this.rpcLink ??= this.makeLink()
   }
 
@@ -242,6 +241,12 @@ class Session {
 
 const ignore = () => {}
 
+/** What a stream returned while it waited to resume goes on with: nothing. */
+const endedStream: AsyncIterator<unknown> = {
+  next: () => Promise.resolve({ done: true, value: undefined }),
+  return: () => Promise.resolve({ done: true, value: undefined }),
+}
+
 /** How many times in a row a stream is called again when each new call ends with its socket. */
 const maxResumeAttempts = 3
 
@@ -261,13 +266,17 @@ const asyncDispose: symbol = (Symbol as { asyncDispose?: symbol }).asyncDispose 
  */
 class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> {
   private done = false
-  /** The read under way, until its stream has answered (or been replaced); a `next` meanwhile waits for it. */
+  /**
+   * The read under way on a stream that is not a plain stream, or the read a plain stream failed under while
+   * it resumes: until it has answered, a `next` waits for it.
+   */
   private reading: Promise<IteratorResult<unknown>> | undefined
 
   constructor(
     private iterator: AsyncIterator<unknown>,
     private lastEventId: string | undefined,
-    private readonly resume: (error: unknown, lastEventId: string | undefined) => Promise<AsyncIterator<unknown>>,
+    /** Gets the new stream, or throws the caller's error; `returned` tells whether the reader stopped meanwhile. */
+    private readonly resume: (error: unknown, lastEventId: string | undefined, returned: () => boolean) => Promise<AsyncIterator<unknown>>,
     /** The call's signal: once it aborts, reading rejects with its reason, even an event that had arrived. */
     private readonly signal: AbortSignal | undefined,
   ) {
@@ -317,7 +326,7 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
       this.reading = undefined
       throw error
     }
-    return this.resume(error, this.lastEventId).then((next) => {
+    return this.resume(error, this.lastEventId, this.returned).then((next) => {
       this.follow(next)
       this.reading = undefined
       if (!this.done) return this.next()
@@ -331,15 +340,20 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
     })
   }
 
+  private readonly returned = () => this.done
+
   /** A plain stream failed under a read: the read gets what resuming gives (or its typed error). */
-  private readonly failed = (error: unknown): Promise<IteratorResult<unknown>> => {
+  private readonly failed = (error: unknown, read: Promise<IteratorResult<unknown>> | undefined): Promise<IteratorResult<unknown>> => {
     this.lastEventId = (this.iterator as PlainStream).lastEventId
     if (this.done) return Promise.reject(error)
     if (this.signal?.aborted) {
       this.done = true
       return Promise.reject(this.signal.reason)
     }
-    return this.reading = this.onError(error)
+    const resuming = this.onError(error)
+    // Reads made meanwhile wait for the failed read itself, as those made before did: they keep their order.
+    this.reading = read ?? resuming
+    return resuming
   }
 
   /**
@@ -400,7 +414,7 @@ class ResumableStream implements AsyncIterator<unknown>, AsyncIterable<unknown> 
           sink.fail(aborted ? this.signal!.reason : error)
           return
         }
-        this.resume(error, this.lastEventId).then((next) => {
+        this.resume(error, this.lastEventId, this.returned).then((next) => {
           this.follow(next)
           if (!this.done) return this.listen(sink)
           // Returned while the new call was on its way: stop that one too.
@@ -623,7 +637,7 @@ export class RpcConnection implements ClientLink<ClientContext> {
    */
   private resumableStream(path: readonly string[], input: unknown, options: ClientOptions<ClientContext>, firstSession: Session, firstIterator: AsyncIterator<unknown>) {
     let session = firstSession
-    return new ResumableStream(firstIterator, options.lastEventId, async (error, lastEventId) => {
+    return new ResumableStream(firstIterator, options.lastEventId, async (error, lastEventId, returned) => {
       let typed = await session.callError(error, options.signal)
       // A resume whose own socket closes first (a server that woke without the connection's record closes it
       // with 1012) is tried again on the next socket, a few times at most.
@@ -634,6 +648,8 @@ export class RpcConnection implements ClientLink<ClientContext> {
         // The same socket when it stayed open (the server restarted the stream), else the next one.
         const open = this.status.state === 'open' && this.status.transport === 'websocket' && this.session && !this.session.closed ? this.session : undefined
         const next = open ?? await this.ready(options.signal)
+        // Returned while waiting for a socket: no new call (the reader gets its end).
+        if (returned()) return endedStream
         // The socket cannot be opened again but HTTP answers: the stream goes on there.
         if (next === 'http') return await this.callOverHttp(path, input, { ...options, lastEventId }) as AsyncIterator<unknown>
         session = next

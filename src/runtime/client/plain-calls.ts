@@ -144,7 +144,7 @@ export class PlainStream implements AsyncIterator<unknown> {
    * Takes over a failure the reader would get (an error event, the socket closed): the reader gets what the
    * returned promise gives instead (the connection resumes the stream there, or throws the typed error).
    */
-  onFailure: ((error: unknown) => Promise<IteratorResult<unknown>>) | undefined
+  onFailure: ((error: unknown, read: Promise<IteratorResult<unknown>> | undefined) => Promise<IteratorResult<unknown>>) | undefined
 
   constructor(private readonly cleanup: (reason: 'next' | 'return') => void, lastEventId: string | undefined) {
     this.lastEventId = lastEventId
@@ -168,13 +168,14 @@ export class PlainStream implements AsyncIterator<unknown> {
       return
     }
     const reject = this.rejectRead!
+    const read = this.read
     this.resolveRead = this.rejectRead = this.read = undefined
-    this.settle(event, resolve, reject)
+    this.settle(event, resolve, reject, read)
   }
 
   /**
-   * Ends it with `reason`, thrown to the reader: after the events already queued (the socket closed: they did
-   * arrive), or at once when `dropQueued` (the caller aborted).
+   * Ends it with `reason`, which the reader gets (or `onFailure`, or the listener): after the events already
+   * queued (the socket closed: they did arrive), or at once when `dropQueued` (the caller aborted).
    */
   close(reason: unknown, dropQueued = false) {
     if (this.done || this.closedWith) return
@@ -188,8 +189,9 @@ export class PlainStream implements AsyncIterator<unknown> {
     // A read about to take a queued event gets it; the next one gets `reason`.
     if (!resolve || this.queued.length > 0) return
     const reject = this.rejectRead!
+    const read = this.read
     this.resolveRead = this.rejectRead = this.read = undefined
-    this.fail(reason, resolve, reject)
+    this.fail(reason, resolve, reject, read)
   }
 
   /**
@@ -197,6 +199,10 @@ export class PlainStream implements AsyncIterator<unknown> {
    * longer to reads. Only while no read waits.
    */
   listen(listener: StreamSink) {
+    if (this.done) {
+      listener.end(undefined)
+      return
+    }
     this.listener = listener
     while (this.queued.length > 0 && !this.done) this.settle(this.queued.shift()!, ignoreRead, ignoreRead)
     if (this.done) return
@@ -204,6 +210,7 @@ export class PlainStream implements AsyncIterator<unknown> {
   }
 
   next(): Promise<IteratorResult<unknown>> {
+    if (this.listener) return Promise.reject(new TypeError('This stream gives its events to a listener: it cannot be read as well'))
     if (this.done) return Promise.resolve(doneResult)
     // One read at a time: a second one waits for the first.
     if (this.read) return this.read.then(() => this.next(), () => this.next())
@@ -223,9 +230,10 @@ export class PlainStream implements AsyncIterator<unknown> {
     const reject = this.rejectRead!
     const queued = this.queued.length > 0
     if (!queued && !this.closedWith) return
+    const read = this.read
     this.resolveRead = this.rejectRead = this.read = undefined
-    if (queued) this.settle(this.queued.shift()!, resolve, reject)
-    else this.fail(this.closedWith!.reason, resolve, reject)
+    if (queued) this.settle(this.queued.shift()!, resolve, reject, read)
+    else this.fail(this.closedWith!.reason, resolve, reject, read)
   }
 
   async return(value?: unknown): Promise<IteratorResult<unknown>> {
@@ -246,7 +254,8 @@ export class PlainStream implements AsyncIterator<unknown> {
     return this
   }
 
-  private settle(event: WireEvent, resolve: ResolveRead, reject: (error: unknown) => void) {
+  /** Settles the read `read` (resolve, reject), or tells the listener, with what `event` makes of the stream. */
+  private settle(event: WireEvent, resolve: ResolveRead, reject: (error: unknown) => void, read?: Promise<IteratorResult<unknown>>) {
     let failure: unknown
     try {
       if (event.e === 'message') {
@@ -273,13 +282,13 @@ export class PlainStream implements AsyncIterator<unknown> {
       this.finish()
       failure = error
     }
-    this.fail(failure, resolve, reject)
+    this.fail(failure, resolve, reject, read)
   }
 
-  private fail(reason: unknown, resolve: ResolveRead, reject: (error: unknown) => void) {
+  private fail(reason: unknown, resolve: ResolveRead, reject: (error: unknown) => void, read?: Promise<IteratorResult<unknown>>) {
     this.finish()
     if (this.listener) this.listener.fail(reason)
-    else if (this.onFailure) resolve(this.onFailure(reason))
+    else if (this.onFailure) resolve(this.onFailure(reason, read))
     else reject(reason)
   }
 
@@ -307,7 +316,8 @@ export type StreamWrapper = (iterator: AsyncIterator<unknown>, path: readonly st
 
 /**
  * The browser side of nuxt-orpc's hot path: a call whose input serializes to plain JSON is sent and answered
- * here, with oRPC's serializer, message format, error mapping and event-stream reader, but without the link's
+ * here, with oRPC's serializer, message format and error mapping, and events read as oRPC's reader reads them
+ * (`PlainStream`), but without the link's
  * per-call layers (spans, interceptors, three queues and two AbortErrors per completed call). The answer may
  * be anything oRPC sends: a value, a typed error, a file, an event stream.
  *
@@ -416,7 +426,7 @@ export class PlainCallClient {
    */
   cutStreams(makeError: () => ORPCError<string, unknown>) {
     for (const id of this.streamIds) {
-      // oRPC's reader throws an error event's data as the error (see `decode`), after the queued events.
+      // The stream fails with an error event's data as the error (see `eventError`), after the queued events.
       this.streams.get(id)?.push({ e: 'error', d: { json: makeError().toJSON() } })
     }
     this.streamIds.clear()
@@ -446,8 +456,7 @@ export class PlainCallClient {
       call.resolve(output)
       return
     }
-    // An event stream: oRPC's reader pulls its events from a queue this client fills. The call's signal still
-    // stops it, until the stream ends.
+    // An event stream: a PlainStream this client fills. The call's signal still stops it, until the stream ends.
     this.pending.delete(id)
     if (isORPCErrorStatus(response.status)) {
       // What oRPC's codec makes of a stream under an error status: a malformed response.
