@@ -125,7 +125,8 @@ export const listenToStream: unique symbol = Symbol('nuxt-orpc.listenToStream')
  * a `next` waits settles it at once: one promise per event, from the frame to the reader.
  *
  * The connection's resumable stream reads it without a layer of its own: it is told of a failure through
- * `onFailure` and answers the waiting read with the resumed stream's next result.
+ * `onFailure` and answers the waiting read with the resumed stream's next result. Or it takes the events as
+ * they arrive through `listen`, with no promise at all (startResumableSubscription).
  */
 export class PlainStream implements AsyncIterator<unknown> {
   private readonly queued: WireEvent[] = []
@@ -143,6 +144,7 @@ export class PlainStream implements AsyncIterator<unknown> {
   /**
    * Takes over a failure the reader would get (an error event, the socket closed): the reader gets what the
    * returned promise gives instead (the connection resumes the stream there, or throws the typed error).
+   * `read` is that reader's promise, which other reads may wait for.
    */
   onFailure: ((error: unknown, read: Promise<IteratorResult<unknown>> | undefined) => Promise<IteratorResult<unknown>>) | undefined
 
