@@ -4,7 +4,7 @@ import { ORPCError } from '@orpc/server'
 import type { Peer } from 'crossws'
 import { createError } from 'h3'
 import { reactive, readonly } from 'vue'
-import { getEventMeta } from '@orpc/standard-server'
+import { ErrorEvent, getEventMeta } from '@orpc/standard-server'
 import type { MockInstance } from 'vitest'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createRpcColadaUtils } from '../src/runtime/app/query/colada-utils'
@@ -920,6 +920,24 @@ describe('the client\'s plain calls (PlainCallClient) on frames a server sends',
 
     expect(client.receive(`{"i":"${healthy.id}","t":3,"p":{"e":"message","d":{"json":{"n":1}}}}`)).toBe(true)
     expect(await healthy.stream.next()).toEqual({ done: false, value: { n: 1 } })
+  })
+
+  it('fails a stream with the typed error an error event carries, its meta on it; other data as an ErrorEvent', async () => {
+    const sent: string[] = []
+    const client = new PlainCallClient(frame => sent.push(frame), stream => stream)
+    const typed = await streamOn(client, sent)
+    const other = await streamOn(client, sent)
+    const error = new ORPCError('CONFLICT', { message: 'taken', data: { seat: 3 } }).toJSON()
+    client.receive(JSON.stringify({ i: typed.id, t: 3, p: { e: 'error', d: { json: error }, m: { id: '9' } } }))
+    client.receive(JSON.stringify({ i: other.id, t: 3, p: { e: 'error', d: { json: { reason: 'gone' } } } }))
+    const typedError = await typed.stream.next().catch((caught: unknown) => caught)
+    expect(typedError).toBeInstanceOf(ORPCError)
+    expect(typedError).toMatchObject({ code: 'CONFLICT', message: 'taken', data: { seat: 3 } })
+    expect(getEventMeta(typedError)).toEqual({ id: '9' })
+    const otherError = await other.stream.next().catch((caught: unknown) => caught)
+    expect(otherError).toBeInstanceOf(ErrorEvent)
+    expect((otherError as ErrorEvent).data).toEqual({ reason: 'gone' })
+    expect(getEventMeta(otherError)).toBeUndefined()
   })
 
   it('gives a listener the events already queued, then new ones, then the end; refuses reads meanwhile', async () => {

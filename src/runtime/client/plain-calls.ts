@@ -81,10 +81,10 @@ function eventError(data: unknown, meta: EventIteratorPayload['meta']): unknown 
   let received: unknown = new ErrorEvent({ data })
   if (meta) received = withEventMeta(received as ErrorEvent, meta)
   const deserialized = deserialize(data)
-  let error: unknown = isORPCErrorJson(deserialized) ? createORPCErrorFromJson(deserialized, { cause: received }) : new ErrorEvent({ data: deserialized, cause: received })
-  const receivedMeta = getEventMeta(received)
-  if (receivedMeta && isTypescriptObject(error)) error = withEventMeta(error, receivedMeta)
-  return error
+  const error: unknown = isORPCErrorJson(deserialized) ? createORPCErrorFromJson(deserialized, { cause: received }) : new ErrorEvent({ data: deserialized, cause: received })
+  // oRPC reads the meta back from `received`, which is `meta` where there is any (`withEventMeta` leaves a
+  // value without meta as it is).
+  return meta && isTypescriptObject(error) ? withEventMeta(error, meta) : error
 }
 
 /** An event-stream frame's payload as it is on the wire (`p` of `{ i, t: 3, p }`); oRPC's reader names it `{ event, data, meta }`. */
