@@ -101,6 +101,20 @@ export abstract class ConnectionOutput {
     if (!this.corked) this.checkBuffered()
   }
 
+  /** Runs `writes` with the socket corked (where the transport can): the frames they send leave in one write. */
+  together(writes: () => void) {
+    const uncork = this.closed ? undefined : this.transport.cork(this.websocket)
+    try {
+      writes()
+    }
+    finally {
+      if (uncork) {
+        uncork()
+        this.checkBuffered()
+      }
+    }
+  }
+
   private checkBuffered() {
     if (this.readingPaused || this.closed) return
     const buffered = this.transport.bufferedBytes(this.websocket) ?? 0

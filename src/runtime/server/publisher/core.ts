@@ -176,6 +176,8 @@ export type CatchUpReader = (after: string) => Promise<CatchUpPage | undefined>
 export interface DirectWriter {
   /** Writes the event's frame now; false when it cannot (the socket's send buffer is full, or it closed). */
   write: (event: PublishedEvent) => boolean
+  /** Runs `writes` with the frames they write leaving together (one system call where the transport can). */
+  together: (writes: () => void) => void
 }
 
 const subscriberKey = Symbol('nuxt-orpc subscriber')
@@ -288,6 +290,22 @@ export class Subscriber {
       signal.addEventListener('abort', direct.release, { once: true })
       if (!this.canDeliverDirectly || signal.aborted) direct.release()
     })
+  }
+
+  /**
+   * Live events read together (a burst), in order: written to the socket together while written directly.
+   * A driver's fan-out goes subscriber by subscriber, so each socket's frames leave at once, not after the
+   * whole fan-out's.
+   */
+  pushAll(events: readonly PublishedEvent[]) {
+    const direct = this.direct
+    if (events.length > 1 && direct) {
+      direct.writer.together(() => {
+        for (const event of events) this.push(event)
+      })
+      return
+    }
+    for (const event of events) this.push(event)
   }
 
   /** A live event. */

@@ -250,9 +250,7 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     const subscribers = [...channel.subscribers]
     if (!events.length || !subscribers.length) return
     afterPendingIo(() => {
-      for (const event of events) {
-        for (const subscriber of subscribers) subscriber.push(event)
-      }
+      for (const subscriber of subscribers) subscriber.pushAll(events)
     })
   }
 
