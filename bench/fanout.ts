@@ -256,12 +256,18 @@ export async function runFanout(spec: FanoutSpec, target: Target, harness: Fanou
     }
     for (let index = 1; index <= serverCount; index++) await startInstance(serverCount > 1 ? `${kind.name} ${index}` : kind.name)
     const first = instances[0]!
-    // One subscriber process per instance of the layout; on the baseline's one server they all connect to it.
+    // Each instance's subscribers in `loadProcessesPerInstance` load processes of their own; on the baseline's
+    // one server they all connect to it.
+    const processesPerInstance = spec.loadProcessesPerInstance
+    const perProcess = spec.subscribersPerInstance / processesPerInstance
+    if (!Number.isInteger(perProcess)) throw new Error(`${spec.subscribersPerInstance} subscribers do not split evenly over ${processesPerInstance} load processes`)
     const subscriberProcesses: FanoutProcess[] = []
     const instanceOf: FanoutInstance[] = []
     for (let index = 0; index < layoutInstances; index++) {
-      subscriberProcesses.push(await startProcess(`subscribers ${index + 1} (${target.key})`))
-      instanceOf.push(instances[index] ?? first)
+      for (let part = 0; part < processesPerInstance; part++) {
+        subscriberProcesses.push(await startProcess(`subscribers ${index + 1}${processesPerInstance > 1 ? `.${part + 1}` : ''} (${target.key})`))
+        instanceOf.push(instances[index] ?? first)
+      }
     }
     const publisher = await startProcess(`publisher (${target.key})`)
 
@@ -278,10 +284,10 @@ export async function runFanout(spec: FanoutSpec, target: Target, harness: Fanou
 
     const subscribeStart = performance.now()
     const opened = await Promise.all(subscriberProcesses.map((subscriberProcess, index) =>
-      subscriberProcess.request({ type: 'subscribe', client: kind.client, serverUrl: instanceOf[index]!.url, channel, count: spec.subscribersPerInstance, publishes: totalPublishes }, Math.max(120_000, 30 * spec.subscribersPerInstance))))
+      subscriberProcess.request({ type: 'subscribe', client: kind.client, serverUrl: instanceOf[index]!.url, channel, count: perProcess, publishes: totalPublishes }, Math.max(120_000, 30 * perProcess))))
     const subscribeSeconds = (performance.now() - subscribeStart) / 1000
-    if (opened.some(answer => answer.opened !== spec.subscribersPerInstance)) {
-      throw new Error(`subscribed ${opened.map(answer => answer.opened).join(' + ')} of ${spec.subscribersPerInstance} per subscriber process`)
+    if (opened.some(answer => answer.opened !== perProcess)) {
+      throw new Error(`subscribed ${opened.map(answer => answer.opened).join(' + ')} of ${perProcess} per subscriber process`)
     }
 
     // A subscription is live once the instance's reader follows the channel (nuxt-orpc) or the instance's
@@ -343,7 +349,7 @@ export async function runFanout(spec: FanoutSpec, target: Target, harness: Fanou
     // Subscribers on the publishing instance, and on the others (none on one instance, or for the baseline).
     const near = reports.filter((_, index) => instanceOf[index] === first)
     const far = reports.filter((_, index) => instanceOf[index] !== first)
-    const subscribersOf = (instance: FanoutInstance) => instanceOf.filter(other => other === instance).length * spec.subscribersPerInstance
+    const subscribersOf = (instance: FanoutInstance) => instanceOf.filter(other => other === instance).length * perProcess
     const serverCpu = instances.map((_, index) => after.servers[index]! - before.servers[index]!)
     const memoryGrowth = (pick: (memory: ServerStats['memory']) => number) =>
       sum(instances.map((_, index) => pick(memoryAfter[index]!) - pick(memoryBefore[index]!))) / totalSubscribers
@@ -353,8 +359,8 @@ export async function runFanout(spec: FanoutSpec, target: Target, harness: Fanou
       subscribers: totalSubscribers,
       publishes: spec.publishes,
       all,
-      sameInstance: latencyOf(near, measured, near.length * spec.subscribersPerInstance),
-      otherInstance: far.length ? latencyOf(far, measured, far.length * spec.subscribersPerInstance) : null,
+      sameInstance: latencyOf(near, measured, near.length * perProcess),
+      otherInstance: far.length ? latencyOf(far, measured, far.length * perProcess) : null,
       missing: sum(reports.flatMap(report => report.missing)),
       duplicates: sum(reports.flatMap(report => report.duplicates)),
       lastDelivery: { p50: percentile(lastDeliveries, 0.5), max: lastDeliveries.at(-1) ?? null },

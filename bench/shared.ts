@@ -48,9 +48,9 @@ export type PatternSpec
     | { kind: 'cold' }
     /**
      * `instances` servers share Redis (the raw `ws` baseline: one server, no Redis); each has
-     * `subscribersPerInstance` subscribers in a load process of its own.
+     * `subscribersPerInstance` subscribers, split evenly over `loadProcessesPerInstance` load processes of their own.
      */
-    | { kind: 'fanout', instances: number, subscribersPerInstance: number, publishes: number, warmupPublishes: number, gapMs: number }
+    | { kind: 'fanout', instances: number, subscribersPerInstance: number, loadProcessesPerInstance: number, publishes: number, warmupPublishes: number, gapMs: number }
 
 export interface Pattern {
   id: string
@@ -138,13 +138,13 @@ export function definePatterns(quick: boolean, sustainedSeconds: number): Patter
       // `--patterns fanout` runs both fan-out layouts.
       id: 'fanout',
       title: `fan-out: 1 publish to ${(2 * fanoutPerInstance).toLocaleString('en')} subscribers on 2 instances through Redis, x${fanoutPublishes}`,
-      spec: { kind: 'fanout', instances: 2, subscribersPerInstance: fanoutPerInstance, publishes: fanoutPublishes, warmupPublishes: quick ? 3 : 10, gapMs: quick ? 20 : 100 },
+      spec: { kind: 'fanout', instances: 2, subscribersPerInstance: fanoutPerInstance, loadProcessesPerInstance: 1, publishes: fanoutPublishes, warmupPublishes: quick ? 3 : 10, gapMs: quick ? 20 : 100 },
       targetKeys: fanoutTargetKeys,
     },
     {
       id: 'fanout-single',
       title: `fan-out: 1 publish to ${fanoutSingle.toLocaleString('en')} subscribers on 1 instance through Redis, x${fanoutSinglePublishes}`,
-      spec: { kind: 'fanout', instances: 1, subscribersPerInstance: fanoutSingle, publishes: fanoutSinglePublishes, warmupPublishes: quick ? 2 : 5, gapMs: quick ? 20 : 100 },
+      spec: { kind: 'fanout', instances: 1, subscribersPerInstance: fanoutSingle, loadProcessesPerInstance: 2, publishes: fanoutSinglePublishes, warmupPublishes: quick ? 2 : 5, gapMs: quick ? 20 : 100 },
       targetKeys: fanoutTargetKeys,
     },
   ]
