@@ -191,7 +191,7 @@ function percentile(sorted: number[], fraction: number): number | null {
 
 function latencyOf(reports: SubscriberReport[], seqs: number[], subscribers: number): DeliveryLatency {
   const sorted = reports.flatMap(report => seqs.flatMap(seq => report.latencies[seq] ?? [])).sort((left, right) => left - right)
-  return { expected: subscribers * seqs.length, delivered: sorted.length, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1) ?? null }
+  return { expected: subscribers * seqs.length, delivered: sorted.length, p1: percentile(sorted, 0.01), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1) ?? null }
 }
 
 /** How each fan-out target runs: its client, and its server (the baseline: one process whatever the layout). */

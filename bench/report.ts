@@ -82,7 +82,8 @@ export interface ColdRow {
 export interface FanoutLatencyRow {
   expected: number
   delivered: number
-  /** Medians of the rounds' p50 and p99; the largest max. */
+  /** Medians of the rounds' p1, p50 and p99; the largest max. */
+  p1: number | null
   p50: number | null
   p99: number | null
   max: number | null
@@ -279,6 +280,7 @@ export function summarize(records: JobRecord[]): Summary {
         return {
           expected: picked.reduce((sum, latency) => sum + latency.expected, 0),
           delivered: picked.reduce((sum, latency) => sum + latency.delivered, 0),
+          p1: median(usableOnes.flatMap(latency => latency.p1 ?? [])),
           p50: median(usableOnes.flatMap(latency => latency.p50 ?? [])),
           p99: median(usableOnes.flatMap(latency => latency.p99 ?? [])),
           max: usableOnes.length ? Math.max(...usableOnes.flatMap(latency => latency.max ?? [])) : null,
@@ -584,7 +586,7 @@ export function renderReport(report: BenchReport): string {
       const perInstance = row.serverCpuUsPerDelivery.length > 1
         ? `; server us/delivery by instance ${row.serverCpuUsPerDelivery.map(value => fixed(value, 1)).join(' / ')} (instance 1 with the publish calls)`
         : ''
-      out.push(`- ${fanoutLabel(row.target)}: ${exact}; until the last subscriber had a publish ${fixed(row.lastDeliveryP50)} ms median, ${fixed(row.lastDeliveryMax)} ms slowest; publish call p99 ${fixed(row.publishCallP99)} ms${perInstance}; subscribing all ${row.subscribers.toLocaleString('en')} took ${fixed(row.subscribeSeconds, 1)} s; clock skew at most ${fixed(row.clockSkewMs, 3)} ms; ${row.reconnects} reconnected socket(s)${row.reconnects ? ' (RECONNECTED)' : ''}.`)
+      out.push(`- ${fanoutLabel(row.target)}: ${exact}; the first 1% of deliveries within ${fixed(row.all.p1)} ms (p1), and until the last subscriber had a publish ${fixed(row.lastDeliveryP50)} ms median, ${fixed(row.lastDeliveryMax)} ms slowest; publish call p99 ${fixed(row.publishCallP99)} ms${perInstance}; subscribing all ${row.subscribers.toLocaleString('en')} took ${fixed(row.subscribeSeconds, 1)} s; clock skew at most ${fixed(row.clockSkewMs, 3)} ms; ${row.reconnects} reconnected socket(s)${row.reconnects ? ' (RECONNECTED)' : ''}.`)
     }
   }
 

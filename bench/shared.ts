@@ -220,6 +220,8 @@ export interface DeliveryLatency {
   expected: number
   /** Distinct (subscriber, publish) pairs that arrived. */
   delivered: number
+  /** How soon the first deliveries arrive (absent in results recorded before it was). */
+  p1?: number | null
   p50: number | null
   p99: number | null
   max: number | null

@@ -229,7 +229,9 @@ describe.skipIf(skipBrowser)('the DevTools tab in Chromium', () => {
       const connection = await greet.getAttribute('data-connection')
       const ticks = tab.locator(`#calls tr[data-procedure="ticks"][data-connection="${connection}"]`)
       expect(await ticks.locator('td').nth(1).textContent()).toBe('aborted')
-      expect(await ticks.locator('td').nth(5).textContent()).toBe('5')
+      // The page stops after 5 events; a tick every 10 ms may send a sixth before the abort reaches the server
+      // (seen under the full suite's load), and the tab counts what was sent.
+      expect(Number(await ticks.locator('td').nth(5).textContent())).toBeGreaterThanOrEqual(5)
       const connectionRow = tab.locator(`#connections tr[data-id="${connection}"]`)
       expect(await connectionRow.locator('td').nth(1).textContent()).toBe(new URL(url('/')).origin)
       expect(await connectionRow.locator('td').last().textContent()).toBe('open')

@@ -311,43 +311,28 @@ describe('paged catch-up (what the Redis driver runs)', () => {
 describe('direct delivery (what a socket writing a subscription\'s events runs)', () => {
   const eventAt = (n: number): PublishedEvent => ({ id: `${2000 + n}-0`, payload: { n } })
 
-  /** A socket's writer: frames written and, per frame, whether it was inside `together`; refuses after `room` frames. */
+  /** A socket's writer: the events it wrote; it refuses once it wrote `room` of them (its buffer is full). */
   function writerWithRoom(room: number) {
-    const log: Array<{ n: number, together: boolean }> = []
-    let inTogether = false
-    let togetherCalls = 0
+    const log: number[] = []
     const writer = {
       write(event: PublishedEvent) {
         if (log.length >= room) return false
-        log.push({ n: (event.payload as { n: number }).n, together: inTogether })
+        log.push((event.payload as { n: number }).n)
         return true
       },
-      together(writes: () => void) {
-        togetherCalls++
-        inTogether = true
-        try {
-          writes()
-        }
-        finally {
-          inTogether = false
-        }
-      },
     }
-    return { writer, log, togetherCalls: () => togetherCalls }
+    return { writer, log }
   }
 
-  it('writes a single event at once and a burst together, in order, each once', async () => {
+  it('writes a burst in order, each event once', async () => {
     const subscriber = new Subscriber(10)
-    const { writer, log, togetherCalls } = writerWithRoom(100)
+    const { writer, log } = writerWithRoom(100)
     const controller = new AbortController()
     const delivering = subscriber.deliverDirectly(writer, controller.signal)
     subscriber.pushAll([eventAt(1)])
-    expect(log).toEqual([{ n: 1, together: false }])
-    expect(togetherCalls()).toBe(0)
-    // A burst, with an event already written at its head (two reads overlapping): skipped, not written twice.
+    // A burst with an event already written at its head (two reads overlapping): skipped, not written twice.
     subscriber.pushAll([eventAt(1), eventAt(2), eventAt(3)])
-    expect(log).toEqual([{ n: 1, together: false }, { n: 2, together: true }, { n: 3, together: true }])
-    expect(togetherCalls()).toBe(1)
+    expect(log).toEqual([1, 2, 3])
     controller.abort()
     await delivering
   })
@@ -360,7 +345,7 @@ describe('direct delivery (what a socket writing a subscription\'s events runs)'
     subscriber.pushAll([eventAt(1), eventAt(2), eventAt(3), eventAt(4)])
     // The writer let go once the socket refused: the rest waits in the subscription's queue.
     await delivering
-    expect(log.map(entry => entry.n)).toEqual([1, 2])
+    expect(log).toEqual([1, 2])
     expect(subscriber.canDeliverDirectly).toBe(false)
     expect((await take(iterator, 2)).map(event => event.value.n)).toEqual([3, 4])
     expect(subscriber.canDeliverDirectly).toBe(true)

@@ -16,6 +16,8 @@ import { Admission, isRefusal } from '../src/runtime/server/admission'
 import type { RpcRefusal } from '../src/runtime/server/context'
 import { closeCodeForStatus, errorFromRefusal, refusalFromError } from '../src/runtime/server/context'
 import { createRpcWebSocketHooks, selectSubprotocol } from '../src/runtime/server/handler'
+import { ConnectionOutput } from '../src/runtime/server/output'
+import type { RpcRoute } from '../src/runtime/server/socket'
 import { RpcInspector } from '../src/runtime/server/devtools/inspector'
 import { BucketsByClient, TokenBucket } from '../src/runtime/server/limits'
 import { binaryDelimiter, heartbeatFrame, refusalFrame, refusalOf } from '../src/runtime/shared/protocol'
@@ -462,7 +464,7 @@ describe('Admission', () => {
 
 describe('the Node transport\'s text-frame writer', () => {
   /** What `writeTextFrame` reads of ws's WebSocket; `written` holds every buffer given to the TCP socket. */
-  function fakeWebSocket({ senderState = 0, readyState = 1 } = {}) {
+  function fakeWebSocket({ senderState = 0, readyState = 1, name = 'socket', log = [] as string[] } = {}) {
     const written: Buffer[] = []
     const ws = {
       send: () => {},
@@ -473,10 +475,11 @@ describe('the Node transport\'s text-frame writer', () => {
       _socket: {
         write: (chunk: Uint8Array) => {
           written.push(Buffer.from(chunk))
+          log.push(`write ${name}`)
           return true
         },
-        cork: () => {},
-        uncork: () => {},
+        cork: () => log.push(`cork ${name}`),
+        uncork: () => log.push(`uncork ${name}`),
         bytesRead: 0,
         bytesWritten: 0,
         writableLength: 0,
@@ -610,6 +613,44 @@ describe('the Node transport\'s text-frame writer', () => {
     const { written, sent } = send('hello', { readyState })
     expect(written).toEqual([])
     expect(sent).toEqual(['hello'])
+  })
+
+  it('corks a tick\'s frames per socket, and uncorks each group of 128 sockets before corking the next', async () => {
+    class Output extends ConnectionOutput {
+      close() {}
+    }
+    const log: string[] = []
+    const route = { transport: nodeTransport, limits: { maxBufferedBytes: 1 << 20 } } as unknown as RpcRoute
+    const outputs = Array.from({ length: 300 }, (_, index) => {
+      const { ws } = fakeWebSocket({ name: String(index), log })
+      return new Output(fakePeer(ws).peer, route)
+    })
+    // A fan-out in one tick: two frames to each socket (a burst), socket after socket.
+    for (const output of outputs) {
+      output.send('a')
+      output.send('b')
+    }
+    const position = (entry: string) => log.indexOf(entry)
+    // Each socket: corked once, both frames under the cork.
+    expect(log.filter(entry => entry === 'cork 0')).toHaveLength(1)
+    expect(position('write 0')).toBeGreaterThan(position('cork 0'))
+    // The first group (sockets 0 to 127) is uncorked before socket 128 is corked, in the same tick; the second
+    // before socket 256; the rest waits for the tick's end.
+    expect(position('uncork 0')).toBeGreaterThan(log.lastIndexOf('write 127'))
+    expect(position('uncork 127')).toBeLessThan(position('cork 128'))
+    expect(position('uncork 255')).toBeLessThan(position('cork 256'))
+    expect(position('uncork 256')).toBe(-1)
+    await new Promise(resolve => process.nextTick(resolve))
+    for (let index = 0; index < 300; index++) {
+      expect(log.filter(entry => entry === `write ${index}`)).toHaveLength(2)
+      expect(log.filter(entry => entry === `uncork ${index}`)).toHaveLength(1)
+    }
+    // The next tick starts a group of its own.
+    outputs[5]!.send('c')
+    expect(log.at(-2)).toBe('cork 5')
+    expect(log.at(-1)).toBe('write 5')
+    await new Promise(resolve => process.nextTick(resolve))
+    expect(log.at(-1)).toBe('uncork 5')
   })
 
   it('leaves the text to ws when ws has no TCP socket', () => {

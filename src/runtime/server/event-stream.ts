@@ -10,10 +10,7 @@ export interface EventStreamSink {
   readonly closed: boolean
   /** Whether more than `maxBufferedBytes` waits unsent. */
   readonly overBuffered: boolean
-  /** `alone`: written at once rather than corked with the tick's other frames (see `ConnectionOutput.send`). */
-  send: (encoded: EncodedMessage, alone?: boolean) => void
-  /** Runs `writes` with the frames they send leaving in one write where the transport can. */
-  together: (writes: () => void) => void
+  send: (encoded: EncodedMessage) => void
   /** Resolves once the send buffer is back under its bound, the socket closed or `signal` aborted. */
   drained: (signal: AbortSignal) => Promise<void>
   /** The stream's response has gone out: the call no longer holds up a graceful shutdown. */
@@ -31,21 +28,15 @@ export interface DirectStream {
  * Writes a subscription's events as `{"i":<id>,"t":3,"p":<encoded>}`: what oRPC's encoding of the event gives,
  * byte for byte, with only the call id differing between subscribers. Refuses (false) while the socket holds
  * more than its bound unsent, or once it closed: the event then waits in the subscription's queue.
- *
- * A frame is written at once, not corked until the tick ends: a fan-out writes one frame to each of its
- * subscribers' sockets in one tick, and corked, no socket's frame would leave before the whole fan-out had
- * been written (30 ms before the first of 10,000 subscribers got anything, docs/benchmarks.md). A burst to
- * one subscriber leaves in one write through `together`.
  */
 function directWriter(sink: EventStreamSink, id: string, encode: (event: PublishedEvent) => string): DirectWriter {
   const prefix = `{"i":${stringifyJSON(id)},"t":${MessageType.EVENT_ITERATOR},"p":`
   return {
     write(event) {
       if (sink.closed || sink.overBuffered) return false
-      sink.send(`${prefix}${encode(event)}}`, true)
+      sink.send(`${prefix}${encode(event)}}`)
       return true
     },
-    together: writes => sink.together(writes),
   }
 }
 

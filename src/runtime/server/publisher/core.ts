@@ -176,8 +176,6 @@ export type CatchUpReader = (after: string) => Promise<CatchUpPage | undefined>
 export interface DirectWriter {
   /** Writes the event's frame now; false when it cannot (the socket's send buffer is full, or it closed). */
   write: (event: PublishedEvent) => boolean
-  /** Runs `writes` with the frames they write leaving together (one system call where the transport can). */
-  together: (writes: () => void) => void
 }
 
 const subscriberKey = Symbol('nuxt-orpc subscriber')
@@ -293,18 +291,11 @@ export class Subscriber {
   }
 
   /**
-   * Live events read together (a burst), in order: written to the socket together while written directly.
-   * A driver's fan-out goes subscriber by subscriber, so each socket's frames leave at once, not after the
-   * whole fan-out's.
+   * Live events read together (a burst), in order. A driver's fan-out goes subscriber by subscriber: a socket's
+   * frames of the burst are written one after the other, and leave in one write with its cork group (see
+   * `ConnectionOutput.send`), instead of one write per event.
    */
   pushAll(events: readonly PublishedEvent[]) {
-    const direct = this.direct
-    if (events.length > 1 && direct) {
-      direct.writer.together(() => {
-        for (const event of events) this.push(event)
-      })
-      return
-    }
     for (const event of events) this.push(event)
   }
 
