@@ -232,6 +232,7 @@ describe.skipIf(skipBrowser)('the DevTools tab in Chromium', () => {
       // The page stops after 5 events; a tick every 10 ms may send a sixth before the abort reaches the server
       // (seen under the full suite's load), and the tab counts what was sent.
       expect(Number(await ticks.locator('td').nth(5).textContent())).toBeGreaterThanOrEqual(5)
+      expect((await page.textContent('#ticks'))?.trim()).toBe('0,1,2,3,4')
       const connectionRow = tab.locator(`#connections tr[data-id="${connection}"]`)
       expect(await connectionRow.locator('td').nth(1).textContent()).toBe(new URL(url('/')).origin)
       expect(await connectionRow.locator('td').last().textContent()).toBe('open')

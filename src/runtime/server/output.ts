@@ -103,7 +103,7 @@ export abstract class ConnectionOutput {
     const transport = this.transport
     if (!this.corked && !alone) {
       // A full group leaves before another socket joins.
-      if (corkedOutputs.length === corkGroupSize) ConnectionOutput.uncorkGroup()
+      if (corkedOutputs.length >= corkGroupSize) ConnectionOutput.uncorkGroup()
       const uncork = transport.cork(this.websocket)
       if (uncork) {
         this.corked = true
@@ -126,16 +126,26 @@ export abstract class ConnectionOutput {
     ConnectionOutput.uncorkGroup()
   }
 
-  /** Uncorks every socket of the group (the tick ended, or the group is full). */
+  /**
+   * Uncorks every socket of the group (the tick ended, or the group is full). A socket that throws does not
+   * keep the others corked: the first error is thrown once all are uncorked.
+   */
   private static uncorkGroup() {
     const outputs = corkedOutputs.splice(0)
     const uncorks = corkedUncorks.splice(0)
+    let failure: { error: unknown } | undefined
     for (let index = 0; index < outputs.length; index++) {
       const output = outputs[index]!
       output.corked = false
-      uncorks[index]!()
-      output.checkBuffered()
+      try {
+        uncorks[index]!()
+        output.checkBuffered()
+      }
+      catch (error) {
+        failure ??= { error }
+      }
     }
+    if (failure) throw failure.error
   }
 
   private checkBuffered() {

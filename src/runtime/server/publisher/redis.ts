@@ -249,6 +249,8 @@ export function createRedisPublisher(config: RpcPublisherConfig): RpcPublisher {
     // Written once the I/O already here is handled: a publish from this instance answers before its fan-out.
     const subscribers = [...channel.subscribers]
     if (!events.length || !subscribers.length) return
+    // Subscriber by subscriber, each with the whole burst: a socket's frames leave in one write, and the last
+    // subscribers get a burst's first event after the others' whole bursts (with one event, as event by event).
     afterPendingIo(() => {
       for (const subscriber of subscribers) subscriber.pushAll(events)
     })
