@@ -17,8 +17,6 @@ const corkGroupSize = 128
 /** The sockets corked in this tick's group (their outputs, and how to uncork each), written out together. */
 const corkedOutputs: ConnectionOutput[] = []
 const corkedUncorks: Array<() => void> = []
-/** Whether the tick's end will uncork the last group. */
-let uncorkScheduled = false
 
 /**
  * What a connection sends and how it keeps the send buffer bounded: a tick's replies corked into one write,
@@ -106,24 +104,17 @@ export abstract class ConnectionOutput {
       if (corkedOutputs.length >= corkGroupSize) ConnectionOutput.uncorkGroup()
       const uncork = transport.cork(this.websocket)
       if (uncork) {
+        // The first socket of a group has the tick's end uncork whatever is corked by then.
+        if (corkedOutputs.length === 0) process.nextTick(ConnectionOutput.uncorkGroup)
         this.corked = true
         corkedOutputs.push(this)
         corkedUncorks.push(uncork)
-        if (!uncorkScheduled) {
-          uncorkScheduled = true
-          process.nextTick(ConnectionOutput.endTick)
-        }
       }
     }
     if (typeof encoded === 'string') transport.sendText(this.connection, this.websocket, encoded)
     else this.connection.send(encoded)
     // Under a cork the tick's writes are looked at once, when it is lifted.
     if (!this.corked) this.checkBuffered()
-  }
-
-  private static endTick() {
-    uncorkScheduled = false
-    ConnectionOutput.uncorkGroup()
   }
 
   /**
